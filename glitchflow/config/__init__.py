@@ -1,0 +1,58 @@
+"""Typed configuration for every glitchflow stage.
+
+YAML files under ``configs/`` are validated into :class:`Config`.  Shared
+signal settings live in ``configs/signal.yaml`` and are pulled in with
+``include: signal.yaml``; command-line overrides are ``key.sub=value``.
+Unknown keys, wrong types and out-of-range values raise :class:`ConfigError`
+naming the file, the dotted key and the value.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+
+from glitchflow.config.base import (
+    ConfigError,
+    Strict,
+    apply_overrides,
+    config_hash,
+    load_model,
+    read_yaml,
+    validate_model,
+)
+from glitchflow.config.signal import ConditioningConfig, QTransformConfig, SignalConfig
+from glitchflow.config.twin import ChannelSpec, TwinConfig
+
+__all__ = [
+    "ChannelSpec",
+    "ConditioningConfig",
+    "Config",
+    "ConfigError",
+    "QTransformConfig",
+    "SignalConfig",
+    "TwinConfig",
+    "apply_overrides",
+    "config_hash",
+    "load_config",
+    "read_yaml",
+]
+
+
+class Config(Strict):
+    """A whole glitchflow configuration; every section has validated defaults."""
+
+    seed: int = Field(0, ge=0, description="realisation seed (twin, splits, training)")
+    signal: SignalConfig = SignalConfig()
+    twin: TwinConfig = TwinConfig()
+
+
+def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Load a YAML config (or the defaults when ``path`` is None) with ``key=value`` overrides."""
+    return load_model(Config, path, overrides)
+
+
+def validate_config(data: dict, source: str = "<config>") -> Config:
+    """Validate a raw mapping (already merged) into a :class:`Config`."""
+    return validate_model(Config, data, source)

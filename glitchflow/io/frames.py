@@ -1,0 +1,211 @@
+"""GWF frame files: naming, discovery, writing and reading (through gwpy + lalframe).
+
+Frame names follow ``OBS-TAG-GPSSTART-DURATION.gwf``.  Reading works file by
+file so that one corrupt file costs only its own span: the reader returns the
+contiguous segments it could read, the gaps between them and a list of
+failures, each naming the file, the channel and the reason.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import struct
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+FRAME_NAME = re.compile(
+    r"^(?P<obs>[A-Z]+)-(?P<tag>[A-Za-z0-9_]+)-(?P<start>\d+)-(?P<dur>\d+(\.\d+)?)\.gwf$"
+)
+
+
+class FrameError(RuntimeError):
+    """A frame could not be used; ``path`` and ``channel`` say which and ``reason`` why."""
+
+    def __init__(self, path: str | os.PathLike, reason: str, channel: str | None = None):
+        self.path = str(path)
+        self.channel = channel
+        self.reason = reason
+        where = f"{self.path}" + (f" [{channel}]" if channel else "")
+        super().__init__(f"{where}: {reason}")
+
+
+@dataclass(frozen=True, order=True)
+class FrameFile:
+    """One frame file and the GPS span its name declares (seconds)."""
+
+    start: float
+    duration: float
+    path: str = field(compare=False)
+    observatory: str = field(compare=False, default="")
+    tag: str = field(compare=False, default="")
+
+    @property
+    def end(self) -> float:
+        return self.start + self.duration
+
+    @classmethod
+    def from_path(cls, path: str | os.PathLike) -> FrameFile:
+        match = FRAME_NAME.match(Path(path).name)
+        if not match:
+            raise FrameError(path, "name does not follow OBS-TAG-GPSSTART-DURATION.gwf")
+        return cls(
+            float(match["start"]), float(match["dur"]), str(path), match["obs"], match["tag"]
+        )
+
+
+def frame_name(observatory: str, tag: str, start: int, duration: int) -> str:
+    """``OBS-TAG-GPSSTART-DURATION.gwf`` for integer GPS start and duration (s)."""
+    return f"{observatory}-{tag}-{int(start)}-{int(duration)}.gwf"
+
+
+@dataclass
+class FrameList:
+    """Frames found for a span, in GPS order, and the files that were rejected."""
+
+    frames: list[FrameFile]
+    failures: list[FrameError]
+
+
+def find_frames(
+    source: str | os.PathLike | Iterable[str | os.PathLike],
+    start: float | None = None,
+    end: float | None = None,
+) -> FrameList:
+    """Frames in a directory (or an explicit file list) overlapping GPS ``[start, end)``.
+
+    Badly named files and frames overlapping an earlier frame are returned as
+    failures, not raised.
+    """
+    if isinstance(source, str | os.PathLike) and Path(source).is_dir():
+        paths = sorted(str(p) for p in Path(source).glob("*.gwf"))
+    elif isinstance(source, str | os.PathLike):
+        raise FileNotFoundError(f"{source}: frame directory does not exist")
+    else:
+        paths = [str(p) for p in source]
+    frames, failures = [], []
+    for path in paths:
+        try:
+            frames.append(FrameFile.from_path(path))
+        except FrameError as exc:
+            failures.append(exc)
+    frames.sort()
+    kept: list[FrameFile] = []
+    for frame in frames:
+        if start is not None and frame.end <= start:
+            continue
+        if end is not None and frame.start >= end:
+            continue
+        if kept and frame.start < kept[-1].end:
+            failures.append(
+                FrameError(frame.path, f"overlaps {kept[-1].path} ({frame.start} < {kept[-1].end})")
+            )
+            continue
+        kept.append(frame)
+    return FrameList(kept, failures)
+
+
+def write_frame(
+    path: str | os.PathLike,
+    gps_start: float,
+    channels: dict[str, tuple[np.ndarray, float]],
+    units: dict[str, str] | None = None,
+) -> None:
+    """Write ``{name: (samples, sample_rate_Hz)}`` starting at ``gps_start`` as one GWF file."""
+    from gwpy.timeseries import TimeSeries, TimeSeriesDict
+
+    tsd = TimeSeriesDict()
+    for name, (data, rate) in channels.items():
+        unit = (units or {}).get(name)
+        tsd[name] = TimeSeries(
+            data, t0=gps_start, sample_rate=rate, name=name, channel=name, unit=unit
+        )
+    tmp = Path(path).with_suffix(".gwf.part")
+    tsd.write(str(tmp), format="gwf")
+    os.replace(tmp, path)
+
+
+_EOF_RECORD = struct.Struct("<QBBIIQQIII")  # FrEndOfFile of a version-8 GWF file
+
+
+def check_frame_structure(path: str | os.PathLike) -> None:
+    """Cheap structural check before lalframe touches a file (a truncated GWF can crash it).
+
+    Checks the ``IGWD`` magic and that the trailing FrEndOfFile record's byte
+    count equals the file size.  Raises :class:`FrameError` otherwise.
+    """
+    try:
+        size = os.path.getsize(path)
+        with open(path, "rb") as fh:
+            head = fh.read(6)
+            fh.seek(max(size - _EOF_RECORD.size, 0))
+            tail = fh.read(_EOF_RECORD.size)
+    except OSError as exc:
+        raise FrameError(path, f"cannot open ({exc.strerror})") from None
+    if head[:4] != b"IGWD":
+        raise FrameError(path, "not a GWF file (no IGWD magic)")
+    if head[5] >= 8:
+        if len(tail) < _EOF_RECORD.size:
+            raise FrameError(path, f"truncated: {size} bytes")
+        n_bytes = _EOF_RECORD.unpack(tail)[5]
+        if n_bytes != size:
+            raise FrameError(path, f"truncated or corrupt: {size} bytes, end record says {n_bytes}")
+
+
+def frame_channels(path: str | os.PathLike) -> list[str]:
+    """Names of the channels stored in a frame (reads its table of contents)."""
+    from gwpy.io.gwf import get_channel_names
+
+    check_frame_structure(path)
+    try:
+        return list(get_channel_names(str(path)))
+    except Exception as exc:
+        raise FrameError(
+            path, f"cannot read table of contents ({type(exc).__name__}: {exc})"
+        ) from None
+
+
+def read_frame(
+    frame: FrameFile, channels: Sequence[str], start: float | None = None, end: float | None = None
+) -> dict[str, tuple[np.ndarray, float, float]]:
+    """Read ``channels`` from one frame over ``[start, end)`` (default: the whole frame).
+
+    Returns ``{name: (samples float64, sample_rate Hz, gps_start s)}``.  Raises
+    :class:`FrameError` naming the file and channel for a missing channel, a
+    corrupt or truncated file, or non-finite samples.
+    """
+    from gwpy.timeseries import TimeSeriesDict
+
+    path = frame.path
+    if not Path(path).is_file():
+        raise FrameError(path, "file does not exist")
+    available = set(frame_channels(path))
+    missing = [c for c in channels if c not in available]
+    if missing:
+        raise FrameError(path, "channel not in frame", channel=", ".join(missing))
+    t0 = frame.start if start is None else max(start, frame.start)
+    t1 = frame.end if end is None else min(end, frame.end)
+    try:
+        tsd = TimeSeriesDict.read(path, list(channels), start=t0, end=t1, format="gwf")
+    except Exception as exc:
+        raise FrameError(
+            path, f"corrupt or truncated frame ({type(exc).__name__}: {exc})"
+        ) from None
+    out = {}
+    for name in channels:
+        ts = tsd[name]
+        data = np.asarray(ts.value, dtype=np.float64)
+        bad = ~np.isfinite(data)
+        if bad.any():
+            first = float(ts.t0.value) + np.flatnonzero(bad)[0] / ts.sample_rate.value
+            raise FrameError(
+                path, f"{int(bad.sum())} non-finite samples (first at GPS {first:.6f})", name
+            )
+        out[name] = (data, float(ts.sample_rate.value), float(ts.t0.value))
+    return out
