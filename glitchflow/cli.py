@@ -51,7 +51,7 @@ def _add_config_args(p: argparse.ArgumentParser, required: bool = True) -> None:
 def cmd_synth(args: argparse.Namespace) -> int:
     from glitchflow.synth.twin import generate
 
-    result = generate(_config(args), args.out, progress=not args.quiet)
+    result = generate(_config(args), args.out, progress=not args.quiet, writers=args.writers)
     print(f"synth: {result.summary()}")
     print(f"frames: {Path(args.out) / 'frames'}")
     return 0
@@ -84,6 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p)
     p.add_argument("--out", type=Path, required=True, help="output directory")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--writers", type=int, default=1, help="processes encoding GWF frames (default 1)"
+    )
     p.set_defaults(func=cmd_synth)
 
     p = sub.add_parser(

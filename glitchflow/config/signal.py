@@ -65,6 +65,12 @@ class SignalConfig(Strict):
                 f"qtransform.frange upper edge {self.qtransform.frange[1]} Hz must be below "
                 f"the Nyquist frequency {self.sample_rate / 2} Hz of signal.sample_rate"
             )
+        per_bin = self.qtransform.time_step * self.sample_rate
+        if abs(per_bin - round(per_bin)) > 1e-6:
+            raise ValueError(
+                f"qtransform.time_step ({self.qtransform.time_step} s) x sample_rate "
+                f"({self.sample_rate} Hz) = {per_bin} must be a whole number of samples"
+            )
         if not self.strain_channel.startswith(self.detector + ":"):
             raise ValueError(
                 f"strain_channel {self.strain_channel!r} does not belong to detector "

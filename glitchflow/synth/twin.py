@@ -14,7 +14,10 @@ Determinism: the noise of channel ``i`` in frame ``k`` comes from
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import time
+from collections import deque
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -137,8 +140,18 @@ class DetectorTwin:
         return rows
 
 
-def generate(cfg: Config, out: str | Path, progress: bool = True) -> TwinResult:
-    """Write the twin's frames under ``out/frames/`` and its truth as ``out/truth.csv``."""
+def _write_one(path: Path, start: int, channels: dict, units: dict) -> Path:
+    write_frame(path, start, channels, units)
+    return path
+
+
+def generate(cfg: Config, out: str | Path, progress: bool = True, writers: int = 1) -> TwinResult:
+    """Write the twin's frames under ``out/frames/`` and its truth as ``out/truth.csv``.
+
+    Generation is sequential (the noise streams carry state across frames);
+    ``writers > 1`` hands the GWF encoding, the slow part, to that many worker
+    processes, keeping at most ``2 * writers`` frames in flight.
+    """
     out = Path(out)
     frame_dir = out / "frames"
     frame_dir.mkdir(parents=True, exist_ok=True)
@@ -146,18 +159,32 @@ def generate(cfg: Config, out: str | Path, progress: bool = True) -> TwinResult:
     twin = DetectorTwin(cfg)
     spec = cfg.twin
     dtypes = {name: spec.aux_dtype for name in twin.rates} | {twin.strain: spec.strain_dtype}
-    written: list[Path] = []
     n_frames = spec.duration // spec.frame_duration
-    for start, data, keep in tqdm(
-        twin.frames(), total=n_frames, desc="twin frames", unit="frame", disable=not progress
-    ):
-        if not keep:
-            log.info("frame at GPS %d falls in a configured gap: not written", start)
-            continue
-        path = frame_dir / frame_name(spec.observatory, spec.frame_tag, start, spec.frame_duration)
-        channels = {n: (x.astype(dtypes[n]), twin.rates[n]) for n, x in data.items()}
-        write_frame(path, start, channels, twin.units)
-        written.append(path)
+    pool = None
+    if writers > 1:
+        pool = ProcessPoolExecutor(writers, mp_context=multiprocessing.get_context("fork"))
+    pending: deque[Future] = deque()
+    written: list[Path] = []
+    try:
+        for start, data, keep in tqdm(
+            twin.frames(), total=n_frames, desc="twin frames", unit="frame", disable=not progress
+        ):
+            if not keep:
+                log.info("frame at GPS %d falls in a configured gap: not written", start)
+                continue
+            name = frame_name(spec.observatory, spec.frame_tag, start, spec.frame_duration)
+            channels = {n: (x.astype(dtypes[n]), twin.rates[n]) for n, x in data.items()}
+            if pool is None:
+                written.append(_write_one(frame_dir / name, start, channels, twin.units))
+                continue
+            pending.append(pool.submit(_write_one, frame_dir / name, start, channels, twin.units))
+            while len(pending) >= 2 * writers:
+                written.append(pending.popleft().result())
+        while pending:
+            written.append(pending.popleft().result())
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
     truth_path = out / "truth.csv"
     rows = twin.truth_rows()
     write_truth(rows, truth_path)

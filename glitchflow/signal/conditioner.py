@@ -1,0 +1,132 @@
+"""The one Conditioner: resample -> whiten -> single-Q transform -> median-normalise.
+
+Training data, batch inference, channel selection and the HTTP endpoint all
+build this module from the same :class:`~glitchflow.config.SignalConfig`, so
+there is one definition of a spectrogram in the project.
+
+Time bookkeeping: for input that starts at GPS ``t0`` and lasts ``T`` seconds,
+``edge = conditioner.edge_seconds`` is lost at each end (half the whitening
+filter plus the Q-transform's wrap-around at the lowest row).  Output bin
+``m`` starts at ``t0 + edge + m * time_step``; there are
+``floor((T - 2 edge) / time_step)`` bins.  Pad segments with ``edge`` seconds
+of neighbouring data to cover a span without edge artefacts.
+
+The module keeps no state between calls (only constant buffers), so one
+instance can serve concurrent requests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from glitchflow.config.signal import SignalConfig
+from glitchflow.signal.qtransform import QTransform
+from glitchflow.signal.resample import resample
+from glitchflow.signal.whitening import welch_psd, whiten_segment
+
+#: fraction of a channel's native Nyquist frequency treated as usable band
+USABLE_NYQUIST_FRACTION = 0.9
+
+
+class Conditioner(nn.Module):
+    """Raw multi-rate channels in, median-normalised Q-spectrograms ("SNR^2") out.
+
+    Build with ``Conditioner(signal_config)``.  Use :meth:`stack` to resample
+    channels at their native rates into one ``(batch, channel, time)`` tensor at
+    ``signal.sample_rate``, then call the module with the native rates.
+    """
+
+    def __init__(self, signal: SignalConfig) -> None:
+        super().__init__()
+        self.signal = signal
+        qt = signal.qtransform
+        self.sample_rate = float(signal.sample_rate)
+        self.qtransform = QTransform(qt.q, qt.frange, qt.n_freq, qt.time_step, self.sample_rate)
+        self.whiten_edge = signal.conditioning.filter_duration / 2
+        self.edge_seconds = self.whiten_edge + self.qtransform.edge_seconds()
+
+    # ----------------------------------------------------------------- geometry
+    @property
+    def time_step(self) -> float:
+        return self.qtransform.time_step
+
+    @property
+    def frequencies(self) -> np.ndarray:
+        """Row frequencies (Hz), shape ``(n_freq,)``."""
+        return self.qtransform.frequencies.cpu().numpy()
+
+    def n_bins(self, duration: float) -> int:
+        """Output time bins for ``duration`` seconds of input."""
+        usable = duration - 2 * self.edge_seconds
+        return max(0, int(np.floor(usable / self.time_step + 1e-9)))
+
+    def padded_duration(self, n_bins: int) -> float:
+        """Input seconds needed for ``n_bins`` output bins."""
+        return n_bins * self.time_step + 2 * self.edge_seconds
+
+    # ----------------------------------------------------------------- stages
+    def stack(self, channels: Sequence[Tensor], rates: Sequence[float]) -> Tensor:
+        """Resample each ``(batch, time_c)`` channel from its rate to the analysis rate and
+        stack them into ``(batch, channel, time)``; lengths are cut to the shortest."""
+        if len(channels) != len(rates):
+            raise ValueError(f"{len(channels)} channels but {len(rates)} sample rates")
+        out = [resample(x, rate, self.sample_rate) for x, rate in zip(channels, rates)]
+        n = min(x.shape[-1] for x in out)
+        return torch.stack([x[..., :n] for x in out], dim=1)
+
+    def band_limits(self, rates: Sequence[float], device=None) -> Tensor:
+        """Usable upper frequency (Hz) per channel: 0.9 x the native Nyquist of channels
+        up-sampled to the analysis rate; unlimited (infinity) for the others."""
+        limits = [
+            r / 2 * USABLE_NYQUIST_FRACTION if r < self.sample_rate else float("inf") for r in rates
+        ]
+        return torch.tensor(limits, dtype=torch.float64, device=device)
+
+    def whiten(self, x: Tensor, rates: Sequence[float] | None = None) -> Tensor:
+        """Whiten ``(batch, channel, time)`` at the analysis rate with a PSD estimated from
+        ``x`` itself; returns data with ``filter_duration / 2`` cropped at each end."""
+        cfg = self.signal.conditioning
+        x = x.double()
+        psd = welch_psd(x, self.sample_rate, cfg.fftlength, cfg.overlap, cfg.average)
+        limits = self.band_limits(rates, x.device) if rates is not None else None
+        return whiten_segment(
+            x,
+            psd,
+            1.0 / cfg.fftlength,
+            self.sample_rate,
+            cfg.filter_duration,
+            cfg.highpass,
+            band_limit=limits,
+        )
+
+    def transform(self, white: Tensor, rates: Sequence[float] | None = None) -> Tensor:
+        """Q-transform whitened data (trimmed to whole bins); the wrap-around edge bins are
+        cut.  Returns ``(batch, channel, n_freq, bins)`` float32."""
+        per_bin = self.qtransform.samples_per_bin
+        n = (white.shape[-1] // per_bin) * per_bin
+        limits = self.band_limits(rates, white.device) if rates is not None else None
+        spec = self.qtransform(white[..., :n], limits)
+        cut = round(self.qtransform.edge_seconds() / self.time_step)
+        return spec[..., cut : spec.shape[-1] - cut]
+
+    def forward(self, x: Tensor, rates: Sequence[float] | None = None) -> Tensor:
+        """``(batch, channel, time)`` at the analysis rate -> ``(batch, channel, freq, bins)``.
+
+        ``rates`` are the channels' native sample rates (Hz); rows above 0.9 x a
+        channel's native Nyquist are zero.  Bin ``m`` starts ``edge_seconds + m *
+        time_step`` after the first input sample.
+        """
+        if x.ndim != 3:
+            raise ValueError(f"expected (batch, channel, time), got shape {tuple(x.shape)}")
+        if rates is not None and len(rates) != x.shape[1]:
+            raise ValueError(f"{x.shape[1]} channels but {len(rates)} native rates")
+        spec = self.transform(self.whiten(x, rates), rates)
+        return spec[..., : self.n_bins(x.shape[-1] / self.sample_rate)]
+
+    def condition(self, channels: Sequence[Tensor], rates: Sequence[float]) -> Tensor:
+        """Native-rate channels ``[(batch, time_c)]`` -> ``(batch, channel, freq, bins)``."""
+        return self(self.stack(channels, rates), rates)

@@ -1,0 +1,115 @@
+"""PSD estimation and FIR whitening in torch, with gwpy's conventions.
+
+The PSD is a Welch estimate from the data being whitened (``fftlength``,
+``overlap``, Hann window, median or mean average; ml4gw's implementation).
+The whitening filter follows ``gwpy.timeseries.TimeSeries.whiten``: the ASD
+is interpolated to the data's frequency resolution, the inverse ASD is
+tapered over its first and last five bins (and zeroed below an optional
+high-pass corner), its impulse response is truncated to ``filter_duration``
+seconds with a Hann window, and the data are convolved with it and scaled by
+``sqrt(2 / sample_rate)`` (unit variance for Gaussian noise).  Unlike gwpy,
+the edges are not tapered but cropped: half a filter length at each end.
+
+Frequencies above a channel's usable band (the native Nyquist of an
+up-sampled channel) are zeroed in the filter rather than amplified.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from ml4gw.spectral import spectral_density
+from torch import Tensor
+
+
+def welch_psd(
+    x: Tensor, sample_rate: float, fftlength: float, overlap: float, average: str
+) -> Tensor:
+    """One-sided PSD (units^2/Hz) of ``x`` (batch, channel, time) -> (batch, channel, freq),
+    ``fftlength * sample_rate // 2 + 1`` bins spaced ``1 / fftlength`` Hz."""
+    nperseg = round(fftlength * sample_rate)
+    nstride = nperseg - round(overlap * sample_rate)
+    if x.shape[-1] < nperseg:
+        raise ValueError(
+            f"need at least fftlength={fftlength} s of data to estimate a PSD, "
+            f"got {x.shape[-1] / sample_rate:.3f} s"
+        )
+    window = torch.hann_window(nperseg, periodic=True, dtype=x.dtype, device=x.device)
+    scale = 1.0 / (sample_rate * float((window**2).sum()))
+    return spectral_density(x, nperseg, nstride, window, scale, average=average)
+
+
+def _interp_last(values: Tensor, old_step: float, new_step: float, n_new: int) -> Tensor:
+    """Linear interpolation along the last axis from a grid ``k * old_step`` to ``k * new_step``."""
+    pos = torch.arange(n_new, dtype=torch.float64, device=values.device) * (new_step / old_step)
+    pos = pos.clamp(max=values.shape[-1] - 1)
+    lo = pos.floor().long().clamp(max=values.shape[-1] - 2)
+    frac = (pos - lo).to(values.dtype)
+    return values[..., lo] * (1 - frac) + values[..., lo + 1] * frac
+
+
+def whitening_filter(
+    psd: Tensor,
+    psd_df: float,
+    n_samples: int,
+    sample_rate: float,
+    filter_duration: float,
+    highpass: float | None = None,
+    band_limit: Tensor | None = None,
+) -> Tensor:
+    """Time-domain whitening FIR ``(batch, channel, ntaps)`` for data of ``n_samples``.
+
+    ``psd`` (batch, channel, freq) on a grid of ``psd_df`` Hz; ``band_limit``
+    (channel,) Hz zeroes the response above each channel's usable band.
+    """
+    ntaps = int(filter_duration * sample_rate)
+    df = sample_rate / n_samples
+    n_freq = round((psd.shape[-1] - 1) * psd_df / df) + 1
+    asd = _interp_last(psd.sqrt(), psd_df, df, n_freq)
+    transfer = torch.where(asd > 0, 1.0 / asd.clamp_min(1e-300), torch.zeros_like(asd))
+    freqs = torch.arange(n_freq, dtype=torch.float64, device=psd.device) * df
+    ncorner = int(highpass / df) if highpass else 0
+    transfer[..., :ncorner] = 0
+    taper = torch.hann_window(10, periodic=False, dtype=transfer.dtype, device=psd.device)
+    transfer[..., ncorner : ncorner + 5] *= taper[:5]
+    transfer[..., n_freq - 5 :] *= taper[5:]
+    if band_limit is not None:
+        above = freqs[None, :] > band_limit.to(freqs)[:, None]
+        transfer = transfer.masked_fill(above[None], 0.0)
+    impulse = torch.fft.irfft(transfer, dim=-1)
+    half = ntaps // 2
+    window = torch.hann_window(ntaps, periodic=False, dtype=impulse.dtype, device=psd.device)
+    head = impulse[..., :half] * window[half:ntaps]
+    tail = impulse[..., impulse.shape[-1] - half :] * window[:half]
+    # gwpy rolls the truncated impulse by ntaps/2 - 1 and keeps the first ntaps samples
+    # (the sample after the head is the zeroed middle of the truncated impulse)
+    return torch.cat([tail[..., 1:], head, torch.zeros_like(head[..., :1])], dim=-1)
+
+
+def whiten_segment(
+    x: Tensor,
+    psd: Tensor,
+    psd_df: float,
+    sample_rate: float,
+    filter_duration: float,
+    highpass: float | None = None,
+    band_limit: Tensor | None = None,
+) -> Tensor:
+    """Whiten ``x`` (batch, channel, time) by ``psd`` (batch, channel, freq at ``psd_df`` Hz).
+
+    Returns ``(batch, channel, time - 2 * (ntaps // 2))`` with ``ntaps =
+    filter_duration * sample_rate``: half a filter is cropped from each edge.
+    """
+    x = x - x.mean(dim=-1, keepdim=True)  # gwpy detrends ('constant') before whitening
+    n = x.shape[-1]
+    fir = whitening_filter(psd, psd_df, n, sample_rate, filter_duration, highpass, band_limit)
+    ntaps = fir.shape[-1]
+    nfft = 1 << math.ceil(math.log2(n + ntaps - 1))
+    full = torch.fft.irfft(
+        torch.fft.rfft(x, nfft, dim=-1) * torch.fft.rfft(fir, nfft, dim=-1), nfft, dim=-1
+    )
+    start = (ntaps - 1) // 2  # scipy.signal.fftconvolve(mode='same')
+    half = ntaps // 2
+    same = full[..., start : start + n]
+    return same[..., half : n - half] * math.sqrt(2.0 / sample_rate)

@@ -1,0 +1,164 @@
+"""The Conditioner against gwpy (the independent reference) and against injected physics."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from glitchflow.config import load_config
+from glitchflow.io.frames import find_frames
+from glitchflow.io.span import read_span
+from glitchflow.signal.conditioner import Conditioner
+from glitchflow.synth.waveforms import Component, render
+from tests.conftest import CONFIGS
+
+STRAIN = "V1:Hrec_hoft_16384Hz"
+
+
+@pytest.fixture(scope="module")
+def conditioner():
+    return Conditioner(load_config(CONFIGS / "demo.yaml").signal)
+
+
+@pytest.fixture(scope="module")
+def strain_segment(tiny_twin):
+    frames = find_frames(tiny_twin.frames).frames
+    seg = read_span(frames, [STRAIN]).segments[0]
+    return seg.start, seg.data[STRAIN]
+
+
+def gwpy_reference(x: np.ndarray, cond: Conditioner, n_bins: int):
+    """gwpy whitening (cropped like ours) then gwpy's single-Q transform on the same grid."""
+    from gwpy.timeseries import TimeSeries
+
+    cfg = cond.signal
+    fs = int(cond.sample_rate)
+    white = TimeSeries(x, t0=0, sample_rate=fs).whiten(
+        fftlength=cfg.conditioning.fftlength,
+        overlap=cfg.conditioning.overlap,
+        method="median",
+        fduration=cfg.conditioning.filter_duration,
+    )
+    half = int(cfg.conditioning.filter_duration * fs) // 2
+    white = white[half:-half]
+    white = white[
+        : (len(white) // cond.qtransform.samples_per_bin) * cond.qtransform.samples_per_bin
+    ]
+    t0 = cond.edge_seconds
+    q = white.q_transform(
+        qrange=(cfg.qtransform.q, cfg.qtransform.q),
+        frange=cfg.qtransform.frange,
+        logf=True,
+        fres=cfg.qtransform.n_freq,
+        tres=cfg.qtransform.time_step,
+        whiten=False,
+        norm="median",
+        outseg=(t0, t0 + n_bins * cfg.qtransform.time_step),
+    )
+    return q.value.T[:, :n_bins], q.frequencies.value
+
+
+def test_agrees_with_gwpy_within_one_percent(conditioner, strain_segment):
+    _, raw = strain_segment
+    x = conditioner.stack([torch.from_numpy(raw)[None]], [16384.0])
+    ours = conditioner(x, [16384.0])[0, 0].numpy()
+    ref, freqs = gwpy_reference(x[0, 0].numpy(), conditioner, ours.shape[-1])
+    np.testing.assert_allclose(freqs, conditioner.frequencies, rtol=1e-9)
+    ours = ours[:, : ref.shape[1]]
+    # statistic: relative L2 difference over the whole spectrogram, and the median
+    # per-pixel relative difference
+    rel_l2 = np.linalg.norm(ours - ref) / np.linalg.norm(ref)
+    median_rel = np.median(np.abs(ours - ref) / ref)
+    assert rel_l2 < 0.01 and median_rel < 0.01, (rel_l2, median_rel)
+    assert np.unravel_index(ours.argmax(), ours.shape) == np.unravel_index(ref.argmax(), ref.shape)
+
+
+def _noise_with_glitch(rate, duration, t_glitch, f_glitch, snr_amp, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(int(duration * rate))
+    comp = Component("x", "sine_gaussian", snr_amp, t_glitch, (f_glitch, 9.0, 0.0))
+    k0, wave = render(comp, 0.0, rate)
+    x[k0 : k0 + len(wave)] += wave
+    return x
+
+
+def test_glitch_found_at_its_time_and_frequency(conditioner):
+    duration, t_glitch, f_glitch = 16.0, 9.3, 120.0
+    x = _noise_with_glitch(4096, duration, t_glitch, f_glitch, 6.0)
+    spec = conditioner(torch.from_numpy(x)[None, None])[0, 0].numpy()
+    i_f, i_t = np.unravel_index(spec.argmax(), spec.shape)
+    t_peak = conditioner.edge_seconds + (i_t + 0.5) * conditioner.time_step
+    assert abs(t_peak - t_glitch) < 2 * conditioner.time_step
+    assert abs(np.log(conditioner.frequencies[i_f] / f_glitch)) < 0.1
+    assert spec.max() > 50
+    # away from the glitch the energy is noise: median ~ 1 by construction
+    quiet = spec[:, : int(4 / conditioner.time_step)]
+    assert 0.9 < np.median(quiet) < 1.1 and quiet.max() < 25
+
+
+def test_whitened_gaussian_noise_has_unit_variance(conditioner):
+    rng = np.random.default_rng(4)
+    coloured = np.cumsum(rng.standard_normal(4096 * 16)) * 0.01 + rng.standard_normal(4096 * 16)
+    white = conditioner.whiten(torch.from_numpy(coloured)[None, None])[0, 0].numpy()
+    assert abs(np.std(white) - 1) < 0.05
+
+
+def test_shapes_times_and_mixed_rates(conditioner):
+    rates = [16384.0, 10000.0, 256.0]
+    duration = 12.0
+    rng = np.random.default_rng(1)
+    chans = [torch.from_numpy(rng.standard_normal((2, int(duration * r)))) for r in rates]
+    spec = conditioner.condition(chans, rates)
+    assert spec.shape == (2, 3, 64, conditioner.n_bins(duration)) and spec.dtype == torch.float32
+    assert conditioner.padded_duration(conditioner.n_bins(duration)) <= duration
+    # the 256 Hz channel has no information above 0.9 x 128 Hz: those rows are zero
+    above = conditioner.frequencies > 0.9 * 128
+    assert torch.all(spec[:, 2, above] == 0) and torch.all(spec[:, 2, ~above].mean(-1) > 0.5)
+    assert torch.isfinite(spec).all()
+
+
+def test_glitch_in_a_slow_channel_is_found(conditioner):
+    x = _noise_with_glitch(256, 16.0, 8.0, 40.0, 6.0, seed=2)
+    spec = conditioner.condition([torch.from_numpy(x)[None]], [256.0])[0, 0].numpy()
+    i_f, i_t = np.unravel_index(spec.argmax(), spec.shape)
+    assert abs(conditioner.edge_seconds + (i_t + 0.5) * conditioner.time_step - 8.0) < 0.05
+    assert abs(np.log(conditioner.frequencies[i_f] / 40.0)) < 0.1
+
+
+def test_no_state_between_calls_and_thread_safe(conditioner):
+    rng = np.random.default_rng(3)
+    inputs = [torch.from_numpy(rng.standard_normal((1, 2, 4096 * 8))) for _ in range(4)]
+    expected = [conditioner(x) for x in inputs]
+    results = [None] * 8
+
+    def work(k):
+        results[k] = conditioner(inputs[k % 4])
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for k in range(8):
+        assert torch.equal(results[k], expected[k % 4])
+
+
+def test_bad_shapes_are_rejected(conditioner):
+    with pytest.raises(ValueError, match="batch, channel, time"):
+        conditioner(torch.zeros(10))
+    with pytest.raises(ValueError, match="native rates"):
+        conditioner(torch.zeros(1, 2, 4096 * 8), [4096.0])
+    with pytest.raises(ValueError, match="fftlength"):
+        conditioner(torch.zeros(1, 1, 1000))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_gpu_matches_cpu(conditioner):
+    x = torch.from_numpy(np.random.default_rng(0).standard_normal((2, 3, 4096 * 8)))
+    cpu = conditioner(x)
+    gpu = conditioner.to("cuda")(x.cuda()).cpu()
+    conditioner.to("cpu")
+    assert torch.allclose(cpu, gpu, rtol=1e-3, atol=1e-3)
