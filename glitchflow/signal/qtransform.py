@@ -36,11 +36,11 @@ def cubic_spline_periodic(values: Tensor, positions: Tensor) -> Tensor:
     """Cubic B-spline interpolation of uniformly sampled ``values`` (..., n) at fractional
     sample ``positions`` (m,), with periodic boundaries (exact away from the ends)."""
     n = values.shape[-1]
-    k = torch.arange(n // 2 + 1, dtype=torch.float64, device=values.device)
+    k = torch.arange(n // 2 + 1, dtype=values.dtype, device=values.device)
     prefilter = 2.0 / 3.0 + (1.0 / 3.0) * torch.cos(2 * math.pi * k / n)
     coeffs = torch.fft.irfft(torch.fft.rfft(values, dim=-1) / prefilter, n, dim=-1)
     base = positions.floor()
-    t = (positions - base)[..., None]
+    t = (positions - base)[..., None].to(values.dtype)
     weights = torch.cat(
         [
             (1 - t) ** 3 / 6,
@@ -145,8 +145,13 @@ class QTransform(nn.Module):
         duration = n / self.sample_rate
         spectrum = torch.fft.rfft(x.double(), dim=-1) / n
         spectrum[..., 1:] *= 2.0  # one-sided amplitude convention of gwpy's TimeSeries.fft
+        spectrum = spectrum.to(torch.complex64)  # whitened data: single precision is ample
         tiles = self.tile_frequencies(duration)
-        rows = torch.stack([self._row(spectrum, f, duration, n_bins) for f in tiles], dim=-2)
+        rows = x.new_zeros((*x.shape[:-1], len(tiles), n_bins), dtype=torch.float32)
+        for ntiles, members in self._groups(tiles, duration).items():
+            rows[..., members, :] = self._tile_rows(
+                spectrum, tiles[members], duration, ntiles, n_bins
+            )
         if row_max_frequency is not None:
             limit = row_max_frequency.to(rows.device, torch.float64)
             tile_keep = torch.from_numpy(tiles).to(rows.device)[None, :] <= limit[:, None]
@@ -158,30 +163,45 @@ class QTransform(nn.Module):
             energy = energy * keep[None, :, :, None]
         return energy.clamp_min(0.0).float()
 
-    def _row(self, spectrum: Tensor, freq: float, duration: float, n_bins: int) -> Tensor:
-        """Median-normalised energy of one tile row at the output times, (batch, channel, bins).
-
-        As gwpy: the windowed spectrum is inverse-transformed on ``ntiles`` points
-        (a power of two set by the mismatch), normalised by its median, and
-        interpolated in time with a cubic spline.
-        """
-        half = int(freq / self.qprime * duration)
+    def _ntiles(self, freq: float, duration: float) -> int:
+        """Samples of a tile row (gwpy: a power of two set by the mismatch)."""
         deltam = 2 * math.sqrt(TILE_MISMATCH / 3.0)
         ntiles = 2 ** math.ceil(math.log2(duration * 2 * math.pi * freq / self.q / deltam))
-        ntiles = max(ntiles, 2 * half + 2)
-        offsets = torch.arange(-half, half + 1, device=spectrum.device)
-        index = torch.round(offsets + 1 + freq * duration).long()
-        index = index.clamp(0, spectrum.shape[-1] - 1)
-        xfreq = offsets.double() * self.qprime / (freq * duration)
-        norm = math.sqrt(315.0 * self.qprime / (128.0 * freq)) / (duration * self.sample_rate)
-        window = (1.0 - xfreq**2) ** 2 * norm
-        windowed = spectrum[..., index] * window  # (batch, channel, 2*half+1)
-        buffer = torch.zeros(
-            (*windowed.shape[:-1], ntiles), dtype=windowed.dtype, device=windowed.device
-        )
-        buffer[..., offsets % ntiles] = windowed
+        return max(ntiles, 2 * int(freq / self.qprime * duration) + 2)
+
+    def _groups(self, tiles: np.ndarray, duration: float) -> dict[int, np.ndarray]:
+        sizes = np.array([self._ntiles(f, duration) for f in tiles])
+        return {int(n): np.flatnonzero(sizes == n) for n in np.unique(sizes)}
+
+    def _tile_rows(
+        self, spectrum: Tensor, freqs: np.ndarray, duration: float, ntiles: int, n_bins: int
+    ) -> Tensor:
+        """Median-normalised energy of tile rows sharing ``ntiles``, at the output times:
+        (batch, channel, len(freqs), bins).
+
+        As gwpy: each windowed band of the spectrum is inverse-transformed on
+        ``ntiles`` points, normalised by its median, and interpolated in time with
+        a cubic spline.
+        """
+        device = spectrum.device
+        gather, weight, place = [], [], []
+        for g, freq in enumerate(freqs):
+            half = int(freq / self.qprime * duration)
+            offsets = np.arange(-half, half + 1)
+            gather.append(np.clip(np.round(offsets + 1 + freq * duration), 0, None))
+            xfreq = offsets * self.qprime / (freq * duration)
+            norm = math.sqrt(315.0 * self.qprime / (128.0 * freq)) / (duration * self.sample_rate)
+            weight.append((1.0 - xfreq**2) ** 2 * norm)
+            place.append(g * ntiles + offsets % ntiles)
+        gather_t = torch.from_numpy(np.concatenate(gather).astype(np.int64)).to(device)
+        gather_t = gather_t.clamp(max=spectrum.shape[-1] - 1)
+        weight_t = torch.from_numpy(np.concatenate(weight)).to(device, torch.float32)
+        place_t = torch.from_numpy(np.concatenate(place).astype(np.int64)).to(device)
+        buffer = spectrum.new_zeros((*spectrum.shape[:-1], len(freqs) * ntiles))
+        buffer[..., place_t] = spectrum[..., gather_t] * weight_t
+        buffer = buffer.view(*spectrum.shape[:-1], len(freqs), ntiles)
         series = torch.fft.ifft(buffer, dim=-1) * ntiles
-        energy = series.real**2 + series.imag**2
-        energy = energy / energy.median(dim=-1, keepdim=True).values.clamp_min(1e-300)
-        positions = torch.arange(n_bins, dtype=torch.float64, device=energy.device)
+        energy = series.real.square() + series.imag.square()
+        energy = energy / energy.median(dim=-1, keepdim=True).values.clamp_min(1e-30)
+        positions = torch.arange(n_bins, dtype=torch.float64, device=device)
         return cubic_spline_periodic(energy, positions * (ntiles / n_bins))

@@ -1,7 +1,7 @@
 """PSD estimation and FIR whitening in torch, with gwpy's conventions.
 
 The PSD is a Welch estimate from the data being whitened (``fftlength``,
-``overlap``, Hann window, median or mean average; ml4gw's implementation).
+``overlap``, Hann window, bias-corrected median or mean average).
 The whitening filter follows ``gwpy.timeseries.TimeSeries.whiten``: the ASD
 is interpolated to the data's frequency resolution, the inverse ASD is
 tapered over its first and last five bins (and zeroed below an optional
@@ -18,26 +18,50 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
-from ml4gw.spectral import spectral_density
+from scipy.fft import next_fast_len
 from torch import Tensor
+
+
+def _median_bias(n: int) -> float:
+    """Bias of the median of ``n`` chi^2_2 periodogram values (scipy's ``_median_bias``)."""
+    even = 2 * np.arange(1, (n - 1) // 2 + 1)
+    return float(1 + np.sum(1.0 / (even + 1) - 1.0 / even))
 
 
 def welch_psd(
     x: Tensor, sample_rate: float, fftlength: float, overlap: float, average: str
 ) -> Tensor:
-    """One-sided PSD (units^2/Hz) of ``x`` (batch, channel, time) -> (batch, channel, freq),
-    ``fftlength * sample_rate // 2 + 1`` bins spaced ``1 / fftlength`` Hz."""
-    nperseg = round(fftlength * sample_rate)
-    nstride = nperseg - round(overlap * sample_rate)
+    """One-sided Welch PSD (units^2/Hz) of ``x`` (batch, channel, time) -> (batch, channel, freq).
+
+    Hann-windowed segments of ``fftlength`` s every ``fftlength - overlap`` s, each
+    mean-subtracted, averaged with the bias-corrected median or the mean (as
+    ``scipy.signal.welch`` and gwpy).  ``fftlength * sample_rate // 2 + 1`` bins.
+    """
+    nperseg = int(round(fftlength * sample_rate))
+    nstride = nperseg - int(round(overlap * sample_rate))
     if x.shape[-1] < nperseg:
         raise ValueError(
             f"need at least fftlength={fftlength} s of data to estimate a PSD, "
             f"got {x.shape[-1] / sample_rate:.3f} s"
         )
+    segments = x.unfold(-1, nperseg, nstride)  # (batch, channel, segment, nperseg)
+    segments = segments - segments.mean(dim=-1, keepdim=True)
     window = torch.hann_window(nperseg, periodic=True, dtype=x.dtype, device=x.device)
-    scale = 1.0 / (sample_rate * float((window**2).sum()))
-    return spectral_density(x, nperseg, nstride, window, scale, average=average)
+    spectra = torch.fft.rfft(segments * window, dim=-1)
+    power = spectra.real.square() + spectra.imag.square()
+    power = power * (2.0 / (sample_rate * float((window**2).sum())))
+    power[..., 0] /= 2
+    if nperseg % 2 == 0:
+        power[..., -1] /= 2
+    n_seg = power.shape[-2]
+    if average == "mean":
+        return power.mean(dim=-2)
+    ordered = power.transpose(-1, -2).contiguous().sort(dim=-1).values  # segments last
+    mid = n_seg // 2
+    median = ordered[..., mid] if n_seg % 2 else 0.5 * (ordered[..., mid - 1] + ordered[..., mid])
+    return median / _median_bias(n_seg)
 
 
 def _interp_last(values: Tensor, old_step: float, new_step: float, n_new: int) -> Tensor:
@@ -105,7 +129,7 @@ def whiten_segment(
     n = x.shape[-1]
     fir = whitening_filter(psd, psd_df, n, sample_rate, filter_duration, highpass, band_limit)
     ntaps = fir.shape[-1]
-    nfft = 1 << math.ceil(math.log2(n + ntaps - 1))
+    nfft = next_fast_len(n + ntaps - 1, real=True)
     full = torch.fft.irfft(
         torch.fft.rfft(x, nfft, dim=-1) * torch.fft.rfft(fir, nfft, dim=-1), nfft, dim=-1
     )

@@ -1,0 +1,163 @@
+"""Conditioner vs gwpy: whiten + single-Q transform on the same data and output grid.
+
+For several channel counts and durations, times gwpy (``TimeSeries.whiten`` then
+``q_transform(whiten=False, norm='median', logf=True)``, one channel at a time)
+and the Conditioner (all channels in one batch), both on one thread, then the
+Conditioner with all threads and on a GPU when one is visible.  Reports
+throughput in channel-seconds per wall second, the ratio, and the agreement
+(relative L2 difference and median per-pixel relative difference).
+
+    .venv/bin/python benchmarks/conditioning.py --json bench-out/conditioning.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from threadpoolctl import threadpool_limits
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from glitchflow.config import load_config  # noqa: E402
+from glitchflow.signal.conditioner import Conditioner  # noqa: E402
+from glitchflow.synth.noise import ColouredNoiseStream, colouring_filter, strain_psd  # noqa: E402
+
+
+def coloured_strain(n_channels: int, duration: float, rate: float, seed: int) -> np.ndarray:
+    psd = strain_psd("SimNoisePSDAdVDesignSensitivityP1200087", 5.0)
+    taps = colouring_filter(psd, rate, 4.0)
+    out = []
+    for c in range(n_channels):
+        rng = np.random.default_rng([seed, c])
+        out.append(ColouredNoiseStream(taps, rng).next(int(duration * rate), rng))
+    return np.stack(out)
+
+
+def gwpy_one(x: np.ndarray, cond: Conditioner, n_bins: int) -> np.ndarray:
+    from gwpy.timeseries import TimeSeries
+
+    sig = cond.signal
+    fs = int(cond.sample_rate)
+    white = TimeSeries(x, t0=0, sample_rate=fs).whiten(
+        fftlength=sig.conditioning.fftlength,
+        overlap=sig.conditioning.overlap,
+        method=sig.conditioning.average,
+        fduration=sig.conditioning.filter_duration,
+    )
+    half = int(sig.conditioning.filter_duration * fs) // 2
+    white = white[half:-half]
+    per_bin = cond.qtransform.samples_per_bin
+    white = white[: (len(white) // per_bin) * per_bin]
+    t0 = cond.edge_seconds
+    q = white.q_transform(
+        qrange=(sig.qtransform.q, sig.qtransform.q),
+        frange=sig.qtransform.frange,
+        logf=True,
+        fres=sig.qtransform.n_freq,
+        tres=sig.qtransform.time_step,
+        whiten=False,
+        norm="median",
+        outseg=(t0, t0 + n_bins * sig.qtransform.time_step),
+    )
+    return q.value.T[:, :n_bins]
+
+
+def best_of(fn, repeats: int) -> tuple[float, object]:
+    best, out = float("inf"), None
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - t0)
+    return best, out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default=str(ROOT / "configs" / "bench.yaml"))
+    parser.add_argument("--channels", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--durations", type=float, nargs="+", default=[16.0, 64.0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+    cond = Conditioner(load_config(args.config).signal)
+    fs = cond.sample_rate
+    threads = torch.get_num_threads()
+    rows = []
+    for n_ch in args.channels:
+        for duration in args.durations:
+            data = coloured_strain(n_ch, duration, fs, seed=n_ch)
+            x = torch.from_numpy(data)[None]
+            n_bins = cond.n_bins(duration)
+            with threadpool_limits(1):
+                torch.set_num_threads(1)
+                t_ours, ours = best_of(lambda: cond(x)[0].numpy(), args.repeats)
+                t_gwpy, ref = best_of(
+                    lambda: np.stack([gwpy_one(c, cond, n_bins) for c in data]), args.repeats
+                )
+            torch.set_num_threads(threads)
+            t_all, _ = best_of(lambda: cond(x), args.repeats)
+            t_gpu = None
+            if torch.cuda.is_available():
+                dev = cond.to("cuda")
+                xg = x.cuda()
+                dev(xg)
+                torch.cuda.synchronize()
+
+                def run_gpu():
+                    out = dev(xg)
+                    torch.cuda.synchronize()
+                    return out
+
+                t_gpu, _ = best_of(run_gpu, args.repeats)
+                cond.to("cpu")
+            m = min(ours.shape[-1], ref.shape[-1])
+            diff = ours[..., :m] - ref[..., :m]
+            chs = n_ch * duration
+            rows.append(
+                {
+                    "channels": n_ch,
+                    "duration_s": duration,
+                    "gwpy_channel_s_per_s_1thread": round(chs / t_gwpy, 1),
+                    "ours_channel_s_per_s_1thread": round(chs / t_ours, 1),
+                    "speedup_per_core": round(t_gwpy / t_ours, 2),
+                    f"ours_channel_s_per_s_{threads}threads": round(chs / t_all, 1),
+                    "ours_channel_s_per_s_gpu": round(chs / t_gpu, 1) if t_gpu else None,
+                    "rel_l2_difference": float(np.linalg.norm(diff) / np.linalg.norm(ref[..., :m])),
+                    "median_rel_pixel_difference": float(np.median(np.abs(diff) / ref[..., :m])),
+                }
+            )
+    print(
+        f"{'ch':>3} {'dur s':>6} {'gwpy ch-s/s':>12} {'ours ch-s/s':>12} {'x/core':>7} "
+        f"{'all thr':>8} {'gpu':>8} {'relL2':>8} {'med rel':>8}"
+    )
+    for r in rows:
+        gpu = r["ours_channel_s_per_s_gpu"]
+        print(
+            f"{r['channels']:>3} {r['duration_s']:>6.0f} {r['gwpy_channel_s_per_s_1thread']:>12} "
+            f"{r['ours_channel_s_per_s_1thread']:>12} {r['speedup_per_core']:>7} "
+            f"{r[f'ours_channel_s_per_s_{threads}threads']:>8} {gpu if gpu else '-':>8} "
+            f"{r['rel_l2_difference']:>8.4f} {r['median_rel_pixel_difference']:>8.4f}"
+        )
+    report = {
+        "target": "speedup_per_core >= 10 at <= 1% disagreement",
+        "threads": threads,
+        "cuda": torch.cuda.is_available(),
+        "rows": rows,
+        "min_speedup_per_core": min(r["speedup_per_core"] for r in rows),
+        "max_rel_l2_difference": max(r["rel_l2_difference"] for r in rows),
+    }
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
