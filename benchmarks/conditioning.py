@@ -78,6 +78,46 @@ def best_of(fn, repeats: int) -> tuple[float, object]:
     return best, out
 
 
+def measure(cond: Conditioner, n_ch: int, duration: float, repeats: int, threads: int) -> dict:
+    """One row of the table: both implementations on the same coloured-noise channels."""
+    data = coloured_strain(n_ch, duration, cond.sample_rate, seed=n_ch)
+    x = torch.from_numpy(data)[None]
+    n_bins = cond.n_bins(duration)
+    with threadpool_limits(1):
+        torch.set_num_threads(1)
+        t_ours, ours = best_of(lambda: cond(x)[0].numpy(), repeats)
+        t_gwpy, ref = best_of(lambda: np.stack([gwpy_one(c, cond, n_bins) for c in data]), repeats)
+    torch.set_num_threads(threads)
+    t_all, _ = best_of(lambda: cond(x), repeats)
+    t_gpu = None
+    if torch.cuda.is_available():
+        dev = cond.to("cuda")
+        xg = x.cuda()
+
+        def run_gpu():
+            out = dev(xg)
+            torch.cuda.synchronize()
+            return out
+
+        run_gpu()
+        t_gpu, _ = best_of(run_gpu, repeats)
+        cond.to("cpu")
+    m = min(ours.shape[-1], ref.shape[-1])
+    diff = ours[..., :m] - ref[..., :m]
+    chs = n_ch * duration
+    return {
+        "channels": n_ch,
+        "duration_s": duration,
+        "gwpy_channel_s_per_s_1thread": round(chs / t_gwpy, 1),
+        "ours_channel_s_per_s_1thread": round(chs / t_ours, 1),
+        "speedup_per_core": round(t_gwpy / t_ours, 2),
+        f"ours_channel_s_per_s_{threads}threads": round(chs / t_all, 1),
+        "ours_channel_s_per_s_gpu": round(chs / t_gpu, 1) if t_gpu else None,
+        "rel_l2_difference": float(np.linalg.norm(diff) / np.linalg.norm(ref[..., :m])),
+        "median_rel_pixel_difference": float(np.median(np.abs(diff) / ref[..., :m])),
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default=str(ROOT / "configs" / "bench.yaml"))
@@ -87,52 +127,12 @@ def main() -> int:
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     cond = Conditioner(load_config(args.config).signal)
-    fs = cond.sample_rate
     threads = torch.get_num_threads()
-    rows = []
-    for n_ch in args.channels:
-        for duration in args.durations:
-            data = coloured_strain(n_ch, duration, fs, seed=n_ch)
-            x = torch.from_numpy(data)[None]
-            n_bins = cond.n_bins(duration)
-            with threadpool_limits(1):
-                torch.set_num_threads(1)
-                t_ours, ours = best_of(lambda: cond(x)[0].numpy(), args.repeats)
-                t_gwpy, ref = best_of(
-                    lambda: np.stack([gwpy_one(c, cond, n_bins) for c in data]), args.repeats
-                )
-            torch.set_num_threads(threads)
-            t_all, _ = best_of(lambda: cond(x), args.repeats)
-            t_gpu = None
-            if torch.cuda.is_available():
-                dev = cond.to("cuda")
-                xg = x.cuda()
-                dev(xg)
-                torch.cuda.synchronize()
-
-                def run_gpu():
-                    out = dev(xg)
-                    torch.cuda.synchronize()
-                    return out
-
-                t_gpu, _ = best_of(run_gpu, args.repeats)
-                cond.to("cpu")
-            m = min(ours.shape[-1], ref.shape[-1])
-            diff = ours[..., :m] - ref[..., :m]
-            chs = n_ch * duration
-            rows.append(
-                {
-                    "channels": n_ch,
-                    "duration_s": duration,
-                    "gwpy_channel_s_per_s_1thread": round(chs / t_gwpy, 1),
-                    "ours_channel_s_per_s_1thread": round(chs / t_ours, 1),
-                    "speedup_per_core": round(t_gwpy / t_ours, 2),
-                    f"ours_channel_s_per_s_{threads}threads": round(chs / t_all, 1),
-                    "ours_channel_s_per_s_gpu": round(chs / t_gpu, 1) if t_gpu else None,
-                    "rel_l2_difference": float(np.linalg.norm(diff) / np.linalg.norm(ref[..., :m])),
-                    "median_rel_pixel_difference": float(np.median(np.abs(diff) / ref[..., :m])),
-                }
-            )
+    rows = [
+        measure(cond, n_ch, duration, args.repeats, threads)
+        for n_ch in args.channels
+        for duration in args.durations
+    ]
     print(
         f"{'ch':>3} {'dur s':>6} {'gwpy ch-s/s':>12} {'ours ch-s/s':>12} {'x/core':>7} "
         f"{'all thr':>8} {'gpu':>8} {'relL2':>8} {'med rel':>8}"

@@ -39,8 +39,8 @@ def welch_psd(
     mean-subtracted, averaged with the bias-corrected median or the mean (as
     ``scipy.signal.welch`` and gwpy).  ``fftlength * sample_rate // 2 + 1`` bins.
     """
-    nperseg = int(round(fftlength * sample_rate))
-    nstride = nperseg - int(round(overlap * sample_rate))
+    nperseg = round(fftlength * sample_rate)
+    nstride = nperseg - round(overlap * sample_rate)
     if x.shape[-1] < nperseg:
         raise ValueError(
             f"need at least fftlength={fftlength} s of data to estimate a PSD, "
