@@ -52,7 +52,8 @@ def gwpy_one(x: np.ndarray, cond: Conditioner, n_bins: int) -> np.ndarray:
         fduration=sig.conditioning.filter_duration,
     )
     half = int(sig.conditioning.filter_duration * fs) // 2
-    white = white[half:-half]
+    lead = round((cond.whiten_edge - sig.conditioning.filter_duration / 2) * fs)
+    white = white[half + lead : -half]
     per_bin = cond.qtransform.samples_per_bin
     white = white[: (len(white) // per_bin) * per_bin]
     t0 = cond.edge_seconds

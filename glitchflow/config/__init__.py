@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from glitchflow.config.base import (
     ConfigError,
@@ -23,6 +23,7 @@ from glitchflow.config.base import (
     validate_model,
 )
 from glitchflow.config.signal import ConditioningConfig, QTransformConfig, SignalConfig
+from glitchflow.config.stages import PreprocessConfig, ResourcesConfig
 from glitchflow.config.twin import ChannelSpec, TwinConfig
 
 __all__ = [
@@ -30,7 +31,9 @@ __all__ = [
     "ConditioningConfig",
     "Config",
     "ConfigError",
+    "PreprocessConfig",
     "QTransformConfig",
+    "ResourcesConfig",
     "SignalConfig",
     "TwinConfig",
     "apply_overrides",
@@ -46,6 +49,19 @@ class Config(Strict):
     seed: int = Field(0, ge=0, description="realisation seed (twin, splits, training)")
     signal: SignalConfig = SignalConfig()
     twin: TwinConfig = TwinConfig()
+    preprocess: PreprocessConfig = PreprocessConfig()
+
+    @model_validator(mode="after")
+    def _windows_on_the_bin_grid(self) -> Config:
+        step = self.signal.qtransform.time_step
+        for key in ("window", "stride"):
+            value = getattr(self.preprocess, key)
+            if abs(value / step - round(value / step)) > 1e-6:
+                raise ValueError(
+                    f"preprocess.{key} ({value} s) must be a multiple of "
+                    f"signal.qtransform.time_step ({step} s)"
+                )
+        return self
 
 
 def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> Config:

@@ -46,18 +46,30 @@ class SpanRead:
         return float(sum(s.duration for s in self.segments))
 
 
+def _crop(whole: dict, channels: Sequence[str], start: float, end: float) -> dict:
+    out = {}
+    for name in channels:
+        data, rate, t0 = whole[name]
+        a = max(0, round((start - t0) * rate))
+        b = min(len(data), round((end - t0) * rate))
+        out[name] = (data[a:b], rate, t0 + a / rate)
+    return out
+
+
 def read_span(
     frames: Sequence[FrameFile],
     channels: Sequence[str],
     start: float | None = None,
     end: float | None = None,
+    preloaded: dict[str, dict] | None = None,
 ) -> SpanRead:
     """Read ``channels`` over GPS ``[start, end)`` from ``frames`` (sorted, non-overlapping).
 
     ``start``/``end`` default to the first frame's start and the last frame's end.
     Frames are joined when one starts where the previous ended; anything else is
     a gap.  A frame whose read fails (missing channel, corrupt, NaN/Inf) is a
-    failure and leaves a gap.
+    failure and leaves a gap.  ``preloaded`` maps a frame path to the result of
+    :func:`~glitchflow.io.frames.read_frame` over the whole frame, to avoid reading it twice.
     """
     frames = sorted(frames)
     if not frames:
@@ -71,7 +83,10 @@ def read_span(
         if frame.end <= start or frame.start >= end:
             continue
         try:
-            got = read_frame(frame, channels, start, end)
+            if preloaded and frame.path in preloaded:
+                got = _crop(preloaded[frame.path], channels, start, end)
+            else:
+                got = read_frame(frame, channels, start, end)
         except FrameError as exc:
             log.warning("skipping frame: %s", exc)
             failures.append(exc)
@@ -84,9 +99,9 @@ def read_span(
     gaps: list[tuple[float, float]] = []
     cursor = start
     for t0, t1, got, path in pieces:
-        if t0 > cursor + 1e-9:
+        if t0 > cursor + 1e-6:
             gaps.append((cursor, t0))
-        joined = segments and abs(segments[-1].end - t0) < 1e-9
+        joined = segments and abs(segments[-1].end - t0) < 1e-6
         if joined:
             seg = segments[-1]
             for name in channels:
@@ -104,7 +119,7 @@ def read_span(
                 )
             )
         cursor = t1
-    if end > cursor + 1e-9:
+    if end > cursor + 1e-6:
         gaps.append((cursor, end))
     for seg in segments:
         seg.data = {name: np.concatenate(parts) for name, parts in seg.data.items()}

@@ -17,6 +17,7 @@ instance can serve concurrent requests.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -46,7 +47,12 @@ class Conditioner(nn.Module):
         qt = signal.qtransform
         self.sample_rate = float(signal.sample_rate)
         self.qtransform = QTransform(qt.q, qt.frange, qt.n_freq, qt.time_step, self.sample_rate)
-        self.whiten_edge = signal.conditioning.filter_duration / 2
+        step = qt.time_step
+        half_filter = signal.conditioning.filter_duration / 2
+        # whitening loses half a filter per edge; round up to whole output bins so that
+        # bins stay on the input's time_step grid
+        self.whiten_edge = math.ceil(half_filter / step - 1e-9) * step
+        self._lead = round((self.whiten_edge - half_filter) * self.sample_rate)
         self.edge_seconds = self.whiten_edge + self.qtransform.edge_seconds()
 
     # ----------------------------------------------------------------- geometry
@@ -104,9 +110,10 @@ class Conditioner(nn.Module):
         )
 
     def transform(self, white: Tensor, rates: Sequence[float] | None = None) -> Tensor:
-        """Q-transform whitened data (trimmed to whole bins); the wrap-around edge bins are
-        cut.  Returns ``(batch, channel, n_freq, bins)`` float32."""
+        """Q-transform data from :meth:`whiten` (trimmed to the bin grid and to whole bins);
+        the wrap-around edge bins are cut.  Returns ``(batch, channel, n_freq, bins)``."""
         per_bin = self.qtransform.samples_per_bin
+        white = white[..., self._lead :]
         n = (white.shape[-1] // per_bin) * per_bin
         limits = self.band_limits(rates, white.device) if rates is not None else None
         spec = self.qtransform(white[..., :n], limits)

@@ -43,7 +43,8 @@ def gwpy_reference(x: np.ndarray, cond: Conditioner, n_bins: int):
         fduration=cfg.conditioning.filter_duration,
     )
     half = int(cfg.conditioning.filter_duration * fs) // 2
-    white = white[half:-half]
+    lead = round((cond.whiten_edge - cfg.conditioning.filter_duration / 2) * fs)
+    white = white[half + lead : -half]
     white = white[
         : (len(white) // cond.qtransform.samples_per_bin) * cond.qtransform.samples_per_bin
     ]

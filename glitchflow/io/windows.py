@@ -1,0 +1,209 @@
+"""Condition one frame's span (padded with its neighbours) and cut it into windows.
+
+Window starts lie on a global GPS grid (multiples of ``stride``), so every
+frame knows its own windows without looking at the others: frame ``[a, b)``
+owns the windows starting in ``[a, b)``.  The data read for them reach
+``edge`` seconds before the first start and after the last end, taken from
+the neighbouring frames, so frame boundaries leave no edge artefacts.
+
+Nothing is dropped silently: each frame yields a :class:`FrameReport` that
+lists its windows written, windows skipped with the reason (gap, unreadable
+data) and channels zeroed for bad data.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from glitchflow.io.frames import FrameError, FrameFile, read_frame
+from glitchflow.io.span import Segment, read_span
+from glitchflow.signal.conditioner import Conditioner
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class FrameReport:
+    """What became of one frame: windows written and skipped, problems found."""
+
+    frame: str
+    gps_start: float
+    gps_end: float
+    windows_expected: int = 0
+    windows_written: int = 0
+    skipped: list[dict] = field(default_factory=list)  # {"gps_start", "reason"}
+    bad_channels: dict[str, str] = field(default_factory=dict)  # channel -> reason
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def failed(self) -> bool:
+        return self.windows_written == 0 and self.windows_expected > 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def window_starts(start: float, end: float, stride: float) -> np.ndarray:
+    """Grid starts ``k * stride`` (GPS s) in ``[start, end)``."""
+    first = math.ceil(start / stride - 1e-6)
+    last = math.ceil(end / stride - 1e-6)
+    return np.arange(first, last) * stride
+
+
+class FrameWindowCutter:
+    """Turns a frame into window rows with one shared :class:`Conditioner`.
+
+    ``frames`` are all frames of the data set (neighbours supply padding);
+    ``channels`` the channels in output order, strain first by convention.
+    """
+
+    def __init__(
+        self,
+        conditioner: Conditioner,
+        frames: Sequence[FrameFile],
+        channels: Sequence[str],
+        window: float,
+        stride: float,
+        device: str = "cpu",
+    ) -> None:
+        self.cond = conditioner
+        self.frames = sorted(frames)
+        self.channels = list(channels)
+        self.window = window
+        self.stride = stride
+        self.device = device
+        self.bins_per_window = round(window / conditioner.time_step)
+        # reads start on a grid where every integer-rate channel and every output bin has
+        # a sample: the least common multiple of 1 s and the bin width
+        self.unit = Fraction(conditioner.time_step).limit_denominator(1 << 20).numerator
+
+    def _neighbours(self, start: float, end: float) -> list[FrameFile]:
+        return [f for f in self.frames if f.end > start and f.start < end]
+
+    def process(self, block: Sequence[FrameFile]) -> tuple[list[dict], list[FrameReport]]:
+        """Window rows for a run of consecutive frames, and one report per frame.
+
+        The block is read once, padded with ``edge`` seconds from the neighbouring
+        frames; more frames per block means less padding read twice.
+        """
+        block = sorted(block)
+        reports = {f.path: FrameReport(f.path, f.start, f.end) for f in block}
+        owner = {}
+        for f in block:
+            for t in window_starts(f.start, f.end, self.stride):
+                owner[float(t)] = f.path
+        starts = np.array(sorted(owner))
+        for t in starts:
+            reports[owner[t]].windows_expected += 1
+        if not len(starts):
+            return [], list(reports.values())
+        edge = self.cond.edge_seconds
+        lo = math.floor((starts[0] - edge) / self.unit + 1e-9) * self.unit
+        hi = math.ceil(starts[-1] + self.window + edge - 1e-9)
+        span, channels, bad = self._read(block, lo, hi, reports)
+        rows: list[dict] = []
+        done = np.zeros(len(starts), dtype=bool)
+        for seg in span.segments:
+            new_rows, covered = self._windows(seg, starts, channels, bad)
+            rows.extend(new_rows)
+            done |= covered
+        for row in rows:
+            report = reports[owner[row["gps_start"]]]
+            report.windows_written += 1
+            row["frame"] = Path(report.frame).name
+        failures = "; ".join(str(e) for e in span.failures)
+        for t, ok in zip(starts, done):
+            if not ok:
+                reason = (
+                    f"unreadable data: {failures}"
+                    if failures
+                    else "gap: no data for the window plus its padding"
+                )
+                reports[owner[t]].skipped.append({"gps_start": float(t), "reason": reason})
+        return rows, list(reports.values())
+
+    def _read(self, block: Sequence[FrameFile], lo: float, hi: float, reports: dict):
+        """Read the padded span.  A channel missing or bad in a frame of the block is
+        dropped for the block (its rows are zero) and named in that frame's report."""
+        channels = list(self.channels)
+        bad: dict[str, str] = {}
+        preloaded: dict[str, dict] = {}
+        for frame in block:
+            while True:
+                try:
+                    preloaded[frame.path] = read_frame(frame, channels)
+                    break
+                except FrameError as exc:
+                    names = [c for c in (exc.channel or "").split(", ") if c in channels]
+                    if not names or len(names) == len(channels):
+                        reports[frame.path].errors.append(str(exc))
+                        break
+                    for name in names:
+                        reports[frame.path].bad_channels[name] = exc.reason
+                        bad[name] = exc.reason
+                        channels.remove(name)
+        readable = [f for f in self._neighbours(lo, hi) if f.path in preloaded or f not in block]
+        kept = {p: {c: d[c] for c in channels} for p, d in preloaded.items()}
+        span = read_span(readable, channels, lo, hi, kept)
+        for frame in block:
+            if frame.path not in preloaded:
+                span.failures.append(FrameError(frame.path, "; ".join(reports[frame.path].errors)))
+        for err in span.failures:
+            log.warning("frame unusable: %s", err)
+        return span, channels, bad
+
+    def _windows(self, seg: Segment, starts, channels, bad: dict[str, str]):
+        """Condition the part of ``seg`` that covers whole windows with their padding and
+        cut it; returns the rows and a mask of the windows covered."""
+        edge, step = self.cond.edge_seconds, self.cond.time_step
+        grid0 = math.ceil(seg.start / self.unit - 1e-9) * self.unit
+        fits = (starts - edge >= grid0 - 1e-6) & (starts + self.window + edge <= seg.end + 1e-6)
+        covered = np.zeros(len(starts), dtype=bool)
+        if not fits.any():
+            return [], covered
+        first, last = starts[fits][0], starts[fits][-1]
+        t0 = math.floor((first - edge) / self.unit + 1e-9) * self.unit
+        t1 = last + self.window + edge
+        arrays, rates = [], []
+        for name in channels:
+            rate = seg.rates[name]
+            a = round((t0 - seg.start) * rate)
+            b = a + math.ceil((t1 - t0) * rate - 1e-6)
+            arrays.append(torch.from_numpy(np.ascontiguousarray(seg.data[name][a:b]))[None])
+            rates.append(rate)
+        with torch.no_grad():
+            x = self.cond.stack([a.to(self.device) for a in arrays], rates)
+            spec = self.cond(x, rates)[0].cpu().numpy()  # (channel, freq, bins)
+        full = np.zeros((len(self.channels), *spec.shape[1:]), dtype=np.float32)
+        for i, name in enumerate(channels):
+            full[self.channels.index(name)] = spec[i]
+        bad_names = ";".join(sorted(bad))
+        near_gap = bool(seg.start > t0 + 1e-6 or seg.end < t1 - 1e-6)
+        rows = []
+        for k in np.flatnonzero(fits):
+            b0 = round((starts[k] - t0 - edge) / step)
+            tile = full[:, :, b0 : b0 + self.bins_per_window]
+            if tile.shape[-1] < self.bins_per_window:
+                continue
+            covered[k] = True
+            rows.append(
+                {
+                    "gps_start": float(starts[k]),
+                    "gps_end": float(starts[k] + self.window),
+                    "channels": list(self.channels),
+                    "spectrogram": np.ascontiguousarray(tile),
+                    "max_snr2": tile.reshape(len(self.channels), -1).max(axis=1),
+                    "gap": near_gap,
+                    "bad": bool(bad_names),
+                    "bad_channels": bad_names,
+                }
+            )
+        return rows, covered

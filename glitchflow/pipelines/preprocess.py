@@ -1,0 +1,219 @@
+"""Distributed preprocessing: frames -> conditioned windows -> Parquet shards + manifest.
+
+One Ray Data block per run of consecutive frames; a pool of actors, each
+holding one :class:`~glitchflow.signal.conditioner.Conditioner` (on a GPU
+when its worker has one), reads the block padded with its neighbours,
+conditions it and cuts windows.  Ray Data writes the rows as Parquet under
+``OUT/shards/``; every frame's fate goes to ``OUT/reports/`` and is summed
+up in ``OUT/manifest.json``: frames in = frames written + frames failed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+
+from glitchflow.config import Config, config_hash
+from glitchflow.io.frames import FrameFile, find_frames, frame_channels
+
+log = logging.getLogger(__name__)
+
+SHARDS = "shards"
+REPORTS = "reports"
+MANIFEST = "manifest.json"
+
+
+class BlockConditioner:
+    """Ray Data callable class: one Conditioner per actor, one block of frames per call."""
+
+    def __init__(
+        self,
+        config: dict,
+        frames: list[tuple[str, float, float]],
+        channels: list[str],
+        report_dir: str,
+        use_gpu: bool,
+        threads: int,
+    ) -> None:
+        import torch
+
+        from glitchflow.config import validate_config
+        from glitchflow.io.windows import FrameWindowCutter
+        from glitchflow.signal.conditioner import Conditioner
+
+        torch.set_num_threads(max(1, threads))
+        cfg = validate_config(config)
+        device = "cuda" if use_gpu and torch.cuda.is_available() else "cpu"
+        self.cond = Conditioner(cfg.signal).to(device)
+        files = [FrameFile(start, duration, path) for path, start, duration in frames]
+        self.cutter = FrameWindowCutter(
+            self.cond, files, channels, cfg.preprocess.window, cfg.preprocess.stride, device
+        )
+        self.by_path = {f.path: f for f in files}
+        self.report_dir = Path(report_dir)
+        self.channels = channels
+
+    def __call__(self, batch: dict) -> dict:
+        rows: list[dict] = []
+        for paths in batch["paths"]:
+            block = [self.by_path[p] for p in json.loads(paths)]
+            new_rows, reports = self.cutter.process(block)
+            rows.extend(new_rows)
+            for report in reports:
+                name = Path(report.frame).name + ".json"
+                (self.report_dir / name).write_text(json.dumps(report.to_dict()))
+        return rows_to_batch(rows, len(self.channels), self.cond)
+
+
+def rows_to_batch(rows: list[dict], n_channels: int, cond) -> dict:
+    """Column batch (numpy) from window rows; zero rows keep the schema."""
+    shape = (n_channels, cond.qtransform.n_freq)
+    if not rows:
+        return {
+            "gps_start": np.zeros(0),
+            "gps_end": np.zeros(0),
+            "channels": np.array([], dtype=object),
+            "spectrogram": np.zeros((0, *shape, 0), dtype=np.float32),
+            "max_snr2": np.zeros((0, n_channels), dtype=np.float32),
+            "gap": np.zeros(0, dtype=bool),
+            "bad": np.zeros(0, dtype=bool),
+            "bad_channels": np.array([], dtype=object),
+            "frame": np.array([], dtype=object),
+        }
+    return {
+        "gps_start": np.array([r["gps_start"] for r in rows]),
+        "gps_end": np.array([r["gps_end"] for r in rows]),
+        "channels": np.array([";".join(r["channels"]) for r in rows], dtype=object),
+        "spectrogram": np.stack([r["spectrogram"] for r in rows]),
+        "max_snr2": np.stack([r["max_snr2"] for r in rows]).astype(np.float32),
+        "gap": np.array([r["gap"] for r in rows]),
+        "bad": np.array([r["bad"] for r in rows]),
+        "bad_channels": np.array([r["bad_channels"] for r in rows], dtype=object),
+        "frame": np.array([r["frame"] for r in rows], dtype=object),
+    }
+
+
+def resolve_channels(cfg: Config, frames: list[FrameFile], channels_file: str | None) -> list[str]:
+    """Strain first, then the auxiliary channels: from a channel-selection file, the
+    config, or (by default) every channel of the first readable frame, sorted."""
+    strain = cfg.signal.strain_channel
+    if channels_file:
+        data = json.loads(Path(channels_file).read_text())
+        entries = data.get("channels") if isinstance(data, dict) else None
+        if not isinstance(entries, list):
+            raise ValueError(f"{channels_file}: expected a JSON object with a 'channels' list")
+        aux = [e["name"] if isinstance(e, dict) else str(e) for e in entries]
+    elif cfg.preprocess.channels is not None:
+        aux = list(cfg.preprocess.channels)
+    else:
+        aux = None
+        for frame in frames:
+            try:
+                aux = sorted(frame_channels(frame.path))
+                break
+            except Exception as exc:  # a bad first frame must not stop discovery
+                log.warning("cannot list channels of %s: %s", frame.path, exc)
+        if aux is None:
+            raise ValueError("no readable frame to list channels from")
+    return [strain] + [c for c in aux if c != strain]
+
+
+def make_blocks(frames: list[FrameFile], per_block: int) -> list[list[FrameFile]]:
+    """Runs of up to ``per_block`` contiguous frames."""
+    blocks: list[list[FrameFile]] = []
+    for frame in frames:
+        if blocks and len(blocks[-1]) < per_block and abs(blocks[-1][-1].end - frame.start) < 1e-6:
+            blocks[-1].append(frame)
+        else:
+            blocks.append([frame])
+    return blocks
+
+
+def run_preprocess(
+    cfg: Config, frames_dir: str | Path, out: str | Path, channels_file: str | None = None
+) -> dict:
+    """Run the preprocessing stage on the current Ray cluster; returns the manifest."""
+    import ray
+
+    t0 = time.perf_counter()
+    out = Path(out)
+    report_dir = out / REPORTS
+    report_dir.mkdir(parents=True, exist_ok=True)
+    found = find_frames(frames_dir)
+    frames = found.frames
+    channels = resolve_channels(cfg, frames, channels_file)
+    blocks = make_blocks(frames, cfg.preprocess.frames_per_block)
+    log.info(
+        "preprocess: %d frames in %d blocks, %d channels", len(frames), len(blocks), len(channels)
+    )
+    res = cfg.preprocess.resources
+    if blocks:
+        items = [{"paths": json.dumps([f.path for f in b])} for b in blocks]
+        ds = ray.data.from_items(items, override_num_blocks=len(items))
+        ds = ds.map_batches(
+            BlockConditioner,
+            fn_constructor_kwargs={
+                "config": cfg.model_dump(mode="json"),
+                "frames": [(f.path, f.start, f.duration) for f in frames],
+                "channels": channels,
+                "report_dir": str(report_dir.resolve()),
+                "use_gpu": res.gpus_per_worker > 0,
+                "threads": max(1, int(res.cpus_per_worker)),
+            },
+            batch_size=1,
+            concurrency=res.workers,
+            num_cpus=res.cpus_per_worker,
+            num_gpus=res.gpus_per_worker,
+        )
+        ds.write_parquet(
+            str((out / SHARDS).resolve()), min_rows_per_file=cfg.preprocess.rows_per_file
+        )
+    manifest = build_manifest(cfg, found, channels, report_dir, time.perf_counter() - t0)
+    (out / MANIFEST).write_text(json.dumps(manifest, indent=2))
+    return manifest
+
+
+def build_manifest(cfg: Config, found, channels: list[str], report_dir: Path, wall: float) -> dict:
+    """Sum the per-frame reports: every frame found is written or failed, with a reason."""
+    reports = {}
+    for path in sorted(report_dir.glob("*.json")):
+        rep = json.loads(path.read_text())
+        reports[rep["frame"]] = rep
+    failed = [{"file": e.path, "reason": e.reason} for e in found.failures]
+    written = []
+    for frame in found.frames:
+        rep = reports.get(frame.path)
+        if rep is None:
+            failed.append({"file": frame.path, "reason": "no report: the block did not run"})
+        elif rep["windows_written"] == 0 and rep["windows_expected"] > 0:
+            reason = "; ".join(rep["errors"]) or (
+                rep["skipped"][0]["reason"] if rep["skipped"] else ""
+            )
+            failed.append({"file": frame.path, "reason": reason or "no window written"})
+        else:
+            written.append(frame.path)
+    skipped = [
+        {"frame": rep["frame"], **item} for rep in reports.values() for item in rep["skipped"]
+    ]
+    bad = {rep["frame"]: rep["bad_channels"] for rep in reports.values() if rep["bad_channels"]}
+    n_in = len(found.frames) + len(found.failures)
+    return {
+        "config": cfg.model_dump(mode="json"),
+        "config_hash": config_hash(cfg),
+        "channels": channels,
+        "frames_in": n_in,
+        "frames_written": len(written),
+        "frames_failed": failed,
+        "windows_expected": int(sum(r["windows_expected"] for r in reports.values())),
+        "windows_written": int(sum(r["windows_written"] for r in reports.values())),
+        "windows_skipped": skipped,
+        "bad_channels": bad,
+        "window_seconds": cfg.preprocess.window,
+        "stride_seconds": cfg.preprocess.stride,
+        "shards": SHARDS,
+        "wall_seconds": round(wall, 3),
+    }
