@@ -57,6 +57,24 @@ def cmd_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_preprocess(args: argparse.Namespace) -> int:
+    from glitchflow.pipelines.preprocess import run_preprocess
+    from glitchflow.pipelines.runtime import init_ray
+
+    cfg = _config(args)
+    init_ray(args.address)
+    manifest = run_preprocess(cfg, args.frames, args.out, args.channels)
+    print(
+        f"preprocess: {manifest['frames_written']}/{manifest['frames_in']} frames, "
+        f"{manifest['windows_written']}/{manifest['windows_expected']} windows, "
+        f"{len(manifest['frames_failed'])} failed frames, {manifest['wall_seconds']:.1f} s"
+    )
+    for failure in manifest["frames_failed"]:
+        print(f"  failed: {failure['file']}: {failure['reason']}")
+    print(f"manifest: {Path(args.out) / 'manifest.json'}")
+    return 0 if manifest["frames_written"] else 1
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from glitchflow.demo import run_demo
 
@@ -88,6 +106,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--writers", type=int, default=1, help="processes encoding GWF frames (default 1)"
     )
     p.set_defaults(func=cmd_synth)
+
+    p = sub.add_parser(
+        "preprocess",
+        help="condition frames into a Parquet spectrogram dataset (Ray Data)",
+        description=(
+            "Resample, whiten and Q-transform every channel of the frames in FRAMES, cut "
+            "windows and write OUT/shards/*.parquet and OUT/manifest.json."
+        ),
+    )
+    _add_config_args(p)
+    p.add_argument("--frames", type=Path, required=True, help="directory of GWF frames")
+    p.add_argument("--out", type=Path, required=True, help="output directory")
+    p.add_argument("--channels", default=None, help="selected_channels.json from `scan`")
+    p.add_argument("--address", default=None, help="Ray address (default: $RAY_ADDRESS or local)")
+    p.set_defaults(func=cmd_preprocess)
 
     p = sub.add_parser(
         "demo",

@@ -32,6 +32,17 @@ def run_demo(config: str | Path | None, workdir: str | Path, overrides=()) -> in
     lines.append(f"[synth]  {twin.summary()}")
     lines.append("         glitches by family: " + ", ".join(f"{k}={v}" for k, v in counts.items()))
 
+    from glitchflow.pipelines.preprocess import run_preprocess
+    from glitchflow.pipelines.runtime import init_ray
+
+    init_ray()
+    manifest = run_preprocess(cfg, twin.frames[0].parent, workdir / "dataset")
+    lines.append(
+        f"[preprocess] {manifest['frames_written']}/{manifest['frames_in']} frames -> "
+        f"{manifest['windows_written']} windows of {manifest['window_seconds']} s x "
+        f"{len(manifest['channels'])} channels in {manifest['wall_seconds']:.1f} s "
+        f"({workdir / 'dataset'})"
+    )
     lines.append(f"done in {time.perf_counter() - t0:.1f} s")
     print("\n".join(lines))
     return 0

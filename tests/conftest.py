@@ -37,3 +37,64 @@ def tiny_twin(tmp_path_factory, tiny_config):
 
     out = tmp_path_factory.mktemp("tiny_twin")
     return generate(tiny_config, out, progress=False)
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """One local Ray instance (2 CPUs, no dashboard) shared by every test that needs Ray."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+def write_test_frames(
+    directory: Path,
+    starts: list[int],
+    duration: int = 16,
+    glitches: tuple = (),
+    rates: dict | None = None,
+    nan_in: tuple = (),
+    drop: tuple = (),
+    seed: int = 0,
+) -> list[Path]:
+    """Small hand-made frames: white noise per channel plus sine-Gaussian glitches.
+
+    ``glitches``: ``(channel, gps, frequency_Hz, amplitude)``; ``nan_in``:
+    ``(channel, frame_start)`` pairs to fill with NaN; ``drop``: ``(channel,
+    frame_start)`` pairs to leave out of a frame.
+    """
+    import numpy as np
+
+    from glitchflow.io.frames import frame_name, write_frame
+    from glitchflow.synth.waveforms import Component, render
+
+    rates = rates or {"V1:Hrec_hoft_16384Hz": 4096.0, "V1:AUX_A": 1024.0, "V1:AUX_B": 256.0}
+    origin = min(starts)
+    rng = np.random.default_rng(seed)
+    total = {
+        name: rng.standard_normal(int((max(starts) + duration - origin) * rate))
+        for name, rate in rates.items()
+    }
+    for channel, gps, freq, amp in glitches:
+        comp = Component(channel, "sine_gaussian", amp, gps, (freq, 9.0, 0.0))
+        k0, wave = render(comp, origin, rates[channel])
+        total[channel][k0 : k0 + len(wave)] += wave
+    paths = []
+    directory.mkdir(parents=True, exist_ok=True)
+    for start in starts:
+        data = {}
+        for name, rate in rates.items():
+            if (name, start) in drop:
+                continue
+            a = int((start - origin) * rate)
+            x = total[name][a : a + int(duration * rate)].copy()
+            if (name, start) in nan_in:
+                x[len(x) // 2 :] = np.nan
+            data[name] = (x, rate)
+        path = directory / frame_name("V", "TEST", start, duration)
+        write_frame(path, start, data)
+        paths.append(path)
+    return paths

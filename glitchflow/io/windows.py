@@ -42,6 +42,7 @@ class FrameReport:
     skipped: list[dict] = field(default_factory=list)  # {"gps_start", "reason"}
     bad_channels: dict[str, str] = field(default_factory=dict)  # channel -> reason
     errors: list[str] = field(default_factory=list)
+    worker: str = ""  # where it ran (set by the distributed caller)
 
     @property
     def failed(self) -> bool:
@@ -112,7 +113,7 @@ class FrameWindowCutter:
         rows: list[dict] = []
         done = np.zeros(len(starts), dtype=bool)
         for seg in span.segments:
-            new_rows, covered = self._windows(seg, starts, channels, bad)
+            new_rows, covered = self._windows(seg, starts, channels, bad, (lo, hi))
             rows.extend(new_rows)
             done |= covered
         for row in rows:
@@ -160,7 +161,7 @@ class FrameWindowCutter:
             log.warning("frame unusable: %s", err)
         return span, channels, bad
 
-    def _windows(self, seg: Segment, starts, channels, bad: dict[str, str]):
+    def _windows(self, seg: Segment, starts, channels, bad: dict[str, str], wanted):
         """Condition the part of ``seg`` that covers whole windows with their padding and
         cut it; returns the rows and a mask of the windows covered."""
         edge, step = self.cond.edge_seconds, self.cond.time_step
@@ -186,7 +187,9 @@ class FrameWindowCutter:
         for i, name in enumerate(channels):
             full[self.channels.index(name)] = spec[i]
         bad_names = ";".join(sorted(bad))
-        near_gap = bool(seg.start > t0 + 1e-6 or seg.end < t1 - 1e-6)
+        # a segment cut short by a gap: flag the windows within one window of that end
+        gap_before = seg.start > wanted[0] + 1e-6
+        gap_after = seg.end < wanted[1] - 1e-6
         rows = []
         for k in np.flatnonzero(fits):
             b0 = round((starts[k] - t0 - edge) / step)
@@ -201,7 +204,10 @@ class FrameWindowCutter:
                     "channels": list(self.channels),
                     "spectrogram": np.ascontiguousarray(tile),
                     "max_snr2": tile.reshape(len(self.channels), -1).max(axis=1),
-                    "gap": near_gap,
+                    "gap": bool(
+                        (gap_before and starts[k] - self.window < seg.start + edge)
+                        or (gap_after and starts[k] + 2 * self.window > seg.end - edge)
+                    ),
                     "bad": bool(bad_names),
                     "bad_channels": bad_names,
                 }

@@ -19,6 +19,7 @@ import numpy as np
 
 from glitchflow.config import Config, config_hash
 from glitchflow.io.frames import FrameFile, find_frames, frame_channels
+from glitchflow.pipelines.runtime import check_resources, check_shared_storage
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,9 @@ class BlockConditioner:
         self.by_path = {f.path: f for f in files}
         self.report_dir = Path(report_dir)
         self.channels = channels
+        import ray
+
+        self.node = ray.get_runtime_context().get_node_id()
 
     def __call__(self, batch: dict) -> dict:
         rows: list[dict] = []
@@ -64,6 +68,7 @@ class BlockConditioner:
             new_rows, reports = self.cutter.process(block)
             rows.extend(new_rows)
             for report in reports:
+                report.worker = self.node
                 name = Path(report.frame).name + ".json"
                 (self.report_dir / name).write_text(json.dumps(report.to_dict()))
         return rows_to_batch(rows, len(self.channels), self.cond)
@@ -151,6 +156,10 @@ def run_preprocess(
         "preprocess: %d frames in %d blocks, %d channels", len(frames), len(blocks), len(channels)
     )
     res = cfg.preprocess.resources
+    check_resources(
+        res.workers * res.cpus_per_worker, res.workers * res.gpus_per_worker, "preprocess"
+    )
+    check_shared_storage(frames_dir, out)
     if blocks:
         items = [{"paths": json.dumps([f.path for f in b])} for b in blocks]
         ds = ray.data.from_items(items, override_num_blocks=len(items))
@@ -215,5 +224,6 @@ def build_manifest(cfg: Config, found, channels: list[str], report_dir: Path, wa
         "window_seconds": cfg.preprocess.window,
         "stride_seconds": cfg.preprocess.stride,
         "shards": SHARDS,
+        "nodes": sorted({rep.get("worker", "") for rep in reports.values()}),
         "wall_seconds": round(wall, 3),
     }

@@ -1,0 +1,81 @@
+"""Ray start-up and the checks every stage runs before it asks for resources."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+#: file systems that every node of a cluster can see
+SHARED_FS = {"nfs", "nfs4", "lustre", "gpfs", "cephfs", "beegfs", "glusterfs", "panfs", "wekafs"}
+
+
+def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
+    """Connect to ``address`` (or ``$RAY_ADDRESS``), else start Ray in-process.
+
+    Dashboard off and everything on loopback for a local instance.
+    """
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, log_to_driver=True)
+    else:
+        ray.init(num_cpus=num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1")
+    log.info("ray: %s", ray.cluster_resources())
+
+
+def check_resources(cpus: float, gpus: float = 0.0, what: str = "stage") -> None:
+    """Fail fast, with numbers, when the cluster cannot hold a stage (Ray would wait forever)."""
+    import ray
+
+    have = ray.cluster_resources()
+    if cpus > have.get("CPU", 0) + 1e-9 or gpus > have.get("GPU", 0) + 1e-9:
+        raise RuntimeError(
+            f"{what} needs {cpus:g} CPU and {gpus:g} GPU but the cluster has "
+            f"{have.get('CPU', 0):g} CPU and {have.get('GPU', 0):g} GPU; lower the workers or "
+            "resources in the config"
+        )
+
+
+def file_system_type(path: str | Path) -> str:
+    """Type of the mounted file system holding ``path`` (from /proc/mounts), or 'unknown'."""
+    try:
+        target = Path(path).resolve()
+        best, kind = "", "unknown"
+        for line in Path("/proc/mounts").read_text().splitlines():
+            parts = line.split()
+            if len(parts) > 2 and str(target).startswith(parts[1]) and len(parts[1]) > len(best):
+                best, kind = parts[1], parts[2]
+        return kind
+    except OSError:
+        return "unknown"
+
+
+def check_shared_storage(*paths: str | Path) -> list[str]:
+    """Warn when a multi-node cluster writes to a node-local path; returns the warnings."""
+    import ray
+
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    hosts = {n.get("NodeManagerAddress") for n in nodes}
+    if len(nodes) < 2:
+        return []
+    warnings = []
+    for path in paths:
+        text = str(path)
+        if "://" in text:
+            continue
+        kind = file_system_type(text)
+        if kind not in SHARED_FS and not kind.startswith("fuse"):
+            msg = (
+                f"{text} is on a node-local file system ({kind}) but the cluster has "
+                f"{len(nodes)} nodes on {len(hosts)} host(s): workers on other hosts cannot "
+                "see it; use shared storage (NFS, Lustre, ...) or an s3:// / gs:// URI"
+            )
+            log.warning(msg)
+            warnings.append(msg)
+    return warnings
