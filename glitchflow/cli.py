@@ -75,6 +75,18 @@ def cmd_preprocess(args: argparse.Namespace) -> int:
     return 0 if manifest["frames_written"] else 1
 
 
+def cmd_scan(args: argparse.Namespace) -> int:
+    from glitchflow.pipelines.runtime import init_ray
+    from glitchflow.pipelines.scan import run_scan
+
+    cfg = _config(args)
+    init_ray(args.address)
+    summary = run_scan(cfg, args.frames, args.out)
+    print((Path(args.out) / "report.txt").read_text())
+    print(f"selected channels: {Path(args.out) / 'selected_channels.json'}")
+    return 0 if summary["channels_scanned"] else 1
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from glitchflow.demo import run_demo
 
@@ -106,6 +118,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--writers", type=int, default=1, help="processes encoding GWF frames (default 1)"
     )
     p.set_defaults(func=cmd_synth)
+
+    p = sub.add_parser(
+        "scan",
+        help="rank auxiliary channels by coincidence with strain; hveto baseline veto",
+        description=(
+            "Q-transform strain and every auxiliary channel, find their peaks, score each channel "
+            "(seed ratio/IoU, Poisson significance, time-slide FAP), select witnesses and run "
+            "hveto rounds. Writes selected_channels.json, channels.csv, hveto.json, "
+            "ranking.png and report.txt under OUT."
+        ),
+    )
+    _add_config_args(p)
+    p.add_argument("--frames", type=Path, required=True, help="directory of GWF frames")
+    p.add_argument("--out", type=Path, required=True, help="output directory")
+    p.add_argument("--address", default=None, help="Ray address (default: $RAY_ADDRESS or local)")
+    p.set_defaults(func=cmd_scan)
 
     p = sub.add_parser(
         "preprocess",

@@ -32,11 +32,28 @@ def run_demo(config: str | Path | None, workdir: str | Path, overrides=()) -> in
     lines.append(f"[synth]  {twin.summary()}")
     lines.append("         glitches by family: " + ", ".join(f"{k}={v}" for k, v in counts.items()))
 
+    from glitchflow.io.truth import true_witness_channels
     from glitchflow.pipelines.preprocess import run_preprocess
     from glitchflow.pipelines.runtime import init_ray
+    from glitchflow.pipelines.scan import run_scan
 
     init_ray()
-    manifest = run_preprocess(cfg, twin.frames[0].parent, workdir / "dataset")
+    frames = twin.frames[0].parent
+    scan = run_scan(cfg, frames, workdir / "scan")
+    truth_set = true_witness_channels(truth)
+    for rule, chosen in (("significance", scan["selected"]), ("seed", scan["seed_rule_selected"])):
+        hits = len(truth_set & set(chosen))
+        lines.append(
+            f"[scan]   {rule} rule selects {len(chosen)}: recall {hits}/{len(truth_set)}, "
+            f"precision {hits}/{len(chosen) or 1} against the twin's true witnesses"
+        )
+    lines.append(
+        f"         {', '.join(scan['selected'])}; {scan['hveto_rounds']} hveto rounds "
+        f"({workdir / 'scan' / 'report.txt'})"
+    )
+    manifest = run_preprocess(
+        cfg, frames, workdir / "dataset", str(workdir / "scan" / "selected_channels.json")
+    )
     lines.append(
         f"[preprocess] {manifest['frames_written']}/{manifest['frames_in']} frames -> "
         f"{manifest['windows_written']} windows of {manifest['window_seconds']} s x "

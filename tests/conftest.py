@@ -58,13 +58,14 @@ def write_test_frames(
     rates: dict | None = None,
     nan_in: tuple = (),
     drop: tuple = (),
+    flat: tuple = (),
     seed: int = 0,
 ) -> list[Path]:
     """Small hand-made frames: white noise per channel plus sine-Gaussian glitches.
 
     ``glitches``: ``(channel, gps, frequency_Hz, amplitude)``; ``nan_in``:
     ``(channel, frame_start)`` pairs to fill with NaN; ``drop``: ``(channel,
-    frame_start)`` pairs to leave out of a frame.
+    frame_start)`` pairs to leave out of a frame; ``flat``: channels held constant.
     """
     import numpy as np
 
@@ -91,6 +92,8 @@ def write_test_frames(
                 continue
             a = int((start - origin) * rate)
             x = total[name][a : a + int(duration * rate)].copy()
+            if name in flat:
+                x[:] = 1.0
             if (name, start) in nan_in:
                 x[len(x) // 2 :] = np.nan
             data[name] = (x, rate)
@@ -98,3 +101,12 @@ def write_test_frames(
         write_frame(path, start, data)
         paths.append(path)
     return paths
+
+
+@pytest.fixture(scope="session")
+def demo_twin(tmp_path_factory):
+    """The demo configuration's twin (512 s, every glitch family): generate() result."""
+    from glitchflow.synth.twin import generate
+
+    cfg = load_config(CONFIGS / "demo.yaml")
+    return generate(cfg, tmp_path_factory.mktemp("demo_twin"), progress=False, writers=2)

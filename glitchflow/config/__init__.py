@@ -23,7 +23,12 @@ from glitchflow.config.base import (
     validate_model,
 )
 from glitchflow.config.signal import ConditioningConfig, QTransformConfig, SignalConfig
-from glitchflow.config.stages import PreprocessConfig, ResourcesConfig
+from glitchflow.config.stages import (
+    HvetoConfig,
+    PreprocessConfig,
+    ResourcesConfig,
+    ScanConfig,
+)
 from glitchflow.config.twin import ChannelSpec, TwinConfig
 
 __all__ = [
@@ -31,9 +36,11 @@ __all__ = [
     "ConditioningConfig",
     "Config",
     "ConfigError",
+    "HvetoConfig",
     "PreprocessConfig",
     "QTransformConfig",
     "ResourcesConfig",
+    "ScanConfig",
     "SignalConfig",
     "TwinConfig",
     "apply_overrides",
@@ -50,6 +57,19 @@ class Config(Strict):
     signal: SignalConfig = SignalConfig()
     twin: TwinConfig = TwinConfig()
     preprocess: PreprocessConfig = PreprocessConfig()
+    scan: ScanConfig = ScanConfig()
+
+    def scan_signal(self) -> SignalConfig:
+        """The shared signal settings with the scan's rate and Q grid."""
+        return validate_model(
+            SignalConfig,
+            self.signal.model_dump()
+            | {
+                "sample_rate": self.scan.sample_rate,
+                "qtransform": self.scan.qtransform.model_dump(),
+            },
+            "scan",
+        )
 
     @model_validator(mode="after")
     def _windows_on_the_bin_grid(self) -> Config:
@@ -61,6 +81,11 @@ class Config(Strict):
                     f"preprocess.{key} ({value} s) must be a multiple of "
                     f"signal.qtransform.time_step ({step} s)"
                 )
+        try:
+            self.scan_signal()
+        except ConfigError as exc:
+            msg = str(exc).replace("scan: invalid configuration", "scan settings:")
+            raise ValueError(msg) from None
         return self
 
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 
 from glitchflow.config.base import Strict
+from glitchflow.config.signal import QTransformConfig
 
 
 class ResourcesConfig(Strict):
@@ -28,3 +31,49 @@ class PreprocessConfig(Strict):
     )
     resources: ResourcesConfig = ResourcesConfig(workers=2, cpus_per_worker=0.5)
     rows_per_file: int = Field(64, ge=1, description="windows per Parquet file")
+
+
+class HvetoConfig(Strict):
+    """Hierarchical veto rounds (thresholds in SNR^2, windows in seconds)."""
+
+    snr2_thresholds: list[float] = Field(default_factory=lambda: [20.0, 40.0, 80.0, 160.0])
+    windows: list[float] = Field(default_factory=lambda: [0.1, 0.25, 0.5, 1.0])
+    min_significance: float = Field(5.0, gt=0, description="stop when the best round is weaker")
+    max_rounds: int = Field(10, ge=1)
+
+
+class ScanConfig(Strict):
+    """Channel selection (the seed's ANNALISA with calibrated significance) and hveto."""
+
+    sample_rate: float = Field(
+        2048.0, gt=0, description="analysis rate of the scan (Hz); above 2x the band is enough"
+    )
+    qtransform: QTransformConfig = Field(
+        QTransformConfig(q=12.0, frange=(8.0, 500.0), n_freq=64, time_step=0.09375),
+        description="the seed scanned 8-50 Hz (scattered light); the default covers 8-500 Hz",
+    )
+    snr2_threshold: float = Field(20.0, gt=0, description="peak threshold (SNR^2)")
+    cluster_window: float = Field(
+        0.25, gt=0, description="peaks closer than this are one trigger (s)"
+    )
+    coincidence_window: float = Field(0.25, gt=0, description="full width for coincidence (s)")
+    mask_dilation: tuple[int, int] = Field(
+        (2, 2), description="(time bins, frequency rows) added around peaks for ratio/IoU"
+    )
+    window: float = Field(6.0, gt=0, description="window for the per-window ratio and IoU (s)")
+    time_slides: int = Field(200, ge=10, description="number of time slides for the FAP")
+    slide_step: float = Field(3.7, gt=1.0, description="slide offset unit (s), >> coupling delays")
+    selection: Literal["significance", "seed"] = "significance"
+    min_significance: float = Field(5.0, gt=0, description="-log10 Poisson probability")
+    max_fap: float = Field(0.01, gt=0, le=1, description="time-slide false-alarm probability")
+    seed_ratio: float = Field(0.17, ge=0, le=1)
+    seed_iou: float = Field(0.08, ge=0, le=1)
+    unsafe_channels: list[str] = Field(
+        default_factory=lambda: ["V1:LSC_DARM_ERR"],
+        description="strain-derived channels: scanned and reported, never selected",
+    )
+    channels: list[str] | None = Field(None, description="auxiliary channels; None = all")
+    channels_per_task: int = Field(8, ge=1)
+    frames_per_block: int = Field(4, ge=1)
+    cpus_per_task: float = Field(1.0, gt=0)
+    hveto: HvetoConfig = HvetoConfig()

@@ -124,3 +124,71 @@ def read_span(
     for seg in segments:
         seg.data = {name: np.concatenate(parts) for name, parts in seg.data.items()}
     return SpanRead(segments, gaps, failures)
+
+
+@dataclass
+class PaddedRead:
+    """A block of frames read with padding from its neighbours.
+
+    ``channels``: those usable in every frame of the block; ``bad[channel] =
+    (frame, reason)`` for the others (missing, non-finite or flat); ``errors[frame]``
+    for frames that could not be read at all.
+    """
+
+    span: SpanRead
+    channels: list[str]
+    bad: dict[str, tuple[str, str]]
+    errors: dict[str, str]
+
+
+def read_padded(
+    block: Sequence[FrameFile],
+    frames: Sequence[FrameFile],
+    channels: Sequence[str],
+    start: float,
+    end: float,
+    required: Sequence[str] = (),
+) -> PaddedRead:
+    """Read ``channels`` over ``[start, end)`` from ``block`` plus the neighbouring ``frames``.
+
+    Each frame of the block is read whole first: a channel that is missing, has
+    NaN/Inf samples or is flat (constant) there is dropped for the block and
+    reported; the other channels go on.  A frame unreadable as a whole, or
+    missing a ``required`` channel, is an error and leaves a gap.
+    """
+    channels = list(channels)
+    bad: dict[str, tuple[str, str]] = {}
+    errors: dict[str, str] = {}
+    preloaded: dict[str, dict] = {}
+    for frame in block:
+        while channels:
+            try:
+                data = read_frame(frame, channels)
+            except FrameError as exc:
+                names = [c for c in (exc.channel or "").split(", ") if c in channels]
+                if not names or any(n in required for n in names) or len(names) == len(channels):
+                    errors[frame.path] = str(exc)
+                    break
+                for name in names:
+                    bad[name] = (frame.path, exc.reason)
+                    channels.remove(name)
+                continue
+            flat = [c for c in channels if c not in required and np.ptp(data[c][0]) == 0]
+            for name in flat:
+                bad[name] = (frame.path, "flat (constant) data")
+                channels.remove(name)
+            preloaded[frame.path] = data
+            break
+    paths = {f.path for f in block}
+    readable = [
+        f
+        for f in frames
+        if f.end > start and f.start < end and (f.path not in paths or f.path in preloaded)
+    ]
+    kept = {p: {c: d[c] for c in channels} for p, d in preloaded.items()}
+    span = read_span(readable, channels, start, end, kept)
+    for path, reason in errors.items():
+        span.failures.append(FrameError(path, reason.split(": ", 1)[-1]))
+    for err in span.failures:
+        log.warning("frame unusable: %s", err)
+    return PaddedRead(span, channels, bad, errors)

@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from glitchflow.io.frames import FrameError, FrameFile, read_frame
-from glitchflow.io.span import Segment, read_span
+from glitchflow.io.frames import FrameFile
+from glitchflow.io.span import Segment, read_padded
 from glitchflow.signal.conditioner import Conditioner
 
 log = logging.getLogger(__name__)
@@ -86,9 +86,6 @@ class FrameWindowCutter:
         # a sample: the least common multiple of 1 s and the bin width
         self.unit = Fraction(conditioner.time_step).limit_denominator(1 << 20).numerator
 
-    def _neighbours(self, start: float, end: float) -> list[FrameFile]:
-        return [f for f in self.frames if f.end > start and f.start < end]
-
     def process(self, block: Sequence[FrameFile]) -> tuple[list[dict], list[FrameReport]]:
         """Window rows for a run of consecutive frames, and one report per frame.
 
@@ -109,7 +106,13 @@ class FrameWindowCutter:
         edge = self.cond.edge_seconds
         lo = math.floor((starts[0] - edge) / self.unit + 1e-9) * self.unit
         hi = math.ceil(starts[-1] + self.window + edge - 1e-9)
-        span, channels, bad = self._read(block, lo, hi, reports)
+        got = read_padded(block, self.frames, self.channels, lo, hi, required=self.channels[:1])
+        span, channels = got.span, got.channels
+        bad = {name: reason for name, (_, reason) in got.bad.items()}
+        for name, (path, reason) in got.bad.items():
+            reports[path].bad_channels[name] = reason
+        for path, reason in got.errors.items():
+            reports[path].errors.append(reason)
         rows: list[dict] = []
         done = np.zeros(len(starts), dtype=bool)
         for seg in span.segments:
@@ -130,36 +133,6 @@ class FrameWindowCutter:
                 )
                 reports[owner[t]].skipped.append({"gps_start": float(t), "reason": reason})
         return rows, list(reports.values())
-
-    def _read(self, block: Sequence[FrameFile], lo: float, hi: float, reports: dict):
-        """Read the padded span.  A channel missing or bad in a frame of the block is
-        dropped for the block (its rows are zero) and named in that frame's report."""
-        channels = list(self.channels)
-        bad: dict[str, str] = {}
-        preloaded: dict[str, dict] = {}
-        for frame in block:
-            while True:
-                try:
-                    preloaded[frame.path] = read_frame(frame, channels)
-                    break
-                except FrameError as exc:
-                    names = [c for c in (exc.channel or "").split(", ") if c in channels]
-                    if not names or len(names) == len(channels):
-                        reports[frame.path].errors.append(str(exc))
-                        break
-                    for name in names:
-                        reports[frame.path].bad_channels[name] = exc.reason
-                        bad[name] = exc.reason
-                        channels.remove(name)
-        readable = [f for f in self._neighbours(lo, hi) if f.path in preloaded or f not in block]
-        kept = {p: {c: d[c] for c in channels} for p, d in preloaded.items()}
-        span = read_span(readable, channels, lo, hi, kept)
-        for frame in block:
-            if frame.path not in preloaded:
-                span.failures.append(FrameError(frame.path, "; ".join(reports[frame.path].errors)))
-        for err in span.failures:
-            log.warning("frame unusable: %s", err)
-        return span, channels, bad
 
     def _windows(self, seg: Segment, starts, channels, bad: dict[str, str], wanted):
         """Condition the part of ``seg`` that covers whole windows with their padding and

@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 SHARDS = "shards"
 REPORTS = "reports"
 MANIFEST = "manifest.json"
+WRITE_CPUS = 0.25
 
 
 class BlockConditioner:

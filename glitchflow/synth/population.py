@@ -88,19 +88,20 @@ class PopulationBuilder:
         self.rates = rates
         self.derived = [c.name for c in cfg.channels if c.strain_derived]
 
-    def _unit_snr(self, comp: Component) -> float:
+    def _snr(self, comp: Component) -> float:
+        """Optimal SNR of ``comp`` as it is (amplitude included) in its channel."""
         _, values = render(comp, comp.t_peak, self.rates[comp.channel])
         return snr(values, self.rates[comp.channel], self.psds[comp.channel])
 
     def _at_snr(self, comp: Component, target: float) -> Component:
-        return comp.scaled(target / self._unit_snr(comp))
+        return comp.scaled(target / self._snr(comp.scaled(1.0)))
 
     def _strain_derived(self, strain_comp: Component) -> list[Component]:
         """Copies of a strain component in strain-derived channels (e.g. DARM error)."""
         out = []
         for name in self.derived:
             unit = strain_comp.scaled(1.0, channel=name)
-            out.append(self._at_snr(unit, self._unit_snr(strain_comp) * strain_comp.amplitude))
+            out.append(self._at_snr(unit, self._snr(strain_comp)))
         return out
 
     def build(self) -> list[Glitch]:

@@ -1,0 +1,175 @@
+"""Preprocessing scaling: throughput with 1 vs 2 CPUs, and peak memory with 1x vs 4x frames.
+
+Generates bench-config twin frames once (cached under --workdir), then runs the
+Ray Data pipeline in fresh processes:
+
+* throughput (channel-seconds of data per wall second) on N frames with a Ray
+  instance of 1 CPU and of 2 CPUs (target ratio >= 1.7);
+* peak resident memory of the driver plus every Ray worker on N and 4N frames
+  (target ratio <= 1.2: streaming, memory does not grow with the data).
+
+    .venv/bin/python benchmarks/preprocess_scaling.py --json bench-out/preprocess_scaling.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def child(args: argparse.Namespace) -> None:
+    """One measured run inside its own process (own Ray instance)."""
+    import psutil
+    import ray
+
+    from glitchflow.config import load_config
+    from glitchflow.pipelines.preprocess import run_preprocess
+
+    frames_dir = Path(args.frames)
+    files = sorted(frames_dir.glob("*.gwf"))[: args.n_frames]
+    sub = Path(args.out) / "frames"
+    sub.mkdir(parents=True, exist_ok=True)
+    for f in files:
+        (sub / f.name).symlink_to(f)
+    workers = args.cpus
+    cfg = load_config(
+        args.config,
+        [
+            f"preprocess.resources.workers={workers}",
+            "preprocess.resources.cpus_per_worker=0.85",
+            "preprocess.frames_per_block=2",
+        ],
+    )
+    ray.init(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False)
+    peak = [0]
+    stop = threading.Event()
+
+    def sample():
+        me = psutil.Process()
+        while not stop.is_set():
+            total = 0
+            for p in psutil.process_iter(["cmdline", "memory_info"]):
+                cmd = " ".join(p.info["cmdline"] or [])
+                if p.pid == me.pid or "ray::" in cmd or "default_worker.py" in cmd:
+                    total += p.info["memory_info"].rss if p.info["memory_info"] else 0
+            peak[0] = max(peak[0], total)
+            time.sleep(0.2)
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    t0 = time.perf_counter()
+    manifest = run_preprocess(cfg, sub, Path(args.out) / "dataset")
+    wall = time.perf_counter() - t0
+    stop.set()
+    thread.join()
+    ray.shutdown()
+    n_ch = len(manifest["channels"])
+    seconds = sum(f.stat().st_size > 0 for f in files) * cfg.twin.frame_duration
+    print(
+        "RESULT "
+        + json.dumps(
+            {
+                "cpus": args.cpus,
+                "frames": len(files),
+                "channels": n_ch,
+                "wall_s": round(wall, 2),
+                "channel_s_per_s": round(seconds * n_ch / wall, 1),
+                "peak_rss_mib": round(peak[0] / 2**20),
+                "windows": manifest["windows_written"],
+            }
+        )
+    )
+
+
+def run(cfg: str, frames: Path, n: int, cpus: int, work: Path) -> dict:
+    out = work / f"run-{cpus}cpu-{n}f"
+    shutil.rmtree(out, ignore_errors=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            __file__,
+            "--child",
+            "--config",
+            cfg,
+            "--frames",
+            str(frames),
+            "--n-frames",
+            str(n),
+            "--cpus",
+            str(cpus),
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        env=os.environ | {"PYTHONPATH": str(ROOT)},
+    )
+    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+    if proc.returncode or not line:
+        raise RuntimeError(proc.stderr[-4000:])
+    shutil.rmtree(out, ignore_errors=True)
+    return json.loads(line[0][7:])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default=str(ROOT / "configs" / "bench.yaml"))
+    parser.add_argument("--frames-per-run", type=int, default=8, help="N (the 1x data set)")
+    parser.add_argument("--workdir", type=Path, default=ROOT / "bench-out" / "preprocess")
+    parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--frames", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--n-frames", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--cpus", type=int, default=1, help=argparse.SUPPRESS)
+    parser.add_argument("--out", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args)
+        return 0
+
+    from glitchflow.config import load_config
+    from glitchflow.synth.twin import generate
+
+    n = args.frames_per_run
+    twin_dir = args.workdir / "twin"
+    if len(list((twin_dir / "frames").glob("*.gwf"))) < 4 * n:
+        cfg = load_config(args.config, [f"twin.duration={4 * n * 64}"])
+        generate(cfg, twin_dir, progress=True, writers=2)
+    frames = twin_dir / "frames"
+    one = run(args.config, frames, n, 1, args.workdir)
+    two = run(args.config, frames, n, 2, args.workdir)
+    big = run(args.config, frames, 4 * n, 2, args.workdir)
+    report = {
+        "runs": [one, two, big],
+        "throughput_ratio_2cpu_vs_1cpu": round(two["channel_s_per_s"] / one["channel_s_per_s"], 2),
+        "memory_ratio_4x_vs_1x_frames": round(big["peak_rss_mib"] / two["peak_rss_mib"], 2),
+        "targets": {"throughput_ratio": ">= 1.7", "memory_ratio": "<= 1.2"},
+    }
+    print(f"{'cpus':>5} {'frames':>7} {'wall s':>8} {'ch-s/s':>9} {'peak MiB':>9}")
+    for r in report["runs"]:
+        print(
+            f"{r['cpus']:>5} {r['frames']:>7} {r['wall_s']:>8} {r['channel_s_per_s']:>9} "
+            f"{r['peak_rss_mib']:>9}"
+        )
+    print(
+        f"2 vs 1 CPU throughput: {report['throughput_ratio_2cpu_vs_1cpu']} (target >= 1.7); "
+        f"4x vs 1x frames peak memory: {report['memory_ratio_4x_vs_1x_frames']} (target <= 1.2)"
+    )
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
