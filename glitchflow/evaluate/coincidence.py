@@ -50,6 +50,19 @@ def slide(times: np.ndarray, offset: float, segments: np.ndarray) -> np.ndarray:
     return np.sort(segments[seg2, 0] + (live - cum[seg2]))
 
 
+def slide_offsets(livetime: float, n_slides: int, step: float, min_offset: float) -> np.ndarray:
+    """Offsets ``k * step`` (s) whose cyclic distance from zero on ``livetime`` is at least
+    ``min_offset``: a slide that wraps round to almost no shift would count real coincidences."""
+    out = []
+    k = 1
+    while len(out) < n_slides and k <= 20 * n_slides:
+        off = (k * step) % livetime
+        if min(off, livetime - off) >= min_offset:
+            out.append(off)
+        k += 1
+    return np.array(out)
+
+
 def slide_fap(
     strain: np.ndarray,
     aux: np.ndarray,
@@ -60,14 +73,13 @@ def slide_fap(
     observed: int,
 ) -> tuple[float, np.ndarray]:
     """Empirical false-alarm probability of ``observed`` coincidences and the slide counts."""
+    livetime = float(np.sum(segments[:, 1] - segments[:, 0]))
+    offsets = slide_offsets(livetime, n_slides, step, max(1.0, 4 * window))
     counts = np.array(
-        [
-            int(coincident(strain, slide(aux, k * step, segments), window).sum())
-            for k in range(1, n_slides + 1)
-        ]
+        [int(coincident(strain, slide(aux, off, segments), window).sum()) for off in offsets]
     )
-    k = int((counts >= observed).sum()) if observed > 0 else n_slides
-    return (k + 1) / (n_slides + 1), counts
+    k = int((counts >= observed).sum()) if observed > 0 else len(counts)
+    return (k + 1) / (len(counts) + 1), counts
 
 
 def coincidence_stats(strain: np.ndarray, aux: np.ndarray, window: float, livetime: float) -> dict:

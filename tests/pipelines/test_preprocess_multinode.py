@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +10,8 @@ import pytest
 
 from glitchflow.config import load_config
 from glitchflow.pipelines.preprocess import run_preprocess
-from tests.conftest import CONFIGS, REPO, write_test_frames
+from tests.conftest import CONFIGS, write_test_frames
+from tests.multinode import run_on_cluster
 
 OVERRIDES = [
     "preprocess.frames_per_block=1",
@@ -32,23 +30,9 @@ def test_two_node_cluster_matches_single_node(tmp_path: Path, ray_local):
     )
     cfg = load_config(CONFIGS / "demo.yaml", OVERRIDES)
     single = run_preprocess(cfg, tmp_path / "frames", tmp_path / "single")
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "tests" / "multinode" / "run_preprocess_cluster.py"),
-            str(CONFIGS / "demo.yaml"),
-            str(tmp_path / "frames"),
-            str(tmp_path / "multi"),
-            json.dumps(OVERRIDES),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=360,
-        cwd=REPO,
+    info = run_on_cluster(
+        "preprocess", CONFIGS / "demo.yaml", tmp_path / "frames", tmp_path / "multi", OVERRIDES
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("MANIFEST "))
-    info = json.loads(line.removeprefix("MANIFEST "))
     assert len(info["nodes"]) == 2, "actors should spread over both nodes"
     assert info["n"] == single["windows_written"]
     a = pq.read_table(tmp_path / "single" / "shards").to_pandas().sort_values("gps_start")

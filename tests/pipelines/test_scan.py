@@ -5,14 +5,23 @@ from __future__ import annotations
 import csv
 import json
 
+import numpy as np
 import pytest
 
 from glitchflow.config import load_config
 from glitchflow.io.truth import read_truth, true_witness_channels
 from glitchflow.pipelines.scan import run_scan
 from tests.conftest import CONFIGS, write_test_frames
+from tests.multinode import run_on_cluster
 
 pytestmark = pytest.mark.timeout(400)
+
+
+def _witnessed_glitches(t0, n=14, seed=5):
+    """``n`` glitches at random times, each in strain and in V1:AUX_A."""
+    rng = np.random.default_rng(seed)
+    times = t0 + 4 + np.sort(rng.choice(np.arange(0, 56, 0.7), n, replace=False))
+    return [(ch, t, 80.0, 12.0) for t in times for ch in ("V1:Hrec_hoft_16384Hz", "V1:AUX_A")]
 
 
 def _recall_precision(selected, truth):
@@ -81,3 +90,26 @@ def test_missing_flat_and_nan_channels_are_reported_not_fatal(tmp_path, ray_loca
     assert "non-finite" in rows["V1:AUX_NAN"]["bad_data"]
     assert "not in frame" in rows["V1:AUX_MISS"]["bad_data"]
     assert summary["selected"] == ["V1:AUX_A"]
+
+
+@pytest.mark.slow
+def test_scan_on_two_nodes_matches_one_node(tmp_path, ray_local):
+    t0 = 1400000016
+    glitches = [
+        (ch, t0 + 5.0 + 4.1 * k, 80.0, 12.0)
+        for k in range(14)
+        for ch in ("V1:Hrec_hoft_16384Hz", "V1:AUX_A")
+    ]
+    write_test_frames(tmp_path / "frames", [t0 + 16 * k for k in range(4)], glitches=glitches)
+    overrides = ["scan.frames_per_block=1", "scan.channels_per_task=1"]
+    single = run_scan(
+        load_config(CONFIGS / "demo.yaml", overrides), tmp_path / "frames", tmp_path / "one"
+    )
+    multi = run_on_cluster(
+        "scan", CONFIGS / "demo.yaml", tmp_path / "frames", tmp_path / "two", overrides
+    )
+    assert multi["selected"] == single["selected"] == ["V1:AUX_A"]
+    assert multi["strain_triggers"] == single["strain_triggers"]
+    assert multi["livetime_s"] == single["livetime_s"]
+    one = (tmp_path / "one" / "channels.csv").read_text()
+    assert one == (tmp_path / "two" / "channels.csv").read_text()
