@@ -87,6 +87,27 @@ def cmd_scan(args: argparse.Namespace) -> int:
     return 0 if summary["channels_scanned"] else 1
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from glitchflow.pipelines.runtime import init_ray
+    from glitchflow.pipelines.train import run_training
+
+    cfg = _config(args)
+    init_ray(args.address)
+    s = run_training(cfg, args.data, args.out)
+    test = s["test"]
+    print(
+        f"train: {s['epochs_run']} epochs, best epoch {s['best_epoch']}, "
+        f"{s['parameters'] / 1e6:.2f} M parameters, {s['wall_seconds']} s\n"
+        f"test ({test['samples']} crops): loss {test['loss']:.4f}, veto accuracy "
+        f"{test['veto_accuracy']:.3f}, denoise accuracy {test['denoise_accuracy']:.3f} "
+        f"at SNR^2 {cfg.train.snr2_threshold:g}\n"
+        f"registered: {s['registered']['uri']} (version {s['registered']['version']})\n"
+        f"mlflow ui --backend-store-uri {s['tracking_uri']}\n"
+        f"tensorboard --logdir {s['tensorboard']}"
+    )
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from glitchflow.demo import run_demo
 
@@ -149,6 +170,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--channels", default=None, help="selected_channels.json from `scan`")
     p.add_argument("--address", default=None, help="Ray address (default: $RAY_ADDRESS or local)")
     p.set_defaults(func=cmd_preprocess)
+
+    p = sub.add_parser(
+        "train",
+        help="train the U-Net on a spectrogram dataset (Ray Train, MLflow, TensorBoard)",
+        description=(
+            "Split DATA by GPS blocks, crop and normalise, train with Ray Train (DDP over "
+            "train.workers), score the best checkpoint on the test split, register it in MLflow."
+        ),
+    )
+    _add_config_args(p)
+    p.add_argument("--data", type=Path, required=True, help="output of `glitchflow preprocess`")
+    p.add_argument("--out", type=Path, required=True, help="output directory")
+    p.add_argument("--address", default=None, help="Ray address (default: $RAY_ADDRESS or local)")
+    p.set_defaults(func=cmd_train)
 
     p = sub.add_parser(
         "demo",

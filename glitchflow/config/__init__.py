@@ -28,6 +28,7 @@ from glitchflow.config.stages import (
     PreprocessConfig,
     ResourcesConfig,
     ScanConfig,
+    TrainConfig,
 )
 from glitchflow.config.twin import ChannelSpec, TwinConfig
 
@@ -42,6 +43,7 @@ __all__ = [
     "ResourcesConfig",
     "ScanConfig",
     "SignalConfig",
+    "TrainConfig",
     "TwinConfig",
     "apply_overrides",
     "config_hash",
@@ -58,6 +60,7 @@ class Config(Strict):
     twin: TwinConfig = TwinConfig()
     preprocess: PreprocessConfig = PreprocessConfig()
     scan: ScanConfig = ScanConfig()
+    train: TrainConfig = TrainConfig()
 
     def scan_signal(self) -> SignalConfig:
         """The shared signal settings with the scan's rate and Q grid."""
@@ -81,6 +84,14 @@ class Config(Strict):
                     f"preprocess.{key} ({value} s) must be a multiple of "
                     f"signal.qtransform.time_step ({step} s)"
                 )
+        fr = self.train.split_fractions
+        if abs(sum(fr) - 1) > 1e-6 or min(fr) < 0:
+            raise ValueError(f"train.split_fractions {list(fr)} must be >= 0 and sum to 1")
+        if self.train.crop > self.signal.qtransform.n_freq:
+            raise ValueError(
+                f"train.crop ({self.train.crop}) exceeds signal.qtransform.n_freq "
+                f"({self.signal.qtransform.n_freq})"
+            )
         try:
             self.scan_signal()
         except ConfigError as exc:

@@ -77,3 +77,57 @@ class ScanConfig(Strict):
     frames_per_block: int = Field(4, ge=1)
     cpus_per_task: float = Field(1.0, gt=0)
     hveto: HvetoConfig = HvetoConfig()
+
+
+class ModelConfig(Strict):
+    """Architecture by registry name and its arguments."""
+
+    name: str = "unet_res_att"
+    base: int = Field(16, ge=1, le=512, description="channels of the first level (width)")
+    depth: int = Field(3, ge=1, le=8)
+    residual: bool = True
+    attention: bool = True
+
+
+class LossConfig(Strict):
+    kind: Literal["l1_ssim", "l1", "mse"] = "l1_ssim"
+    l1_weight: float = Field(0.8, ge=0, le=1)
+    ssim_weight: float = Field(0.2, ge=0, le=1)
+
+
+class MlflowConfig(Strict):
+    tracking_uri: str | None = Field(None, description="None: sqlite:///OUT/mlflow.db")
+    experiment: str = "glitchflow"
+    registered_model: str = "glitchflow-unet"
+    alias: str = "candidate"
+
+
+class TrainConfig(Strict):
+    """Training (seed: AdamW lr 1e-4, wd 1e-4, batch 10, 100 epochs, plateau 7 / 0.5, clip 5)."""
+
+    model: ModelConfig = ModelConfig()
+    loss: LossConfig = LossConfig()
+    epochs: int = Field(100, ge=1)
+    batch_size: int = Field(10, ge=1)
+    lr: float = Field(1e-4, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    grad_clip: float = Field(5.0, gt=0)
+    plateau_patience: int = Field(7, ge=0)
+    plateau_factor: float = Field(0.5, gt=0, lt=1)
+    crop: int = Field(64, ge=8, description="square crop size (bins and rows)")
+    clamp: float = Field(1e4, gt=0, description="SNR^2 values are clamped to [0, clamp]")
+    glitch_threshold: float = Field(6.0, gt=0, description="strain max SNR^2 of a 'glitch' crop")
+    background_fraction: float = Field(
+        0.5, ge=0, description="background crops kept per glitch crop"
+    )
+    split_block: float = Field(64.0, gt=0, description="GPS block length for the split (s)")
+    split_fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)
+    snr2_threshold: float = Field(16.0, gt=0, description="veto / denoise metric threshold")
+    min_area: int = Field(2, ge=1, description="pixels of a cluster for the metrics")
+    workers: int = Field(1, ge=1)
+    cpus_per_worker: float = Field(1.0, gt=0)
+    use_gpu: bool = False
+    max_failures: int = Field(2, ge=0)
+    checkpoints_to_keep: int = Field(2, ge=1)
+    image_every: int = Field(5, ge=1, description="epochs between TensorBoard images")
+    mlflow: MlflowConfig = MlflowConfig()

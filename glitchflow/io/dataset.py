@@ -1,0 +1,136 @@
+"""From preprocessing windows to training samples: GPS-block split, crops, normalisation.
+
+* Split: the span is cut into GPS blocks of ``split_block`` seconds, blocks are
+  shuffled with the seed and dealt to train / validation / test by the
+  configured fractions (at least one block each when there are three).  A
+  window is in the split of its block; a window that straddles blocks of two
+  different splits is dropped, so no glitch is in two splits and background
+  comes from the split's own time.
+* Crops: each window (channel, freq, time) gives square crops along time; a
+  crop is kept once even when windows overlap (the crop's own GPS start is its
+  key).  Values are clamped to ``[0, clamp]``.  A crop is a "glitch" when its
+  strain maximum reaches ``glitch_threshold`` SNR^2.
+* Normalisation: each channel is divided by the mean, over training glitch
+  crops, of the crop maximum; the constants travel in the checkpoint so that
+  outputs can be restored to SNR^2.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+SPLITS = ("train", "val", "test")
+
+
+def assign_blocks(
+    gps_starts: np.ndarray, block: float, fractions: tuple[float, float, float], seed: int
+) -> dict[int, str]:
+    """Seeded assignment of GPS block indices to splits."""
+    blocks = np.unique(np.floor(np.asarray(gps_starts) / block).astype(np.int64))
+    rng = np.random.default_rng(seed)
+    order = blocks[rng.permutation(len(blocks))]
+    n = len(order)
+    counts = [math.floor(f * n) for f in fractions]
+    if n >= 3:
+        for k in range(3):
+            if fractions[k] > 0 and counts[k] == 0:
+                counts[k] = 1
+    counts[0] = n - counts[1] - counts[2]
+    labels = ["train"] * counts[0] + ["val"] * counts[1] + ["test"] * counts[2]
+    return {int(b): lab for b, lab in zip(order, labels)}
+
+
+def window_split(gps_start: float, gps_end: float, block: float, assignment: dict[int, str]):
+    """Split of a window, or None when it straddles blocks of different splits."""
+    first = assignment.get(math.floor(gps_start / block))
+    last = assignment.get(math.floor((gps_end - 1e-6) / block))
+    return first if first == last else None
+
+
+def crop_window(
+    spec: np.ndarray,
+    gps_start: float,
+    time_step: float,
+    crop: int,
+    clamp: float,
+    keep_from: float,
+    keep_until: float,
+) -> list[dict]:
+    """Square crops of one window (channel, freq, time) whose start is in
+    ``[keep_from, keep_until)`` GPS s.  Channel 0 is strain (the target)."""
+    out = []
+    n_freq = spec.shape[1]
+    f0 = (n_freq - crop) // 2
+    for c in range(spec.shape[-1] // crop):
+        t = gps_start + c * crop * time_step
+        if not keep_from - 1e-6 <= t < keep_until - 1e-6:
+            continue
+        tile = np.clip(spec[:, f0 : f0 + crop, c * crop : (c + 1) * crop], 0.0, clamp)
+        out.append(
+            {"gps_start": t, "x": tile[1:].astype(np.float32), "y": tile[:1].astype(np.float32)}
+        )
+    return out
+
+
+def crop_rows(
+    rows: dict,
+    time_step: float,
+    crop: int,
+    clamp: float,
+    stride: float,
+    window_starts: set[float],
+    block: float,
+    assignment: dict[int, str],
+    glitch_threshold: float,
+) -> dict:
+    """Crops of a batch of window rows (numpy columns), each crop kept once.
+
+    A window keeps the crops that start before the next window on the stride grid
+    does; the last window of a run keeps all of its crops.
+    """
+    out: dict[str, list] = {"gps_start": [], "x": [], "y": [], "split": [], "is_glitch": []}
+    for k in range(len(rows["gps_start"])):
+        if bool(rows["bad"][k]):
+            continue
+        start, end = float(rows["gps_start"][k]), float(rows["gps_end"][k])
+        split = window_split(start, end, block, assignment)
+        if split is None:
+            continue
+        has_next = round(start + stride, 6) in window_starts
+        keep_until = start + stride if has_next else end
+        spec = np.asarray(rows["spectrogram"][k])
+        for item in crop_window(spec, start, time_step, crop, clamp, start, keep_until):
+            out["gps_start"].append(item["gps_start"])
+            out["x"].append(item["x"])
+            out["y"].append(item["y"])
+            out["split"].append(split)
+            out["is_glitch"].append(bool(item["y"].max() >= glitch_threshold))
+    if not out["x"]:
+        return {}
+    return {
+        "gps_start": np.array(out["gps_start"]),
+        "x": np.stack(out["x"]),
+        "y": np.stack(out["y"]),
+        "split": np.array(out["split"], dtype=object),
+        "is_glitch": np.array(out["is_glitch"]),
+    }
+
+
+def keep_background(gps_start: np.ndarray, probability: float, seed: int) -> np.ndarray:
+    """Deterministic per-crop subsampling of background crops (hash of GPS time and seed)."""
+    keys = np.round(np.asarray(gps_start) * 1000).astype(np.int64)
+    u = np.array([np.random.default_rng([seed, int(k) & 0x7FFFFFFF]).uniform() for k in keys])
+    return u < probability
+
+
+def normalisation(x_max: np.ndarray, y_max: np.ndarray) -> dict[str, list[float]]:
+    """Per-channel divisors: mean crop maximum over training glitch crops.
+
+    ``x_max`` (n, n_aux), ``y_max`` (n,); zero means (dead channels) become 1.
+    """
+    aux = np.mean(x_max, axis=0) if len(x_max) else np.ones(x_max.shape[1])
+    strain = float(np.mean(y_max)) if len(y_max) else 1.0
+    aux = np.where(aux > 0, aux, 1.0)
+    return {"aux": [float(a) for a in aux], "strain": strain if strain > 0 else 1.0}

@@ -1,0 +1,229 @@
+"""``glitchflow train``: Ray Train (DDP) on the spectrogram dataset, tracked in MLflow.
+
+The driver prepares the datasets, creates the MLflow run, fits a
+``TorchTrainer`` whose workers run :func:`train_loop_per_worker`, then scores
+the best checkpoint on the test split, writes plots and a summary, logs the
+final model with a signature and registers it under the configured alias.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import torch
+
+from glitchflow.config import Config, config_hash
+from glitchflow.models.checkpoint import build_model, read_checkpoint
+from glitchflow.models.losses import SpectrogramLoss
+from glitchflow.models.unet import count_parameters
+from glitchflow.pipelines.runtime import check_resources, check_shared_storage
+from glitchflow.pipelines.train_loop import COLUMN_DTYPES, evaluate, train_loop_per_worker
+from glitchflow.pipelines.training_data import TrainingData, prepare_training_data
+from glitchflow.tracking.mlflow_tracking import (
+    MlflowTrainCallback,
+    default_tracking_uri,
+    log_and_register,
+    start_run,
+)
+
+log = logging.getLogger(__name__)
+
+
+def loop_config(cfg: Config, data: TrainingData, out: Path) -> dict:
+    """The plain-value config every training worker receives."""
+    tr = cfg.train
+    n_aux = len(data.channels) - 1
+    kwargs = {
+        "n_aux": n_aux,
+        "base": tr.model.base,
+        "depth": tr.model.depth,
+        "residual": tr.model.residual,
+        "attention": tr.model.attention,
+    }
+    manifest_cfg = data.manifest["config"]
+    return {
+        "seed": cfg.seed,
+        "model": {"name": tr.model.name, "kwargs": kwargs},
+        "loss": tr.loss.model_dump(),
+        "lr": tr.lr,
+        "weight_decay": tr.weight_decay,
+        "plateau_factor": tr.plateau_factor,
+        "plateau_patience": tr.plateau_patience,
+        "grad_clip": tr.grad_clip,
+        "epochs": tr.epochs,
+        "batch_size": tr.batch_size,
+        "snr2_threshold": tr.snr2_threshold,
+        "min_area": tr.min_area,
+        "image_every": tr.image_every,
+        "threads": max(1, int(tr.cpus_per_worker)),
+        "normalisation": data.normalisation,
+        "signal": manifest_cfg["signal"],
+        "channels": data.channels,
+        "sample": {
+            "crop": tr.crop,
+            "clamp": tr.clamp,
+            "window": data.manifest["window_seconds"],
+            "stride": data.manifest["stride_seconds"],
+        },
+        "tensorboard_dir": str((out / "tensorboard").resolve()),
+    }
+
+
+def make_trainer(
+    cfg: Config, data: TrainingData, out: Path, loop: dict, callbacks=(), name="train"
+):
+    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    tr = cfg.train
+    return TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config=loop,
+        scaling_config=ScalingConfig(
+            num_workers=tr.workers,
+            use_gpu=tr.use_gpu,
+            resources_per_worker={"CPU": tr.cpus_per_worker} | ({"GPU": 1} if tr.use_gpu else {}),
+        ),
+        run_config=RunConfig(
+            name=name,
+            storage_path=str((out / "ray_results").resolve()),
+            checkpoint_config=CheckpointConfig(
+                num_to_keep=tr.checkpoints_to_keep,
+                checkpoint_score_attribute="val_loss",
+                checkpoint_score_order="min",
+            ),
+            failure_config=FailureConfig(max_failures=tr.max_failures),
+            callbacks=list(callbacks),
+        ),
+        datasets={"train": data.datasets["train"], "val": data.datasets["val"]},
+        dataset_config=DataConfig(datasets_to_split=["train"]),
+    )
+
+
+def run_training(
+    cfg: Config, data_dir: str | Path, out: str | Path, crash_after_epoch=None
+) -> dict:
+    """Train, score on the test split and register the model; returns the summary
+    (also written to OUT/train_summary.json)."""
+    t0 = time.perf_counter()
+    out = Path(out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    tr = cfg.train
+    check_resources(tr.workers * tr.cpus_per_worker, tr.workers if tr.use_gpu else 0, "train")
+    check_shared_storage(out)
+    data = prepare_training_data(cfg, data_dir)
+    loop = loop_config(cfg, data, out)
+    if crash_after_epoch is not None:
+        loop |= {"crash_after_epoch": crash_after_epoch, "crash_marker": str(out / ".crashed")}
+    uri = tr.mlflow.tracking_uri or default_tracking_uri(out)
+    params = {
+        "model": loop["model"],
+        "loss": loop["loss"],
+        "lr": tr.lr,
+        "batch_size": tr.batch_size,
+        "epochs": tr.epochs,
+        "workers": tr.workers,
+        "channels": ";".join(data.channels),
+        "normalisation": data.normalisation,
+        "counts": data.counts,
+    }
+    run_id = start_run(
+        uri,
+        tr.mlflow.experiment,
+        f"train-{config_hash(cfg)}",
+        params,
+        {"config_hash": config_hash(cfg), "data": str(Path(data_dir).resolve())},
+    )
+    trainer = make_trainer(cfg, data, out, loop, [MlflowTrainCallback(uri, run_id)])
+    result = trainer.fit()
+    history = result.metrics_dataframe
+    best_ckpt = min(result.best_checkpoints, key=lambda cm: cm[1]["val_loss"])[0]
+    with best_ckpt.as_directory() as directory:
+        ckpt = read_checkpoint(directory)
+    best_file = out / "best_model.pt"
+    torch.save(ckpt, best_file)
+    test = score_checkpoint(ckpt, data.datasets["test"], cfg)
+    plot_history(history, out / "loss_curves.png")
+    model = build_model(ckpt)
+    example = torch.zeros(1, len(data.channels) - 1, tr.crop, tr.crop)
+    registry = log_and_register(
+        uri,
+        run_id,
+        best_file,
+        model,
+        example,
+        tr.mlflow.registered_model,
+        tr.mlflow.alias,
+        [out / "loss_curves.png"],
+    )
+    import mlflow
+
+    client = mlflow.MlflowClient(uri)
+    for key, value in test.items():
+        client.log_metric(run_id, f"test_{key}", value)
+    summary = {
+        "config_hash": config_hash(cfg),
+        "run_id": run_id,
+        "tracking_uri": uri,
+        "registered": registry,
+        "best_checkpoint": str(best_file),
+        "best_epoch": ckpt["epoch"],
+        "epochs_run": int(history["epoch"].max()) + 1,
+        "parameters": count_parameters(model),
+        "samples": data.counts,
+        "normalisation": data.normalisation,
+        "test": test,
+        "history": history[
+            ["epoch", "train_loss", "val_loss", "val_veto_accuracy", "val_denoise_accuracy", "lr"]
+        ].to_dict(orient="list"),
+        "tensorboard": loop["tensorboard_dir"],
+        "wall_seconds": round(time.perf_counter() - t0, 1),
+    }
+    (out / "train_summary.json").write_text(json.dumps(summary, indent=2, default=float))
+    return summary
+
+
+def score_checkpoint(ckpt: dict, dataset, cfg: Config) -> dict:
+    """Test-split loss and veto / denoise accuracies of a checkpoint, in the driver."""
+    model = build_model(ckpt)
+    norm = ckpt["normalisation"]
+    norm_aux = torch.tensor(norm["aux"], dtype=torch.float32)[None, :, None, None]
+    batches = (
+        (b["x"], b["y"]) for b in dataset.iter_torch_batches(batch_size=32, dtypes=COLUMN_DTYPES)
+    )
+    loss_fn = SpectrogramLoss(**cfg.train.loss.model_dump())
+    res = evaluate(
+        model,
+        batches,
+        loss_fn,
+        norm_aux,
+        float(norm["strain"]),
+        ckpt["thresholds"]["snr2"],
+        ckpt["thresholds"]["min_area"],
+    )
+    return {k: float(v) for k, v in res.items()} | {"samples": int(dataset.count())}
+
+
+def plot_history(history, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+    a.plot(history["epoch"], history["train_loss"], label="train")
+    a.plot(history["epoch"], history["val_loss"], label="validation")
+    a.set_xlabel("epoch")
+    a.set_ylabel("loss")
+    a.legend()
+    b.plot(history["epoch"], history["val_veto_accuracy"], label="veto accuracy")
+    b.plot(history["epoch"], history["val_denoise_accuracy"], label="denoise accuracy")
+    b.set_xlabel("epoch")
+    b.set_ylim(0, 1.02)
+    b.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -1,0 +1,172 @@
+"""``train_loop_per_worker``: one DDP worker of the U-Net training (Ray Train V2).
+
+Everything the loop needs arrives in its ``config`` dict (plain values), so
+the same function serves ``glitchflow train`` and every Tune trial.  Rank 0
+writes TensorBoard events and the self-describing checkpoint; every rank
+reports the epoch's metrics.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from glitchflow.models.checkpoint import make_checkpoint, read_checkpoint, save_checkpoint
+from glitchflow.models.clusters import veto_denoise_accuracy
+from glitchflow.models.losses import SpectrogramLoss
+from glitchflow.models.registry import create_model
+
+#: torch dtypes of the training-sample columns (GPS times stay float64)
+COLUMN_DTYPES = {
+    "x": torch.float32,
+    "y": torch.float32,
+    "gps_start": torch.float64,
+    "is_glitch": torch.bool,
+}
+
+
+def _batches(shard, batch_size: int, seed: int | None, device):
+    kwargs = {"batch_size": batch_size, "dtypes": COLUMN_DTYPES, "device": device}
+    if seed is not None:
+        kwargs |= {"local_shuffle_buffer_size": 4 * batch_size, "local_shuffle_seed": seed}
+    for batch in shard.iter_torch_batches(**kwargs):
+        yield batch["x"], batch["y"]
+
+
+def evaluate(model, batches, loss_fn, norm_aux, norm_strain, threshold, min_area) -> dict:
+    """Loss (normalised units) and the seed's accuracies (SNR^2 units) over ``batches``."""
+    model.eval()
+    losses, real, generated, sizes = [], [], [], []
+    with torch.no_grad():
+        for x, y in batches:
+            pred = model(x / norm_aux)
+            losses.append(float(loss_fn(pred, y / norm_strain)) * len(x))
+            sizes.append(len(x))
+            real.append(y.cpu())
+            generated.append((pred * norm_strain).cpu())
+    if not sizes:
+        return {
+            "loss": float("nan"),
+            "veto_accuracy": float("nan"),
+            "denoise_accuracy": float("nan"),
+        }
+    acc = veto_denoise_accuracy(torch.cat(real), torch.cat(generated), threshold, min_area)
+    return {"loss": sum(losses) / sum(sizes), **acc}
+
+
+def train_loop_per_worker(config: dict) -> None:
+    import ray.train
+    import ray.train.torch
+    from torch.utils.tensorboard import SummaryWriter
+
+    from glitchflow.tracking.images import log_spectrogram_images
+
+    ctx = ray.train.get_context()
+    rank = ctx.get_world_rank()
+    torch.manual_seed(config["seed"] + rank)
+    torch.set_num_threads(max(1, int(config.get("threads", 1))))
+    device = ray.train.torch.get_device()
+    spec = config["model"]
+    model = create_model(spec["name"], **spec["kwargs"])
+    model = ray.train.torch.prepare_model(model)
+    opt = torch.optim.AdamW(
+        model.parameters(), lr=config["lr"], weight_decay=config["weight_decay"]
+    )
+    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        opt, mode="min", factor=config["plateau_factor"], patience=config["plateau_patience"]
+    )
+    loss_fn = SpectrogramLoss(**config["loss"])
+    norm = config["normalisation"]
+    norm_aux = torch.tensor(norm["aux"], dtype=torch.float32, device=device)[None, :, None, None]
+    norm_strain = float(norm["strain"])
+    start_epoch = 0
+    resumed = ray.train.get_checkpoint()
+    if resumed:
+        with resumed.as_directory() as directory:
+            state = read_checkpoint(directory)
+        getattr(model, "module", model).load_state_dict(state["state_dict"])
+        if "optimizer" in state:
+            opt.load_state_dict(state["optimizer"])
+        if "scheduler" in state:
+            sched.load_state_dict(state["scheduler"])
+        start_epoch = state["epoch"] + 1
+    train_shard = ray.train.get_dataset_shard("train")
+    val_shard = ray.train.get_dataset_shard("val")
+    writer = SummaryWriter(config["tensorboard_dir"]) if rank == 0 else None
+    first_step_seconds = None
+    t_start = time.perf_counter()
+    for epoch in range(start_epoch, config["epochs"]):
+        model.train()
+        train_loss, n_train = 0.0, 0
+        t_epoch = time.perf_counter()
+        for x, y in _batches(train_shard, config["batch_size"], config["seed"] + epoch, device):
+            pred = model(x / norm_aux)
+            loss = loss_fn(pred, y / norm_strain)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), config["grad_clip"])
+            opt.step()
+            if first_step_seconds is None:
+                first_step_seconds = time.perf_counter() - t_start
+            train_loss += float(loss) * len(x)
+            n_train += len(x)
+        val = evaluate(
+            model,
+            _batches(val_shard, config["batch_size"], None, device),
+            loss_fn,
+            norm_aux,
+            norm_strain,
+            config["snr2_threshold"],
+            config["min_area"],
+        )
+        sched.step(val["loss"] if np.isfinite(val["loss"]) else train_loss / max(n_train, 1))
+        metrics = {
+            "epoch": epoch,
+            "train_loss": train_loss / max(n_train, 1),
+            "val_loss": val["loss"],
+            "val_veto_accuracy": val["veto_accuracy"],
+            "val_denoise_accuracy": val["denoise_accuracy"],
+            "lr": opt.param_groups[0]["lr"],
+            "samples_per_second": n_train / max(time.perf_counter() - t_epoch, 1e-9),
+            "time_to_first_step_s": first_step_seconds or 0.0,
+        }
+        if writer is not None:
+            for key, value in metrics.items():
+                if key != "epoch":
+                    writer.add_scalar(key, value, epoch)
+            if epoch % config["image_every"] == 0 or epoch == config["epochs"] - 1:
+                log_spectrogram_images(writer, model, val_shard, norm_aux, norm_strain, epoch)
+            writer.flush()
+        with tempfile.TemporaryDirectory() as tmp:
+            checkpoint = None
+            if rank == 0:
+                ckpt = make_checkpoint(
+                    model,
+                    spec,
+                    config["signal"],
+                    config["channels"],
+                    norm,
+                    config["sample"],
+                    {"snr2": config["snr2_threshold"], "min_area": config["min_area"]},
+                    epoch,
+                    metrics,
+                    opt.state_dict(),
+                    sched.state_dict(),
+                )
+                save_checkpoint(ckpt, tmp)
+                checkpoint = ray.train.Checkpoint.from_directory(tmp)
+            ray.train.report(metrics, checkpoint=checkpoint)
+        crash = config.get("crash_after_epoch")
+        if crash is not None and epoch == crash and rank == 0:
+            marker = Path(config["crash_marker"])
+            if not marker.exists():
+                marker.write_text(str(epoch))
+                time.sleep(3.0)  # let the reported checkpoint persist first
+                os._exit(1)  # a real worker death, for the fault-tolerance test
+    if writer is not None:
+        writer.close()

@@ -1,0 +1,114 @@
+"""Ray Data preparation of training samples from the preprocessing shards.
+
+Reads ``DATA/shards`` and ``DATA/manifest.json``, splits by GPS blocks, crops,
+subsamples background crops in the training split, and computes the
+normalisation constants on the training split only.  Returns materialised
+datasets for ``train`` / ``val`` / ``test`` (small: crops of selected channels).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from glitchflow.config import Config
+from glitchflow.io.dataset import assign_blocks, crop_rows, keep_background, normalisation
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainingData:
+    datasets: dict  # split -> ray.data.Dataset with columns gps_start, x, y, is_glitch
+    normalisation: dict
+    channels: list[str]
+    counts: dict
+    manifest: dict
+
+
+def load_manifest(data_dir: str | Path) -> dict:
+    path = Path(data_dir) / "manifest.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no manifest; run `glitchflow preprocess` first")
+    return json.loads(path.read_text())
+
+
+def prepare_training_data(cfg: Config, data_dir: str | Path) -> TrainingData:
+    import ray
+
+    tr = cfg.train
+    manifest = load_manifest(data_dir)
+    channels = manifest["channels"]
+    if len(channels) < 2:
+        raise ValueError(f"{data_dir}: the dataset has no auxiliary channel to learn from")
+    shards = str((Path(data_dir) / manifest.get("shards", "shards")).resolve())
+    ds = ray.data.read_parquet(shards)
+    starts = ds.select_columns(["gps_start"]).to_pandas()["gps_start"].to_numpy()
+    if len(starts) == 0:
+        raise ValueError(f"{data_dir}: the dataset has no windows")
+    assignment = assign_blocks(starts, tr.split_block, tr.split_fractions, cfg.seed)
+    time_step = manifest["config"]["signal"]["qtransform"]["time_step"]
+    crops = ds.map_batches(
+        crop_rows,
+        fn_kwargs={
+            "time_step": time_step,
+            "crop": tr.crop,
+            "clamp": tr.clamp,
+            "stride": manifest["stride_seconds"],
+            "window_starts": {round(float(s), 6) for s in starts},
+            "block": tr.split_block,
+            "assignment": assignment,
+            "glitch_threshold": tr.glitch_threshold,
+        },
+        batch_format="numpy",
+        batch_size=8,
+    ).materialize()
+    meta = crops.select_columns(["gps_start", "split", "is_glitch"]).to_pandas()
+    counts = {
+        split: {
+            "glitch": int(((meta.split == split) & meta.is_glitch).sum()),
+            "background": int(((meta.split == split) & ~meta.is_glitch).sum()),
+        }
+        for split in ("train", "val", "test")
+    }
+    n_glitch, n_bg = counts["train"]["glitch"], counts["train"]["background"]
+    if n_glitch == 0:
+        raise ValueError(
+            f"no training crop reaches train.glitch_threshold={tr.glitch_threshold} SNR^2"
+        )
+    p_bg = min(1.0, tr.background_fraction * n_glitch / max(n_bg, 1))
+    seed = cfg.seed
+
+    def select(batch: dict, split: str) -> dict:
+        mask = batch["split"] == split
+        if split == "train":
+            mask &= batch["is_glitch"] | keep_background(batch["gps_start"], p_bg, seed)
+        return {k: v[mask] for k, v in batch.items() if k != "split"}
+
+    datasets = {
+        split: crops.map_batches(
+            select, fn_kwargs={"split": split}, batch_format="numpy"
+        ).materialize()
+        for split in ("train", "val", "test")
+    }
+    maxima = (
+        datasets["train"]
+        .map_batches(
+            lambda b: {
+                "x_max": b["x"].reshape(len(b["x"]), b["x"].shape[1], -1).max(-1),
+                "y_max": b["y"].reshape(len(b["y"]), -1).max(-1),
+                "is_glitch": b["is_glitch"],
+            },
+            batch_format="numpy",
+        )
+        .to_pandas()
+    )
+    glitchy = maxima[maxima.is_glitch]
+    norm = normalisation(np.stack(glitchy.x_max.to_list()), glitchy.y_max.to_numpy())
+    counts["train_used"] = int(datasets["train"].count())
+    log.info("training samples: %s; normalisation %s", counts, norm)
+    return TrainingData(datasets, norm, channels, counts, manifest)
