@@ -110,3 +110,31 @@ def demo_twin(tmp_path_factory):
 
     cfg = load_config(CONFIGS / "demo.yaml")
     return generate(cfg, tmp_path_factory.mktemp("demo_twin"), progress=False, writers=2)
+
+
+TRAIN_OVERRIDES = [
+    "train.epochs=2",
+    "train.batch_size=4",
+    "train.model.base=4",
+    "train.model.depth=2",
+    "train.split_block=8",
+    "train.glitch_threshold=25",
+    "train.image_every=1",
+    "train.workers=1",
+    "train.cpus_per_worker=1",
+]
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory, tiny_config, tiny_twin, ray_local):
+    """Preprocessing of the tiny twin: strain and its three true witnesses."""
+    import json
+
+    from glitchflow.pipelines.preprocess import run_preprocess
+
+    out = tmp_path_factory.mktemp("tiny_dataset")
+    selected = out / "selected_channels.json"
+    witnesses = ["V1:LSC_DARM_CORR", "V1:Sa_NE_F0_Z_500Hz", "V1:ENV_CEB_MAG_N"]
+    selected.write_text(json.dumps({"channels": witnesses}))
+    run_preprocess(tiny_config, tiny_twin.frames[0].parent, out, str(selected))
+    return out

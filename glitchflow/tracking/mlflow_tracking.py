@@ -20,17 +20,36 @@ log = logging.getLogger(__name__)
 
 
 def default_tracking_uri(out: str | Path) -> str:
+    """A sqlite store under ``out`` (MLflow 3 refuses the plain file store)."""
     return f"sqlite:///{Path(out).resolve() / 'mlflow.db'}"
 
 
-def start_run(tracking_uri: str, experiment: str, run_name: str, params: dict, tags: dict) -> str:
-    """Create the run on the driver; returns its id."""
+def default_artifact_location(out: str | Path) -> str:
+    return (Path(out).resolve() / "mlartifacts").as_uri()
+
+
+def start_run(
+    tracking_uri: str,
+    experiment: str,
+    run_name: str,
+    params: dict,
+    tags: dict,
+    artifact_location: str | None = None,
+    parent_run_id: str | None = None,
+) -> str:
+    """Create the run on the driver (a child run when ``parent_run_id`` is given); returns
+    its id.  A new experiment stores artifacts at ``artifact_location``."""
     import mlflow
 
     mlflow.set_tracking_uri(tracking_uri)
     client = mlflow.MlflowClient(tracking_uri)
     exp = client.get_experiment_by_name(experiment)
-    exp_id = exp.experiment_id if exp else client.create_experiment(experiment)
+    if exp is None:
+        exp_id = client.create_experiment(experiment, artifact_location=artifact_location)
+    else:
+        exp_id = exp.experiment_id
+    if parent_run_id:
+        tags = dict(tags) | {"mlflow.parentRunId": parent_run_id}
     run = client.create_run(exp_id, run_name=run_name, tags=tags)
     for key, value in flatten(params).items():
         client.log_param(run.info.run_id, key, str(value)[:500])

@@ -1,0 +1,41 @@
+"""GPS-block splits and crops for training."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from glitchflow.io.dataset import assign_blocks, crop_rows, normalisation, window_split
+
+
+def test_blocks_are_dealt_to_every_split_and_windows_never_straddle():
+    starts = np.arange(0, 640, 3.0) + 1_400_000_000
+    assignment = assign_blocks(starts, 64.0, (0.7, 0.15, 0.15), seed=1)
+    assert set(assignment.values()) == {"train", "val", "test"}
+    assert assign_blocks(starts, 64.0, (0.7, 0.15, 0.15), seed=1) == assignment
+    splits = [window_split(s, s + 6, 64.0, assignment) for s in starts]
+    for s, split in zip(starts, splits):
+        same = assignment.get(int(s // 64)) == assignment.get(int((s + 6 - 1e-6) // 64))
+        assert (split is not None) == same
+
+
+def test_crops_are_kept_once_and_flag_glitches():
+    t0 = 1_400_000_001.0  # grid with stride 3 s, windows of 6 s, 256 bins of 6/256 s
+    starts = t0 + 3.0 * np.arange(4)
+    spec = np.ones((len(starts), 3, 64, 256), dtype=np.float32)
+    spec[1, 0, 30, 50] = 100.0  # a strain glitch at t0 + 3 + 50 * 6/256 s
+    rows = {
+        "gps_start": starts,
+        "gps_end": starts + 6,
+        "spectrogram": spec,
+        "bad": np.zeros(4, dtype=bool),
+    }
+    assignment = {int(s // 1000): "train" for s in starts}
+    out = crop_rows(
+        rows, 6 / 256, 64, 1e4, 3.0, {round(float(s), 6) for s in starts}, 1000.0, assignment, 25.0
+    )
+    crop_starts = np.round(out["gps_start"], 6)
+    assert len(crop_starts) == len(set(crop_starts)) == 2 * 3 + 4  # last window keeps all 4
+    assert out["x"].shape[1:] == (2, 64, 64) and out["y"].shape[1:] == (1, 64, 64)
+    assert out["is_glitch"].sum() == 1
+    norm = normalisation(np.array([[2.0, 0.0], [4.0, 0.0]]), np.array([10.0, 30.0]))
+    assert norm == {"aux": [3.0, 1.0], "strain": 20.0}

@@ -1,0 +1,89 @@
+"""Architectures, losses and per-sample cluster finding."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy.ndimage import label
+
+from glitchflow.models.clusters import has_cluster, label_clusters, veto_denoise_accuracy
+from glitchflow.models.losses import SpectrogramLoss, ssim
+from glitchflow.models.registry import create_model, list_models
+from glitchflow.models.unet import count_parameters
+
+
+@pytest.mark.parametrize("name", ["unet_res_att", "unet", "dilated_resnet"])
+@pytest.mark.parametrize("shape", [(64, 64), (64, 128)])
+def test_every_model_maps_aux_to_one_non_negative_strain_channel(name, shape):
+    model = create_model(name, n_aux=5, base=8, depth=3).eval()
+    out = model(torch.randn(2, 5, *shape))
+    assert out.shape == (2, 1, *shape) and torch.all(out >= 0)
+
+
+def test_registry_lists_and_rejects_unknown_names():
+    assert {"unet_res_att", "unet", "dilated_resnet"} <= set(list_models())
+    with pytest.raises(ValueError, match="known: "):
+        create_model("transformer9000", n_aux=3)
+
+
+def test_size_must_divide_by_two_to_the_depth():
+    with pytest.raises(ValueError, match="divisible"):
+        create_model("unet", n_aux=2, base=4, depth=3)(torch.zeros(1, 2, 60, 64))
+
+
+def test_initialisation_really_runs():
+    torch.manual_seed(0)
+    model = create_model("unet_res_att", n_aux=4, base=16, depth=2)
+    conv = model.encoders[1].body[0]  # 3x3, 16 -> 32 channels
+    fan_in = conv.weight[0].numel()
+    expected = np.sqrt(2 / (1 + 0.1**2) / fan_in)  # Kaiming normal, LeakyReLU slope 0.1
+    assert conv.weight.std().item() == pytest.approx(expected, rel=0.1)
+    assert count_parameters(model) > 0
+
+
+def test_attention_and_residual_switches_change_the_network():
+    full = count_parameters(create_model("unet_res_att", n_aux=4, base=8, depth=2))
+    no_att = count_parameters(
+        create_model("unet_res_att", n_aux=4, base=8, depth=2, attention=False)
+    )
+    plain = count_parameters(create_model("unet", n_aux=4, base=8, depth=2))
+    assert full > no_att > plain
+
+
+def test_losses():
+    a = torch.rand(2, 1, 32, 32)
+    assert ssim(a, a).item() == pytest.approx(1.0, abs=1e-5)
+    assert SpectrogramLoss()(a, a).item() == pytest.approx(0.0, abs=1e-5)
+    b = a + 0.5
+    assert SpectrogramLoss("l1")(a, b).item() == pytest.approx(0.5, rel=1e-5)
+    assert SpectrogramLoss("mse")(a, b).item() == pytest.approx(0.25, rel=1e-5)
+    with pytest.raises(ValueError):
+        SpectrogramLoss("l1_ssim", 0.5, 0.2)
+
+
+def test_cluster_labels_match_scipy_and_never_cross_samples():
+    rng = np.random.default_rng(0)
+    masks = rng.uniform(size=(3, 40, 50)) > 0.7
+    labels = label_clusters(torch.from_numpy(masks)).numpy()
+    for k in range(3):
+        ref, n = label(masks[k], structure=np.ones((3, 3)))
+        assert len(np.unique(labels[k][labels[k] > 0])) == n
+        # same partition: every reference component has exactly one label
+        for comp in range(1, n + 1):
+            assert len(np.unique(labels[k][ref == comp])) == 1
+    # a 2-pixel cluster in sample 0 and a lone pixel at the same place in sample 1
+    spec = torch.zeros(2, 8, 8)
+    spec[0, 3, 3] = spec[0, 3, 4] = 50
+    spec[1, 3, 3] = 50
+    assert has_cluster(spec, 16, min_area=2).tolist() == [True, False]
+
+
+def test_veto_and_denoise_accuracy_per_sample():
+    real = torch.zeros(4, 1, 16, 16)
+    real[:2, 0, 5:8, 5:8] = 40  # two samples with a glitch
+    generated = real.clone()
+    generated[1] = 0  # missed glitch: veto wrong, residual remains
+    generated[2, 0, 1:3, 1:3] = 40  # false alarm: veto wrong, residual added
+    acc = veto_denoise_accuracy(real, generated, 16, 2)
+    assert acc == {"veto_accuracy": 0.5, "denoise_accuracy": 0.5}
