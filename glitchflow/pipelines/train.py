@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import torch
+import yaml
 
 from glitchflow.config import Config, config_hash
 from glitchflow.models.checkpoint import build_model, read_checkpoint
@@ -139,7 +140,7 @@ def run_training(
     )
     trainer = make_trainer(cfg, data, out, loop, [MlflowTrainCallback(uri, run_id)])
     result = trainer.fit()
-    history = result.metrics_dataframe
+    history = metric_history(uri, run_id)
     best_ckpt = min(result.best_checkpoints, key=lambda cm: cm[1]["val_loss"])[0]
     with best_ckpt.as_directory() as directory:
         ckpt = read_checkpoint(directory)
@@ -149,6 +150,8 @@ def run_training(
     plot_history(history, out / "loss_curves.png")
     model = build_model(ckpt)
     example = torch.zeros(1, len(data.channels) - 1, tr.crop, tr.crop)
+    config_file = out / "config.yaml"
+    config_file.write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
     registry = log_and_register(
         uri,
         run_id,
@@ -157,7 +160,7 @@ def run_training(
         example,
         tr.mlflow.registered_model,
         tr.mlflow.alias,
-        [out / "loss_curves.png"],
+        [out / "loss_curves.png", config_file],
     )
     import mlflow
 
@@ -171,7 +174,7 @@ def run_training(
         "registered": registry,
         "best_checkpoint": str(best_file),
         "best_epoch": ckpt["epoch"],
-        "epochs_run": int(history["epoch"].max()) + 1,
+        "epochs_run": int(result.metrics["epoch"]) + 1,
         "parameters": count_parameters(model),
         "samples": data.counts,
         "normalisation": data.normalisation,
@@ -205,6 +208,25 @@ def score_checkpoint(ckpt: dict, dataset, cfg: Config) -> dict:
         ckpt["thresholds"]["min_area"],
     )
     return {k: float(v) for k, v in res.items()} | {"samples": int(dataset.count())}
+
+
+HISTORY_KEYS = ("train_loss", "val_loss", "val_veto_accuracy", "val_denoise_accuracy", "lr")
+
+
+def metric_history(tracking_uri: str, run_id: str):
+    """Per-epoch metrics as logged to MLflow (one row per epoch; a resumed epoch keeps its
+    latest value).  Ray's ``metrics_dataframe`` only holds the kept checkpoints."""
+    import mlflow
+    import pandas as pd
+
+    client = mlflow.MlflowClient(tracking_uri)
+    columns = {}
+    for key in HISTORY_KEYS:
+        points = sorted(client.get_metric_history(run_id, key), key=lambda m: m.timestamp)
+        columns[key] = {m.step: m.value for m in points}
+    frame = pd.DataFrame(columns).sort_index()
+    frame.insert(0, "epoch", frame.index.astype(int))
+    return frame.reset_index(drop=True)
 
 
 def plot_history(history, path: Path) -> None:

@@ -30,6 +30,18 @@ def main() -> None:
             from glitchflow.pipelines.scan import run_scan
 
             result = run_scan(cfg, frames, out)
+        elif stage == "train":
+            from glitchflow.pipelines.train import run_training
+
+            summary = run_training(cfg, frames, out)  # FRAMES is the dataset directory here
+            import mlflow
+
+            run = mlflow.MlflowClient(summary["tracking_uri"]).get_run(summary["run_id"])
+            result = {
+                "epochs_run": summary["epochs_run"],
+                "workers": run.data.params["workers"],
+                "test": summary["test"],
+            }
         else:
             raise SystemExit(f"unknown stage {stage}")
         print("RESULT " + json.dumps(result))

@@ -12,6 +12,7 @@ from glitchflow.config import load_config
 from glitchflow.models.checkpoint import build_model, read_checkpoint
 from glitchflow.pipelines.train import run_training
 from tests.conftest import CONFIGS, TRAIN_OVERRIDES
+from tests.multinode import run_on_cluster
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -66,3 +67,17 @@ def test_training_resumes_after_a_worker_dies(tiny_dataset, tmp_path):
 def test_too_many_workers_fail_fast(tiny_dataset, tmp_path):
     with pytest.raises(RuntimeError, match="needs 8 CPU"):
         run_training(_cfg("train.workers=8"), tiny_dataset, tmp_path)
+
+
+@pytest.mark.slow
+def test_ddp_training_on_a_two_node_cluster(tiny_dataset, tmp_path):
+    result = run_on_cluster(
+        "train",
+        CONFIGS / "demo.yaml",
+        tiny_dataset,
+        tmp_path,
+        [*TRAIN_OVERRIDES, "train.workers=2", "train.cpus_per_worker=1"],
+        timeout=540,
+    )
+    assert result["epochs_run"] == 2 and result["workers"] == "2"
+    assert 0 <= result["test"]["veto_accuracy"] <= 1
