@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from glitchflow.config import load_config  # noqa: E402
+from glitchflow.evaluate.reference import gwpy_spectrogram  # noqa: E402
 from glitchflow.signal.conditioner import Conditioner  # noqa: E402
 from glitchflow.synth.noise import ColouredNoiseStream, colouring_filter, strain_psd  # noqa: E402
 
@@ -41,33 +42,7 @@ def coloured_strain(n_channels: int, duration: float, rate: float, seed: int) ->
 
 
 def gwpy_one(x: np.ndarray, cond: Conditioner, n_bins: int) -> np.ndarray:
-    from gwpy.timeseries import TimeSeries
-
-    sig = cond.signal
-    fs = int(cond.sample_rate)
-    white = TimeSeries(x, t0=0, sample_rate=fs).whiten(
-        fftlength=sig.conditioning.fftlength,
-        overlap=sig.conditioning.overlap,
-        method=sig.conditioning.average,
-        fduration=sig.conditioning.filter_duration,
-    )
-    half = int(sig.conditioning.filter_duration * fs) // 2
-    lead = round((cond.whiten_edge - sig.conditioning.filter_duration / 2) * fs)
-    white = white[half + lead : -half]
-    per_bin = cond.qtransform.samples_per_bin
-    white = white[: (len(white) // per_bin) * per_bin]
-    t0 = cond.edge_seconds
-    q = white.q_transform(
-        qrange=(sig.qtransform.q, sig.qtransform.q),
-        frange=sig.qtransform.frange,
-        logf=True,
-        fres=sig.qtransform.n_freq,
-        tres=sig.qtransform.time_step,
-        whiten=False,
-        norm="median",
-        outseg=(t0, t0 + n_bins * sig.qtransform.time_step),
-    )
-    return q.value.T[:, :n_bins]
+    return gwpy_spectrogram(x, cond, n_bins)[0]
 
 
 def best_of(fn, repeats: int) -> tuple[float, object]:

@@ -116,6 +116,23 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------------------- parser
+INPUT_HELP = {
+    "frames": "directory of GWF frames",
+    "data": "output of `glitchflow preprocess`",
+}
+
+
+def _ray_stage(sub, name: str, func, source: str, summary: str, description: str):
+    """A subcommand that runs on Ray: --config, an input, --out, --address, overrides."""
+    p = sub.add_parser(name, help=summary, description=description)
+    _add_config_args(p)
+    p.add_argument(f"--{source}", type=Path, required=True, help=INPUT_HELP[source])
+    p.add_argument("--out", type=Path, required=True, help="output directory")
+    p.add_argument("--address", default=None, help="Ray address (default: $RAY_ADDRESS or local)")
+    p.set_defaults(func=func)
+    return p
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="glitchflow",
@@ -140,50 +157,36 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_synth)
 
-    p = sub.add_parser(
+    p = _ray_stage(
+        sub,
         "scan",
-        help="rank auxiliary channels by coincidence with strain; hveto baseline veto",
-        description=(
-            "Q-transform strain and every auxiliary channel, find their peaks, score each channel "
-            "(seed ratio/IoU, Poisson significance, time-slide FAP), select witnesses and run "
-            "hveto rounds. Writes selected_channels.json, channels.csv, hveto.json, "
-            "ranking.png and report.txt under OUT."
-        ),
+        cmd_scan,
+        "frames",
+        "rank auxiliary channels by coincidence with strain; hveto baseline veto",
+        "Q-transform strain and every auxiliary channel, find their peaks, score each channel "
+        "(seed ratio/IoU, Poisson significance, time-slide FAP), select witnesses and run "
+        "hveto rounds. Writes selected_channels.json, channels.csv, hveto.json, "
+        "ranking.png and report.txt under OUT.",
     )
-    _add_config_args(p)
-    p.add_argument("--frames", type=Path, required=True, help="directory of GWF frames")
-    p.add_argument("--out", type=Path, required=True, help="output directory")
-    p.add_argument("--address", default=None, help="Ray address (default: $RAY_ADDRESS or local)")
-    p.set_defaults(func=cmd_scan)
-
-    p = sub.add_parser(
+    p = _ray_stage(
+        sub,
         "preprocess",
-        help="condition frames into a Parquet spectrogram dataset (Ray Data)",
-        description=(
-            "Resample, whiten and Q-transform every channel of the frames in FRAMES, cut "
-            "windows and write OUT/shards/*.parquet and OUT/manifest.json."
-        ),
+        cmd_preprocess,
+        "frames",
+        "condition frames into a Parquet spectrogram dataset (Ray Data)",
+        "Resample, whiten and Q-transform every channel of the frames in FRAMES, cut "
+        "windows and write OUT/shards/*.parquet and OUT/manifest.json.",
     )
-    _add_config_args(p)
-    p.add_argument("--frames", type=Path, required=True, help="directory of GWF frames")
-    p.add_argument("--out", type=Path, required=True, help="output directory")
     p.add_argument("--channels", default=None, help="selected_channels.json from `scan`")
-    p.add_argument("--address", default=None, help="Ray address (default: $RAY_ADDRESS or local)")
-    p.set_defaults(func=cmd_preprocess)
-
-    p = sub.add_parser(
+    _ray_stage(
+        sub,
         "train",
-        help="train the U-Net on a spectrogram dataset (Ray Train, MLflow, TensorBoard)",
-        description=(
-            "Split DATA by GPS blocks, crop and normalise, train with Ray Train (DDP over "
-            "train.workers), score the best checkpoint on the test split, register it in MLflow."
-        ),
+        cmd_train,
+        "data",
+        "train the U-Net on a spectrogram dataset (Ray Train, MLflow, TensorBoard)",
+        "Split DATA by GPS blocks, crop and normalise, train with Ray Train (DDP over "
+        "train.workers), score the best checkpoint on the test split, register it in MLflow.",
     )
-    _add_config_args(p)
-    p.add_argument("--data", type=Path, required=True, help="output of `glitchflow preprocess`")
-    p.add_argument("--out", type=Path, required=True, help="output directory")
-    p.add_argument("--address", default=None, help="Ray address (default: $RAY_ADDRESS or local)")
-    p.set_defaults(func=cmd_train)
 
     p = sub.add_parser(
         "demo",

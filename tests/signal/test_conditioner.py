@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from glitchflow.config import load_config
+from glitchflow.evaluate.reference import gwpy_spectrogram
 from glitchflow.io.frames import find_frames
 from glitchflow.io.span import read_span
 from glitchflow.signal.conditioner import Conditioner
@@ -30,43 +31,11 @@ def strain_segment(tiny_twin):
     return seg.start, seg.data[STRAIN]
 
 
-def gwpy_reference(x: np.ndarray, cond: Conditioner, n_bins: int):
-    """gwpy whitening (cropped like ours) then gwpy's single-Q transform on the same grid."""
-    from gwpy.timeseries import TimeSeries
-
-    cfg = cond.signal
-    fs = int(cond.sample_rate)
-    white = TimeSeries(x, t0=0, sample_rate=fs).whiten(
-        fftlength=cfg.conditioning.fftlength,
-        overlap=cfg.conditioning.overlap,
-        method="median",
-        fduration=cfg.conditioning.filter_duration,
-    )
-    half = int(cfg.conditioning.filter_duration * fs) // 2
-    lead = round((cond.whiten_edge - cfg.conditioning.filter_duration / 2) * fs)
-    white = white[half + lead : -half]
-    white = white[
-        : (len(white) // cond.qtransform.samples_per_bin) * cond.qtransform.samples_per_bin
-    ]
-    t0 = cond.edge_seconds
-    q = white.q_transform(
-        qrange=(cfg.qtransform.q, cfg.qtransform.q),
-        frange=cfg.qtransform.frange,
-        logf=True,
-        fres=cfg.qtransform.n_freq,
-        tres=cfg.qtransform.time_step,
-        whiten=False,
-        norm="median",
-        outseg=(t0, t0 + n_bins * cfg.qtransform.time_step),
-    )
-    return q.value.T[:, :n_bins], q.frequencies.value
-
-
 def test_agrees_with_gwpy_within_one_percent(conditioner, strain_segment):
     _, raw = strain_segment
     x = conditioner.stack([torch.from_numpy(raw)[None]], [16384.0])
     ours = conditioner(x, [16384.0])[0, 0].numpy()
-    ref, freqs = gwpy_reference(x[0, 0].numpy(), conditioner, ours.shape[-1])
+    ref, freqs = gwpy_spectrogram(x[0, 0].numpy(), conditioner, ours.shape[-1])
     np.testing.assert_allclose(freqs, conditioner.frequencies, rtol=1e-9)
     ours = ours[:, : ref.shape[1]]
     # statistic: relative L2 difference over the whole spectrogram, and the median
