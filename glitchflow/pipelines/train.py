@@ -25,6 +25,7 @@ from glitchflow.pipelines.train_loop import COLUMN_DTYPES, evaluate, train_loop_
 from glitchflow.pipelines.training_data import TrainingData, prepare_training_data
 from glitchflow.tracking.mlflow_tracking import (
     MlflowTrainCallback,
+    default_artifact_location,
     default_tracking_uri,
     log_and_register,
     start_run,
@@ -137,6 +138,7 @@ def run_training(
         f"train-{config_hash(cfg)}",
         params,
         {"config_hash": config_hash(cfg), "data": str(Path(data_dir).resolve())},
+        artifact_location=default_artifact_location(out),
     )
     trainer = make_trainer(cfg, data, out, loop, [MlflowTrainCallback(uri, run_id)])
     result = trainer.fit()
