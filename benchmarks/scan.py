@@ -34,7 +34,7 @@ def child(args: argparse.Namespace) -> None:
 
     frames_dir = Path(args.out) / "frames"
     frames_dir.mkdir(parents=True, exist_ok=True)
-    for f in sorted(Path(args.frames).glob("*.gwf"))[: args.n_frames]:
+    for f in sorted(Path(args.frames_dir).glob("*.gwf"))[: args.n_frames]:
         (frames_dir / f.name).symlink_to(f)
     cfg = load_config(args.config)
     frames = find_frames(frames_dir).frames
@@ -112,12 +112,12 @@ def main() -> int:
     parser.add_argument("--workdir", type=Path, default=ROOT / "bench-out" / "preprocess")
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--frames-dir", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--n-frames", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--cpus", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--out", default=None, help=argparse.SUPPRESS)
-    args, _ = parser.parse_known_args()
+    args = parser.parse_args()
     if args.child:
-        args.frames = sys.argv[sys.argv.index("--frames") + 1]
         child(args)
         return 0
 

@@ -36,6 +36,7 @@ def test_training_is_tracked_registered_and_self_describing(tiny_dataset, tmp_pa
     assert version.run_id == summary["run_id"]
     loaded = mlflow.pytorch.load_model("models:/glitchflow-unet@candidate")
     assert loaded(torch.zeros(1, 3, 64, 64)).shape == (1, 1, 64, 64)
+    assert run.info.artifact_uri.startswith((tmp_path / "mlartifacts").as_uri())
     artifacts = {a.path for a in client.list_artifacts(summary["run_id"])}
     assert {"checkpoint", "checkpoints", "loss_curves.png"} <= artifacts
     # the checkpoint alone rebuilds the model and its preprocessing
