@@ -85,7 +85,7 @@ def run(cfg: str, frames: Path, n: int, cpus: int, work: Path) -> dict:
             "--child",
             "--config",
             cfg,
-            "--frames",
+            "--frames-dir",
             str(frames),
             "--n-frames",
             str(n),
