@@ -13,7 +13,6 @@ throughput in channel-seconds per wall second, the ratio, and the agreement
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -25,6 +24,7 @@ from threadpoolctl import threadpool_limits
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.common import write_json  # noqa: E402
 from glitchflow.config import load_config  # noqa: E402
 from glitchflow.evaluate.reference import gwpy_spectrogram  # noqa: E402
 from glitchflow.signal.conditioner import Conditioner  # noqa: E402
@@ -129,9 +129,7 @@ def main() -> int:
         "min_speedup_per_core": min(r["speedup_per_core"] for r in rows),
         "max_rel_l2_difference": max(r["rel_l2_difference"] for r in rows),
     }
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2))
+    write_json(report, args.json)
     return 0
 
 

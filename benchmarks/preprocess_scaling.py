@@ -16,9 +16,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import shutil
-import subprocess
 import sys
 import threading
 import time
@@ -26,6 +24,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from benchmarks.common import run_child, write_json  # noqa: E402
 
 
 def child(args: argparse.Namespace) -> None:
@@ -98,31 +98,11 @@ def child(args: argparse.Namespace) -> None:
 def run(cfg: str, frames: Path, n: int, cpus: int, work: Path) -> dict:
     out = work / f"run-{cpus}cpu-{n}f"
     shutil.rmtree(out, ignore_errors=True)
-    proc = subprocess.run(
-        [
-            sys.executable,
-            __file__,
-            "--child",
-            "--config",
-            cfg,
-            "--frames",
-            str(frames),
-            "--n-frames",
-            str(n),
-            "--cpus",
-            str(cpus),
-            "--out",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        env=os.environ | {"PYTHONPATH": str(ROOT)},
+    result = run_child(
+        __file__, {"config": cfg, "frames": frames, "n_frames": n, "cpus": cpus, "out": out}
     )
-    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
-    if proc.returncode or not line:
-        raise RuntimeError(proc.stderr[-4000:])
     shutil.rmtree(out, ignore_errors=True)
-    return json.loads(line[0][7:])
+    return result
 
 
 def main() -> int:
@@ -169,9 +149,7 @@ def main() -> int:
         f"2 vs 1 CPU throughput: {report['throughput_ratio_2cpu_vs_1cpu']} (target >= 1.7); "
         f"4x vs 1x frames peak memory: {report['memory_ratio_4x_vs_1x_frames']} (target <= 1.2)"
     )
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2))
+    write_json(report, args.json)
     return 0
 
 

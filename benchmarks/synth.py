@@ -11,7 +11,6 @@ slow stage of a later benchmark.
 from __future__ import annotations
 
 import argparse
-import json
 import resource
 import sys
 import tempfile
@@ -21,6 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.common import write_json  # noqa: E402
 from glitchflow.config import load_config  # noqa: E402
 from glitchflow.synth.twin import DetectorTwin, generate  # noqa: E402
 
@@ -79,9 +79,7 @@ def main() -> int:
         f"generation alone: {report['generation_only_data_s_per_wall_s']} s/s; "
         f"peak RSS {report['peak_rss_mib']} MiB"
     )
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2))
+    write_json(report, args.json)
     return 0
 
 

@@ -11,7 +11,6 @@ Target: Ray Train >= 0.85 x plain torch.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -23,6 +22,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.common import write_json  # noqa: E402
 from glitchflow.config import load_config  # noqa: E402
 from glitchflow.models.losses import SpectrogramLoss  # noqa: E402
 from glitchflow.models.registry import create_model  # noqa: E402
@@ -150,9 +150,7 @@ def main() -> int:
             f"{r['time_to_first_step_s']:>13.2f}"
         )
     print(f"Ray Train / plain torch throughput: {report['throughput_ratio']} (target >= 0.85)")
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2))
+    write_json(report, args.json)
     return 0
 
 
