@@ -184,3 +184,25 @@ def test_scattered_light_arch_in_strain_and_motion_in_witness():
     half = int(glitch.duration * 250)
     quiet = np.median([np.std(band[k : k + 2 * half]) for k in range(500, len(band) - 500, 500)])
     assert np.std(band[i - half // 2 : i + half // 2]) > 3 * quiet
+
+
+def test_configured_gaps_leave_frames_out_and_truth_follows(tmp_path):
+    quiet = [f"twin.families.{f}.rate=0.05" for f in FAMILIES]
+    cfg = load_config(
+        CONFIGS / "demo.yaml",
+        [
+            "twin.duration=96",
+            "twin.frame_duration=32",
+            "twin.gaps=[[1400000032, 1400000064]]",
+            *quiet,
+        ],
+    )
+    result = generate(cfg, tmp_path, progress=False)
+    assert [p.name for p in result.frames] == [
+        "V-V1_GLITCHFLOW_TWIN-1400000000-32.gwf",
+        "V-V1_GLITCHFLOW_TWIN-1400000064-32.gwf",
+    ]
+    truth = read_truth(result.truth_path)
+    assert not ((truth.gps_peak >= 1400000032) & (truth.gps_peak < 1400000064)).any()
+    span = read_span(find_frames(tmp_path / "frames").frames, ["V1:Hrec_hoft_16384Hz"])
+    assert span.gaps == [(1400000032.0, 1400000064.0)]
