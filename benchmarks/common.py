@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,9 +13,22 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def add_child_args(parser: argparse.ArgumentParser, frames_option: str) -> None:
+    """The hidden options a benchmark passes to its own child runs."""
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument(f"--{frames_option}", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--n-frames", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--cpus", type=int, default=1, help=argparse.SUPPRESS)
+    parser.add_argument("--out", default=None, help=argparse.SUPPRESS)
+
+
 def run_child(script: str, options: dict) -> dict:
     """Run ``script --child --key value ...`` in a fresh Python (own Ray instance) and return
-    the JSON printed after ``RESULT``; the child's stderr tail on failure."""
+    the JSON printed after ``RESULT``; the child's stderr tail on failure.  The child's
+    ``out`` directory is emptied before the run and removed after it."""
+    out = options.get("out")
+    if out:
+        shutil.rmtree(out, ignore_errors=True)
     argv = [sys.executable, script, "--child"]
     for key, value in options.items():
         argv += [f"--{key.replace('_', '-')}", str(value)]
@@ -21,6 +36,8 @@ def run_child(script: str, options: dict) -> dict:
         argv, capture_output=True, text=True, env=os.environ | {"PYTHONPATH": str(ROOT)}
     )
     line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+    if out:
+        shutil.rmtree(out, ignore_errors=True)
     if proc.returncode or not line:
         raise RuntimeError(proc.stderr[-4000:])
     return json.loads(line[0].removeprefix("RESULT "))

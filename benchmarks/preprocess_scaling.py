@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import shutil
 import sys
 import threading
 import time
@@ -25,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import run_child, write_json  # noqa: E402
+from benchmarks.common import add_child_args, run_child, write_json  # noqa: E402
 
 
 def child(args: argparse.Namespace) -> None:
@@ -97,12 +96,9 @@ def child(args: argparse.Namespace) -> None:
 
 def run(cfg: str, frames: Path, n: int, cpus: int, work: Path) -> dict:
     out = work / f"run-{cpus}cpu-{n}f"
-    shutil.rmtree(out, ignore_errors=True)
-    result = run_child(
+    return run_child(
         __file__, {"config": cfg, "frames": frames, "n_frames": n, "cpus": cpus, "out": out}
     )
-    shutil.rmtree(out, ignore_errors=True)
-    return result
 
 
 def main() -> int:
@@ -111,11 +107,7 @@ def main() -> int:
     parser.add_argument("--frames-per-run", type=int, default=8, help="N (the 1x data set)")
     parser.add_argument("--workdir", type=Path, default=ROOT / "bench-out" / "preprocess")
     parser.add_argument("--json", type=Path, default=None)
-    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--frames", default=None, help=argparse.SUPPRESS)
-    parser.add_argument("--n-frames", type=int, default=0, help=argparse.SUPPRESS)
-    parser.add_argument("--cpus", type=int, default=1, help=argparse.SUPPRESS)
-    parser.add_argument("--out", default=None, help=argparse.SUPPRESS)
+    add_child_args(parser, "frames")
     args = parser.parse_args()
     if args.child:
         child(args)

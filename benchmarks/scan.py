@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -19,7 +18,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import run_child, write_json  # noqa: E402
+from benchmarks.common import add_child_args, run_child, write_json  # noqa: E402
 
 
 def child(args: argparse.Namespace) -> None:
@@ -77,12 +76,9 @@ def child(args: argparse.Namespace) -> None:
 
 def run(cfg: str, frames: Path, n: int, cpus: int, work: Path) -> dict:
     out = work / f"scan-{cpus}cpu"
-    shutil.rmtree(out, ignore_errors=True)
-    result = run_child(
+    return run_child(
         __file__, {"config": cfg, "frames_dir": frames, "n_frames": n, "cpus": cpus, "out": out}
     )
-    shutil.rmtree(out, ignore_errors=True)
-    return result
 
 
 def main() -> int:
@@ -91,11 +87,7 @@ def main() -> int:
     parser.add_argument("--frames", type=int, default=16, help="frames of 64 s to scan")
     parser.add_argument("--workdir", type=Path, default=ROOT / "bench-out" / "preprocess")
     parser.add_argument("--json", type=Path, default=None)
-    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--frames-dir", default=None, help=argparse.SUPPRESS)
-    parser.add_argument("--n-frames", type=int, default=0, help=argparse.SUPPRESS)
-    parser.add_argument("--cpus", type=int, default=1, help=argparse.SUPPRESS)
-    parser.add_argument("--out", default=None, help=argparse.SUPPRESS)
+    add_child_args(parser, "frames-dir")
     args = parser.parse_args()
     if args.child:
         child(args)

@@ -37,6 +37,15 @@ def _config(args: argparse.Namespace) -> Config:
     return load_config(args.config, args.overrides)
 
 
+def _config_on_ray(args: argparse.Namespace) -> Config:
+    """The stage's config, with Ray started (or joined at --address / $RAY_ADDRESS)."""
+    from glitchflow.pipelines.runtime import init_ray
+
+    cfg = _config(args)
+    init_ray(args.address)
+    return cfg
+
+
 def _add_config_args(p: argparse.ArgumentParser, required: bool = True) -> None:
     p.add_argument("--config", type=Path, required=required, help="YAML config file")
     p.add_argument(
@@ -59,10 +68,8 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 def cmd_preprocess(args: argparse.Namespace) -> int:
     from glitchflow.pipelines.preprocess import run_preprocess
-    from glitchflow.pipelines.runtime import init_ray
 
-    cfg = _config(args)
-    init_ray(args.address)
+    cfg = _config_on_ray(args)
     manifest = run_preprocess(cfg, args.frames, args.out, args.channels)
     print(
         f"preprocess: {manifest['frames_written']}/{manifest['frames_in']} frames, "
@@ -76,11 +83,9 @@ def cmd_preprocess(args: argparse.Namespace) -> int:
 
 
 def cmd_scan(args: argparse.Namespace) -> int:
-    from glitchflow.pipelines.runtime import init_ray
     from glitchflow.pipelines.scan import run_scan
 
-    cfg = _config(args)
-    init_ray(args.address)
+    cfg = _config_on_ray(args)
     summary = run_scan(cfg, args.frames, args.out)
     print((Path(args.out) / "report.txt").read_text())
     print(f"selected channels: {Path(args.out) / 'selected_channels.json'}")
@@ -88,11 +93,9 @@ def cmd_scan(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from glitchflow.pipelines.runtime import init_ray
     from glitchflow.pipelines.train import run_training
 
-    cfg = _config(args)
-    init_ray(args.address)
+    cfg = _config_on_ray(args)
     s = run_training(cfg, args.data, args.out)
     test = s["test"]
     print(
