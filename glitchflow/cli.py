@@ -56,6 +56,18 @@ def _add_config_args(p: argparse.ArgumentParser, required: bool = True) -> None:
     )
 
 
+def _print_accounting(stage: str, counts: dict, extra: str) -> None:
+    """Frames and windows in = written + failed/skipped, then each failed frame."""
+    print(
+        f"{stage}: {counts['frames_written']}/{counts['frames_in']} frames, "
+        f"{counts['windows_written']}/{counts['windows_expected']} windows "
+        f"({len(counts['windows_skipped'])} skipped), "
+        f"{len(counts['frames_failed'])} failed frames, {extra}"
+    )
+    for failure in counts["frames_failed"]:
+        print(f"  failed: {failure['file']}: {failure['reason']}")
+
+
 # ------------------------------------------------------------------------- commands
 def cmd_synth(args: argparse.Namespace) -> int:
     from glitchflow.synth.twin import generate
@@ -71,13 +83,7 @@ def cmd_preprocess(args: argparse.Namespace) -> int:
 
     cfg = _config_on_ray(args)
     manifest = run_preprocess(cfg, args.frames, args.out, args.channels)
-    print(
-        f"preprocess: {manifest['frames_written']}/{manifest['frames_in']} frames, "
-        f"{manifest['windows_written']}/{manifest['windows_expected']} windows, "
-        f"{len(manifest['frames_failed'])} failed frames, {manifest['wall_seconds']:.1f} s"
-    )
-    for failure in manifest["frames_failed"]:
-        print(f"  failed: {failure['file']}: {failure['reason']}")
+    _print_accounting("preprocess", manifest, f"{manifest['wall_seconds']:.1f} s")
     print(f"manifest: {Path(args.out) / 'manifest.json'}")
     return 0 if manifest["frames_written"] else 1
 
@@ -107,6 +113,44 @@ def cmd_train(args: argparse.Namespace) -> int:
         f"registered: {s['registered']['uri']} (version {s['registered']['version']})\n"
         f"mlflow ui --backend-store-uri {s['tracking_uri']}\n"
         f"tensorboard --logdir {s['tensorboard']}"
+    )
+    return 0
+
+
+def cmd_infer(args: argparse.Namespace) -> int:
+    from glitchflow.pipelines.infer import run_inference
+
+    cfg = _config_on_ray(args)
+    s = run_inference(cfg, args.frames, args.model, args.out, args.tracking_uri, args.hveto)
+    f = s["figures"]
+    _print_accounting(
+        "infer",
+        s,
+        f"{f['veto_segments']} veto segments, deadtime {100 * f['deadtime']:.2f}%, "
+        f"{f['cleaned_windows']}/{f['windows']} windows cleaned, "
+        f"{f['data_seconds_per_wall_second']:.0f} s of data per wall s",
+    )
+    print(f"outputs: {Path(args.out)} (windows.csv, vetoes.csv, vetoes.h5, gated/, summary.json)")
+    return 0 if s["windows_written"] else 1
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from glitchflow.evaluate.report import run_evaluate
+
+    run_evaluate(_config(args), args.truth, args.infer, args.out)
+    print((Path(args.out) / "report.md").read_text())
+    return 0
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from glitchflow.pipelines.generate import run_generate
+
+    cfg = _config_on_ray(args)
+    s = run_generate(cfg, args.data, args.model, args.out, args.tracking_uri)
+    print(
+        f"generate: {s['windows_generated']}/{s['windows_in']} windows "
+        f"({s['windows_skipped_bad_data']} with bad data skipped) in {s['wall_seconds']} s; "
+        f"{Path(args.out) / 'generated'}, {Path(args.out) / 'samples.png'}"
     )
     return 0
 
@@ -190,6 +234,50 @@ def build_parser() -> argparse.ArgumentParser:
         "Split DATA by GPS blocks, crop and normalise, train with Ray Train (DDP over "
         "train.workers), score the best checkpoint on the test split, register it in MLflow.",
     )
+
+    for name, func, source, summary, description in (
+        (
+            "infer",
+            cmd_infer,
+            "frames",
+            "veto segments, cleaned spectrograms and gated strain for new frames (Ray Data)",
+            "Condition FRAMES with the model's own conditioner, generate the strain "
+            "spectrogram of every window from the auxiliary channels, decide veto and "
+            "cleaning, and write windows.csv, vetoes.csv/.h5, gated GWF frames, spectrogram "
+            "shards, TensorBoard images and an MLflow run under OUT.",
+        ),
+        (
+            "generate",
+            cmd_generate,
+            "data",
+            "synthetic strain spectrograms from a spectrogram dataset",
+            "Run the model over every window of DATA (from `glitchflow preprocess`) and write "
+            "the generated strain spectrograms as Parquet with sample images.",
+        ),
+    ):
+        p = _ray_stage(sub, name, func, source, summary, description)
+        p.add_argument(
+            "--model", required=True, help="models:/NAME@ALIAS, models:/NAME/VERSION or a .pt path"
+        )
+        p.add_argument(
+            "--tracking-uri", default=None, help="MLflow URI (default: $MLFLOW_TRACKING_URI)"
+        )
+        if name == "infer":
+            p.add_argument(
+                "--hveto", default=None, help="hveto.json of `glitchflow scan`: baseline vetoes"
+            )
+
+    p = sub.add_parser(
+        "evaluate",
+        help="scorecard of an inference run against a truth catalogue",
+        description="Veto efficiency/deadtime, ROC against the hveto baseline, the seed's "
+        "accuracy curves and denoising figures; writes report.json, report.md and plots.",
+    )
+    _add_config_args(p, required=False)
+    p.add_argument("--truth", type=Path, required=True, help="truth.csv of the twin")
+    p.add_argument("--infer", type=Path, required=True, help="output of `glitchflow infer`")
+    p.add_argument("--out", type=Path, required=True, help="output directory")
+    p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser(
         "demo",

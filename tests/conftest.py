@@ -138,3 +138,13 @@ def tiny_dataset(tmp_path_factory, tiny_config, tiny_twin, ray_local):
     selected.write_text(json.dumps({"channels": witnesses}))
     run_preprocess(tiny_config, tiny_twin.frames[0].parent, out, str(selected))
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory, tiny_dataset):
+    """A tiny U-Net trained for two epochs on the tiny dataset: (train summary, out dir)."""
+    from glitchflow.pipelines.train import run_training
+
+    out = tmp_path_factory.mktemp("tiny_model")
+    cfg = load_config(CONFIGS / "demo.yaml", TRAIN_OVERRIDES)
+    return run_training(cfg, tiny_dataset, out), out

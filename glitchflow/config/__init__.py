@@ -24,7 +24,9 @@ from glitchflow.config.base import (
 )
 from glitchflow.config.signal import ConditioningConfig, QTransformConfig, SignalConfig
 from glitchflow.config.stages import (
+    EvaluateConfig,
     HvetoConfig,
+    InferConfig,
     PreprocessConfig,
     ResourcesConfig,
     ScanConfig,
@@ -37,7 +39,9 @@ __all__ = [
     "ConditioningConfig",
     "Config",
     "ConfigError",
+    "EvaluateConfig",
     "HvetoConfig",
+    "InferConfig",
     "PreprocessConfig",
     "QTransformConfig",
     "ResourcesConfig",
@@ -61,6 +65,8 @@ class Config(Strict):
     preprocess: PreprocessConfig = PreprocessConfig()
     scan: ScanConfig = ScanConfig()
     train: TrainConfig = TrainConfig()
+    infer: InferConfig = InferConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
 
     def scan_signal(self) -> SignalConfig:
         """The shared signal settings with the scan's rate and Q grid."""

@@ -116,6 +116,9 @@ class TrainConfig(Strict):
     plateau_factor: float = Field(0.5, gt=0, lt=1)
     crop: int = Field(64, ge=8, description="square crop size (bins and rows)")
     clamp: float = Field(1e4, gt=0, description="SNR^2 values are clamped to [0, clamp]")
+    transform: Literal["log1p", "linear"] = Field(
+        "log1p", description="compression of SNR^2 before normalisation (linear: the seed's)"
+    )
     glitch_threshold: float = Field(6.0, gt=0, description="strain max SNR^2 of a 'glitch' crop")
     background_fraction: float = Field(
         0.5, ge=0, description="background crops kept per glitch crop"
@@ -131,3 +134,46 @@ class TrainConfig(Strict):
     checkpoints_to_keep: int = Field(2, ge=1)
     image_every: int = Field(5, ge=1, description="epochs between TensorBoard images")
     mlflow: MlflowConfig = MlflowConfig()
+
+
+class InferConfig(Strict):
+    """Batch inference on new frames (``glitchflow infer``)."""
+
+    window: float = Field(6.0, gt=0, description="window duration (s), a multiple of time_step")
+    stride: float = Field(
+        3.0, gt=0, description="window start spacing (s); window - stride is the overlap"
+    )
+    snr2_threshold: float | None = Field(
+        None, gt=0, description="veto/denoise threshold (SNR^2); None: the checkpoint's"
+    )
+    min_area: int | None = Field(None, ge=1, description="cluster pixels; None: the checkpoint's")
+    veto_padding: float = Field(
+        0.1, ge=0, description="seconds added on each side of a cluster's time extent"
+    )
+    gate_taper: float = Field(
+        0.25, ge=0, description="inverse-Tukey taper (s) on each side of a gated segment"
+    )
+    veto_channel: str = Field(
+        "DQ_GLITCHFLOW_VETO", description="state channel of the gated frames (prefix added)"
+    )
+    veto_channel_rate: float = Field(16.0, gt=0, description="state channel sample rate (Hz)")
+    frames_per_block: int = Field(4, ge=1)
+    resources: ResourcesConfig = ResourcesConfig(workers=1, cpus_per_worker=1.0)
+    rows_per_file: int = Field(64, ge=1, description="windows per Parquet file")
+    images: int = Field(6, ge=0, description="strongest glitch windows shown in TensorBoard")
+    write_gated_frames: bool = True
+
+
+class EvaluateConfig(Strict):
+    """Scorecard against the twin's truth (``glitchflow evaluate``)."""
+
+    strain_snr_threshold: float = Field(
+        8.0, gt=0, description="optimal strain SNR above which a glitch counts for efficiency"
+    )
+    roc_thresholds: list[float] = Field(
+        default_factory=lambda: [4.0, 6.0, 8.0, 12.0, 16.0, 25.0, 40.0, 64.0, 100.0, 160.0],
+        description="SNR^2 thresholds swept for the ROC (both methods)",
+    )
+    accuracy_thresholds: tuple[float, float, int] = Field(
+        (1.0, 50.0, 50), description="(first, last, count) SNR^2 thresholds of the seed's curves"
+    )

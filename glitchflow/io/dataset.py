@@ -125,12 +125,21 @@ def keep_background(gps_start: np.ndarray, probability: float, seed: int) -> np.
     return u < probability
 
 
-def normalisation(x_max: np.ndarray, y_max: np.ndarray) -> dict[str, list[float]]:
-    """Per-channel divisors: mean crop maximum over training glitch crops.
+def normalisation(
+    x_max: np.ndarray, y_max: np.ndarray, transform: str = "linear"
+) -> dict[str, list[float]]:
+    """Per-channel divisors: mean crop maximum over training glitch crops, after the
+    ``transform`` ("log1p" or "linear") that the model's scaling applies first.
 
     ``x_max`` (n, n_aux), ``y_max`` (n,); zero means (dead channels) become 1.
     """
+    if transform == "log1p":
+        x_max, y_max = np.log1p(x_max), np.log1p(y_max)
     aux = np.mean(x_max, axis=0) if len(x_max) else np.ones(x_max.shape[1])
     strain = float(np.mean(y_max)) if len(y_max) else 1.0
     aux = np.where(aux > 0, aux, 1.0)
-    return {"aux": [float(a) for a in aux], "strain": strain if strain > 0 else 1.0}
+    return {
+        "aux": [float(a) for a in aux],
+        "strain": strain if strain > 0 else 1.0,
+        "transform": transform,
+    }

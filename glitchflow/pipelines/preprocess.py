@@ -19,7 +19,7 @@ import numpy as np
 
 from glitchflow.config import Config, config_hash
 from glitchflow.io.frames import FrameFile, find_frames, frame_channels
-from glitchflow.pipelines.runtime import check_resources, check_shared_storage
+from glitchflow.pipelines.runtime import check_shared_storage, check_stage_resources
 
 log = logging.getLogger(__name__)
 
@@ -157,9 +157,7 @@ def run_preprocess(
         "preprocess: %d frames in %d blocks, %d channels", len(frames), len(blocks), len(channels)
     )
     res = cfg.preprocess.resources
-    check_resources(
-        res.workers * res.cpus_per_worker, res.workers * res.gpus_per_worker, "preprocess"
-    )
+    check_stage_resources(res, "preprocess")
     check_shared_storage(frames_dir, out)
     if blocks:
         items = [{"paths": json.dumps([f.path for f in b])} for b in blocks]
@@ -217,6 +215,7 @@ def build_manifest(cfg: Config, found, channels: list[str], report_dir: Path, wa
         "channels": channels,
         "frames_in": n_in,
         "frames_written": len(written),
+        "frames_written_files": written,
         "frames_failed": failed,
         "windows_expected": int(sum(r["windows_expected"] for r in reports.values())),
         "windows_written": int(sum(r["windows_written"] for r in reports.values())),

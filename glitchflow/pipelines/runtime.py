@@ -42,6 +42,15 @@ def check_resources(cpus: float, gpus: float = 0.0, what: str = "stage") -> None
         )
 
 
+def check_stage_resources(resources, what: str) -> None:
+    """:func:`check_resources` for a :class:`~glitchflow.config.ResourcesConfig` pool."""
+    check_resources(
+        resources.workers * resources.cpus_per_worker,
+        resources.workers * resources.gpus_per_worker,
+        what,
+    )
+
+
 def file_system_type(path: str | Path) -> str:
     """Type of the mounted file system holding ``path`` (from /proc/mounts), or 'unknown'."""
     try:

@@ -55,26 +55,17 @@ def _task(config: dict, block: list, frames: list, channels: list[str], with_str
     return scan_block(cfg, [by_path[p] for p in block], as_files, channels, with_strain)
 
 
-def run_scan(cfg: Config, frames_dir: str | Path, out: str | Path) -> dict:
-    """Scan every auxiliary channel against strain; write the outputs; return the summary."""
+def collect_triggers(cfg: Config, frames: list[FrameFile], channels: list[str]) -> list[dict]:
+    """Ray tasks over (block of frames) x (group of channels): :func:`scan_block` results
+    (strain triggers come from the first group of each block)."""
     import ray
 
-    t0 = time.perf_counter()
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     scan = cfg.scan
-    found = find_frames(frames_dir)
-    frames = found.frames
-    channels = resolve_channels(cfg, frames, None)[1:]
-    if scan.channels is not None:
-        channels = [c for c in channels if c in scan.channels]
-    check_resources(scan.cpus_per_task, 0, "scan")
-    check_shared_storage(frames_dir, out)
     blocks = make_blocks(frames, scan.frames_per_block)
     groups = [
         channels[i : i + scan.channels_per_task]
         for i in range(0, len(channels), scan.channels_per_task)
-    ]
+    ] or [[]]
     meta = [(f.path, f.start, f.duration) for f in frames]
     remote = ray.remote(num_cpus=scan.cpus_per_task, max_retries=2)(_task)
     config = ray.put(cfg.model_dump(mode="json"))
@@ -90,6 +81,23 @@ def run_scan(cfg: Config, frames_dir: str | Path, out: str | Path) -> dict:
             done, pending = ray.wait(pending, num_returns=1)
             results.extend(ray.get(done))
             bar.update(len(done))
+    return results
+
+
+def run_scan(cfg: Config, frames_dir: str | Path, out: str | Path) -> dict:
+    """Scan every auxiliary channel against strain; write the outputs; return the summary."""
+    t0 = time.perf_counter()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    scan = cfg.scan
+    found = find_frames(frames_dir)
+    frames = found.frames
+    channels = resolve_channels(cfg, frames, None)[1:]
+    if scan.channels is not None:
+        channels = [c for c in channels if c in scan.channels]
+    check_resources(scan.cpus_per_task, 0, "scan")
+    check_shared_storage(frames_dir, out)
+    results = collect_triggers(cfg, frames, channels)
     rows, ctx = score_channels(cfg, results, channels)
     rounds = run_hveto(
         ctx["strain"],

@@ -19,6 +19,7 @@ import yaml
 from glitchflow.config import Config, config_hash
 from glitchflow.models.checkpoint import build_model, read_checkpoint
 from glitchflow.models.losses import SpectrogramLoss
+from glitchflow.models.scaling import Scaling
 from glitchflow.models.unet import count_parameters
 from glitchflow.pipelines.runtime import check_resources, check_shared_storage
 from glitchflow.pipelines.train_loop import COLUMN_DTYPES, evaluate, train_loop_per_worker
@@ -194,8 +195,7 @@ def run_training(
 def score_checkpoint(ckpt: dict, dataset, cfg: Config) -> dict:
     """Test-split loss and veto / denoise accuracies of a checkpoint, in the driver."""
     model = build_model(ckpt)
-    norm = ckpt["normalisation"]
-    norm_aux = torch.tensor(norm["aux"], dtype=torch.float32)[None, :, None, None]
+    scaling = Scaling(ckpt["normalisation"])
     batches = (
         (b["x"], b["y"]) for b in dataset.iter_torch_batches(batch_size=32, dtypes=COLUMN_DTYPES)
     )
@@ -204,8 +204,7 @@ def score_checkpoint(ckpt: dict, dataset, cfg: Config) -> dict:
         model,
         batches,
         loss_fn,
-        norm_aux,
-        float(norm["strain"]),
+        scaling,
         ckpt["thresholds"]["snr2"],
         ckpt["thresholds"]["min_area"],
     )

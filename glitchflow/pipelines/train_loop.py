@@ -20,6 +20,7 @@ from glitchflow.models.checkpoint import make_checkpoint, read_checkpoint, save_
 from glitchflow.models.clusters import veto_denoise_accuracy
 from glitchflow.models.losses import SpectrogramLoss
 from glitchflow.models.registry import create_model
+from glitchflow.models.scaling import Scaling
 
 #: torch dtypes of the training-sample columns (GPS times stay float64)
 COLUMN_DTYPES = {
@@ -38,17 +39,17 @@ def _batches(shard, batch_size: int, seed: int | None, device):
         yield batch["x"], batch["y"]
 
 
-def evaluate(model, batches, loss_fn, norm_aux, norm_strain, threshold, min_area) -> dict:
-    """Loss (normalised units) and the seed's accuracies (SNR^2 units) over ``batches``."""
+def evaluate(model, batches, loss_fn, scaling, threshold, min_area) -> dict:
+    """Loss (model units) and the seed's accuracies (SNR^2 units) over ``batches``."""
     model.eval()
     losses, real, generated, sizes = [], [], [], []
     with torch.no_grad():
         for x, y in batches:
-            pred = model(x / norm_aux)
-            losses.append(float(loss_fn(pred, y / norm_strain)) * len(x))
+            pred = model(scaling.inputs(x))
+            losses.append(float(loss_fn(pred, scaling.targets(y))) * len(x))
             sizes.append(len(x))
             real.append(y.cpu())
-            generated.append((pred * norm_strain).cpu())
+            generated.append(scaling.outputs(pred).cpu())
     if not sizes:
         return {
             "loss": float("nan"),
@@ -82,8 +83,7 @@ def train_loop_per_worker(config: dict) -> None:
     )
     loss_fn = SpectrogramLoss(**config["loss"])
     norm = config["normalisation"]
-    norm_aux = torch.tensor(norm["aux"], dtype=torch.float32, device=device)[None, :, None, None]
-    norm_strain = float(norm["strain"])
+    scaling = Scaling(norm, device)
     start_epoch = 0
     resumed = ray.train.get_checkpoint()
     if resumed:
@@ -105,8 +105,8 @@ def train_loop_per_worker(config: dict) -> None:
         train_loss, n_train = 0.0, 0
         t_epoch = time.perf_counter()
         for x, y in _batches(train_shard, config["batch_size"], config["seed"] + epoch, device):
-            pred = model(x / norm_aux)
-            loss = loss_fn(pred, y / norm_strain)
+            pred = model(scaling.inputs(x))
+            loss = loss_fn(pred, scaling.targets(y))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), config["grad_clip"])
@@ -119,8 +119,7 @@ def train_loop_per_worker(config: dict) -> None:
             model,
             _batches(val_shard, config["batch_size"], None, device),
             loss_fn,
-            norm_aux,
-            norm_strain,
+            scaling,
             config["snr2_threshold"],
             config["min_area"],
         )
@@ -140,7 +139,7 @@ def train_loop_per_worker(config: dict) -> None:
                 if key != "epoch":
                     writer.add_scalar(key, value, epoch)
             if epoch % config["image_every"] == 0 or epoch == config["epochs"] - 1:
-                log_spectrogram_images(writer, model, val_shard, norm_aux, norm_strain, epoch)
+                log_spectrogram_images(writer, model, val_shard, scaling, epoch)
             writer.flush()
         with tempfile.TemporaryDirectory() as tmp:
             checkpoint = None

@@ -108,7 +108,7 @@ def prepare_training_data(cfg: Config, data_dir: str | Path) -> TrainingData:
         .to_pandas()
     )
     glitchy = maxima[maxima.is_glitch]
-    norm = normalisation(np.stack(glitchy.x_max.to_list()), glitchy.y_max.to_numpy())
+    norm = normalisation(np.stack(glitchy.x_max.to_list()), glitchy.y_max.to_numpy(), tr.transform)
     counts["train_used"] = int(datasets["train"].count())
     log.info("training samples: %s; normalisation %s", counts, norm)
     return TrainingData(datasets, norm, channels, counts, manifest)

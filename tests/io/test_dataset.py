@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from glitchflow.io.dataset import assign_blocks, crop_rows, normalisation, window_split
 
@@ -38,4 +39,6 @@ def test_crops_are_kept_once_and_flag_glitches():
     assert out["x"].shape[1:] == (2, 64, 64) and out["y"].shape[1:] == (1, 64, 64)
     assert out["is_glitch"].sum() == 1
     norm = normalisation(np.array([[2.0, 0.0], [4.0, 0.0]]), np.array([10.0, 30.0]))
-    assert norm == {"aux": [3.0, 1.0], "strain": 20.0}
+    assert norm == {"aux": [3.0, 1.0], "strain": 20.0, "transform": "linear"}
+    logged = normalisation(np.array([[np.e - 1, 0.0]]), np.array([np.e**2 - 1]), "log1p")
+    assert logged["aux"] == pytest.approx([1.0, 1.0]) and logged["strain"] == pytest.approx(2.0)

@@ -62,10 +62,11 @@ def test_losses():
         SpectrogramLoss("l1_ssim", 0.5, 0.2)
 
 
-def test_cluster_labels_match_scipy_and_never_cross_samples():
+@pytest.mark.parametrize("method", ["scipy", "pool"])
+def test_cluster_labels_match_scipy_and_never_cross_samples(method):
     rng = np.random.default_rng(0)
     masks = rng.uniform(size=(3, 40, 50)) > 0.7
-    labels = label_clusters(torch.from_numpy(masks)).numpy()
+    labels = label_clusters(torch.from_numpy(masks), method).numpy()
     for k in range(3):
         ref, n = label(masks[k], structure=np.ones((3, 3)))
         assert len(np.unique(labels[k][labels[k] > 0])) == n

@@ -21,8 +21,8 @@ def _cfg(*extra):
     return load_config(CONFIGS / "demo.yaml", [*TRAIN_OVERRIDES, *extra])
 
 
-def test_training_is_tracked_registered_and_self_describing(tiny_dataset, tmp_path):
-    summary = run_training(_cfg(), tiny_dataset, tmp_path)
+def test_training_is_tracked_registered_and_self_describing(tiny_model):
+    summary, tmp_path = tiny_model
     assert summary["epochs_run"] == 2
     assert set(summary["test"]) >= {"loss", "veto_accuracy", "denoise_accuracy"}
     # MLflow: per-epoch metrics, parameters, the registered model under its alias

@@ -1,0 +1,349 @@
+"""``glitchflow evaluate``: the scorecard of an inference run against the truth catalogue.
+
+Reads ``INFER/summary.json``, ``live.csv``, ``vetoes.csv``, the spectrogram
+shards and (when present) ``baseline/``; streams the shards file by file
+(bounded memory) and writes ``OUT/report.json``, ``OUT/report.md`` and the
+plots ``roc.png``, ``accuracy.png``, ``denoise.png``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.dataset as pads
+import torch
+
+from glitchflow.config import Config
+from glitchflow.evaluate.hveto import merge_segments
+from glitchflow.evaluate.scorecard import (
+    baseline_roc,
+    efficiency_at_deadtime,
+    glitch_groups,
+    local_bins,
+    veto_figures,
+)
+from glitchflow.io.spectrograms import tensor_column
+from glitchflow.io.truth import read_truth
+from glitchflow.models.clusters import cluster_areas, has_cluster
+from glitchflow.models.decisions import find_clusters, predicted_glitch, residual
+
+log = logging.getLogger(__name__)
+
+
+def read_segments(path: Path) -> np.ndarray:
+    table = pd.read_csv(path)
+    return merge_segments(table[["start", "end"]].to_numpy(dtype=float).reshape(-1, 2))
+
+
+def assign_windows(times: np.ndarray, starts: np.ndarray, window: float) -> np.ndarray:
+    """Index of the window whose centre is nearest each time (-1 when none covers it)."""
+    if not len(starts):
+        return np.full(len(times), -1)
+    centres = starts + window / 2
+    idx = np.abs(times[:, None] - centres[None, :]).argmin(axis=1)
+    covered = (times >= starts[idx]) & (times < starts[idx] + window)
+    return np.where(covered, idx, -1)
+
+
+def glitch_free(starts: np.ndarray, window: float, truth: pd.DataFrame, margin: float = 1.0):
+    """Mask of windows that no strain glitch (peak +- duration/2 + margin) touches."""
+    table = truth[truth["strain_snr"] > 0]
+    lo = table["gps_peak"].to_numpy() - table["duration"].to_numpy() / 2 - margin
+    hi = table["gps_peak"].to_numpy() + table["duration"].to_numpy() / 2 + margin
+    ends = starts + window
+    touched = (lo[None, :] < ends[:, None]) & (hi[None, :] > starts[:, None])
+    return ~touched.any(axis=1)
+
+
+class Accumulator:
+    """Streaming sums over windows: ROC extents, accuracy counts, denoise and energy."""
+
+    def __init__(self, cfg: Config, summary: dict, witnessed: pd.DataFrame, free: set) -> None:
+        ev = cfg.evaluate
+        self.step = float(summary["time_step"])
+        self.freqs = np.asarray(summary["frequencies"])
+        self.snr2 = float(summary["thresholds"]["snr2"])
+        self.min_area = int(summary["thresholds"]["min_area"])
+        self.padding = float(summary["infer_config"]["veto_padding"])
+        self.roc_thresholds = list(ev.roc_thresholds)
+        first, last, count = ev.accuracy_thresholds
+        self.acc_thresholds = np.linspace(first, last, int(count))
+        self.extents = {t: [] for t in self.roc_thresholds}
+        self.acc = np.zeros((len(self.acc_thresholds), 2))
+        self.windows = 0
+        self.witnessed = witnessed
+        self.free = free
+        self.energy = np.zeros(2)  # real, cleaned over glitch-free windows
+        self.per_glitch: list[dict] = []
+
+    def add(self, starts: np.ndarray, real: torch.Tensor, gen: torch.Tensor) -> None:
+        for thr in self.roc_thresholds:
+            found = find_clusters(gen, thr, self.min_area, starts, self.step, self.freqs)
+            for cs in found:
+                self.extents[thr] += [
+                    (c.gps_start - self.padding, c.gps_end + self.padding) for c in cs
+                ]
+        resid = residual(real, gen).abs()
+        for k, thr in enumerate(self.acc_thresholds):
+            real_has = has_cluster(real, thr, self.min_area)
+            gen_has = has_cluster(gen, thr, self.min_area)
+            resid_has = has_cluster(resid, thr, self.min_area)
+            self.acc[k, 0] += float((real_has == gen_has).sum())
+            self.acc[k, 1] += float((~resid_has).sum())
+        self.windows += len(starts)
+        cleaned = torch.clamp(real - predicted_glitch(gen), min=0.0)
+        for b, start in enumerate(starts):
+            if round(float(start), 4) in self.free:
+                self.energy += [float(real[b].sum()), float(cleaned[b].sum())]
+        _, area = cluster_areas(resid, self.snr2)
+        lookup = {round(float(s), 4): b for b, s in enumerate(starts)}
+        for row in self.witnessed.itertuples():
+            b = lookup.get(round(float(row.window_start), 4))
+            if b is None:
+                continue
+            half = min(row.duration / 2, 1.0) + 0.1
+            cols = local_bins(row.gps_peak, half, float(starts[b]), self.step, real.shape[-1])
+            real_max = float(real[b][:, cols].max())
+            resid_max = float(resid[b][:, cols].max())
+            left = bool((area[b][:, cols] >= self.min_area).any())
+            self.per_glitch.append(
+                {
+                    "id": int(row.id),
+                    "family": row.family,
+                    "strain_snr": float(row.strain_snr),
+                    "real_max_snr2": real_max,
+                    "residual_max_snr2": resid_max,
+                    "cleaned": not left,
+                }
+            )
+
+    def accuracy_curves(self) -> dict:
+        n = max(self.windows, 1)
+        return {
+            "snr2_threshold": self.acc_thresholds.tolist(),
+            "veto_accuracy": (self.acc[:, 0] / n).tolist(),
+            "denoise_accuracy": (self.acc[:, 1] / n).tolist(),
+        }
+
+
+def denoise_figures(per_glitch: list[dict], snr2: float, energy: np.ndarray) -> dict:
+    """Cleaning figures over witnessed glitches, and the glitch-free energy change."""
+    table = pd.DataFrame(per_glitch)
+    visible = table[table["real_max_snr2"] >= snr2] if len(table) else table
+    reduction = (
+        1.0 - visible["residual_max_snr2"] / visible["real_max_snr2"]
+        if len(visible)
+        else pd.Series(dtype=float)
+    )
+    return {
+        "witnessed_glitches": len(table),
+        "cleaned_fraction": float(table["cleaned"].mean()) if len(table) else float("nan"),
+        "visible_glitches": len(visible),
+        "visible_cleaned_fraction": float(visible["cleaned"].mean())
+        if len(visible)
+        else float("nan"),
+        "median_max_snr2_reduction": float(reduction.median()) if len(visible) else float("nan"),
+        "glitch_free_energy_change": float(energy[1] / energy[0] - 1.0)
+        if energy[0] > 0
+        else float("nan"),
+    }
+
+
+def run_evaluate(cfg: Config, truth_path: str | Path, infer_dir: str | Path, out: str | Path):
+    """Score an inference run against the truth; write the report; return it."""
+    infer_dir, out = Path(infer_dir), Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    summary_path = infer_dir / "summary.json"
+    if not summary_path.is_file():
+        raise FileNotFoundError(f"{summary_path}: not an inference directory (run infer first)")
+    summary = json.loads(summary_path.read_text())
+    truth = read_truth(truth_path)
+    ev = cfg.evaluate
+    live = read_segments(infer_dir / "live.csv")
+    vetoes = read_segments(infer_dir / "vetoes.csv")
+    groups = glitch_groups(truth, live, ev.strain_snr_threshold)
+    windows = pd.read_csv(infer_dir / "windows.csv")
+    window = float(summary["infer_config"]["window"])
+    starts = windows["gps_start"].to_numpy(dtype=float)
+    witnessed = groups["witnessed"].copy()
+    idx = assign_windows(witnessed["gps_peak"].to_numpy(dtype=float), starts, window)
+    witnessed["window_start"] = np.where(idx >= 0, starts[np.maximum(idx, 0)], np.nan)
+    free = {round(float(s), 4) for s in starts[glitch_free(starts, window, truth)]}
+    acc = Accumulator(cfg, summary, witnessed, free)
+    shape = tuple(summary["window_shape"])
+    shards = infer_dir / "spectrograms"
+    files = sorted(shards.glob("*.parquet")) if shards.is_dir() else []
+    for path in files:
+        table = pads.dataset(str(path), format="parquet").to_table(
+            columns=["gps_start", "real", "generated"]
+        )
+        real = torch.from_numpy(tensor_column(table, "real", shape).astype(np.float32))
+        gen = torch.from_numpy(tensor_column(table, "generated", shape).astype(np.float32))
+        acc.add(table.column("gps_start").to_numpy(), real, gen)
+    learned = veto_figures(groups, vetoes, live)
+    learned_roc = [
+        {"snr2_threshold": t, **veto_figures(groups, np.array(e).reshape(-1, 2), live)}
+        for t, e in acc.extents.items()
+    ]
+    report = {
+        "truth": str(truth_path),
+        "infer": str(infer_dir),
+        "model": summary["model"],
+        "livetime_s": float(np.sum(live[:, 1] - live[:, 0])) if len(live) else 0.0,
+        "strain_snr_threshold": ev.strain_snr_threshold,
+        "snr2_threshold": acc.snr2,
+        "windows": acc.windows,
+        "learned": learned,
+        "learned_roc": learned_roc,
+        "denoise": denoise_figures(acc.per_glitch, acc.snr2, acc.energy),
+        "accuracy_curves": acc.accuracy_curves(),
+        "per_glitch": acc.per_glitch,
+        "baseline": None,
+    }
+    base_file = infer_dir / "baseline" / "baseline.json"
+    if base_file.is_file():
+        base = json.loads(base_file.read_text())
+        segments = read_segments(infer_dir / "baseline" / "vetoes.csv")
+        roc = baseline_roc(base, groups, live, ev.roc_thresholds)
+        fig = veto_figures(groups, segments, live)
+        report["baseline"] = fig | {"roc": roc}
+        report["comparison"] = {
+            "baseline_deadtime": fig["deadtime"],
+            "baseline_efficiency": fig["witnessed_efficiency"],
+            "learned_efficiency_at_baseline_deadtime": efficiency_at_deadtime(
+                learned_roc, fig["deadtime"]
+            ),
+            "learned_deadtime": learned["deadtime"],
+            "learned_efficiency": learned["witnessed_efficiency"],
+            "baseline_efficiency_at_learned_deadtime": efficiency_at_deadtime(
+                roc, learned["deadtime"]
+            ),
+        }
+    (out / "report.json").write_text(json.dumps(report, indent=2, default=float))
+    write_markdown(report, out / "report.md")
+    plot_report(report, out)
+    return report
+
+
+def _pct(x: float) -> str:
+    return "n/a" if x is None or not np.isfinite(x) else f"{100 * x:.1f}%"
+
+
+def write_markdown(report: dict, path: Path) -> None:
+    lr, d = report["learned"], report["denoise"]
+    rows = [("learned veto", lr)]
+    if report["baseline"]:
+        rows.append(("hveto baseline", report["baseline"]))
+    lines = [
+        "# glitchflow scorecard",
+        "",
+        f"Model {report['model']['uri']} on {report['livetime_s']:.0f} s live; glitches with "
+        f"strain SNR >= {report['strain_snr_threshold']:g}; SNR^2 threshold "
+        f"{report['snr2_threshold']:g}.",
+        "",
+        "| method | witnessed eff. | unwitnessed eff. | overall eff. | deadtime | eff/dead "
+        "| use % |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, f in rows:
+        lines.append(
+            f"| {name} | {_pct(f['witnessed_efficiency'])} ({f['witnessed_vetoed']}/"
+            f"{f['witnessed_glitches']}) | {_pct(f['unwitnessed_efficiency'])} | "
+            f"{_pct(f['overall_efficiency'])} | {_pct(f['deadtime'])} | "
+            f"{f['efficiency_over_deadtime']:.1f} | {f['use_percentage']:.0f} |"
+        )
+    if report.get("comparison"):
+        c = report["comparison"]
+        lines += [
+            "",
+            f"At the baseline's deadtime ({_pct(c['baseline_deadtime'])}) the learned veto's "
+            f"efficiency is {_pct(c['learned_efficiency_at_baseline_deadtime'])} against the "
+            f"baseline's {_pct(c['baseline_efficiency'])}.",
+        ]
+    lines += [
+        "",
+        "## Denoising",
+        "",
+        f"- witnessed glitches cleaned below threshold: {_pct(d['cleaned_fraction'])} "
+        f"({d['witnessed_glitches']}); of those visible in strain: "
+        f"{_pct(d['visible_cleaned_fraction'])} ({d['visible_glitches']})",
+        f"- median reduction of the local max SNR^2: {_pct(d['median_max_snr2_reduction'])}",
+        f"- energy change on glitch-free windows: {_pct(d['glitch_free_energy_change'])}",
+    ]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def _finish(fig, ax, xlabel: str, ylabel: str, title: str, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_report(report: dict, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    curves = [("learned veto", report["learned_roc"], "tab:blue")]
+    if report["baseline"]:
+        curves.append(("hveto baseline", report["baseline"]["roc"], "tab:orange"))
+    for name, roc, colour in curves:
+        pts = sorted((p["deadtime"], p["witnessed_efficiency"]) for p in roc)
+        x, y = [100 * p[0] for p in pts], [100 * p[1] for p in pts]
+        ax.plot(x, y, "o-", color=colour, label=name)
+    ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+    ax.grid(True, which="both", alpha=0.3)
+    ax.set_ylim(0, 102)
+    _finish(
+        fig,
+        ax,
+        "deadtime (%)",
+        "efficiency on witnessed glitches (%)",
+        "ROC: SNR^2 threshold swept",
+        out / "roc.png",
+    )
+
+    c = report["accuracy_curves"]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(c["snr2_threshold"], c["veto_accuracy"], label="veto accuracy")
+    ax.plot(c["snr2_threshold"], c["denoise_accuracy"], label="denoise accuracy")
+    ax.set_ylim(0, 1.02)
+    _finish(
+        fig,
+        ax,
+        "SNR^2 threshold",
+        "accuracy",
+        "per-window accuracies (the seed's curves)",
+        out / "accuracy.png",
+    )
+
+    table = pd.DataFrame(report["per_glitch"])
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    if len(table):
+        ax.loglog(table["real_max_snr2"], table["residual_max_snr2"].clip(lower=0.1), "o", ms=4)
+        lim = max(float(table["real_max_snr2"].max()), 10.0)
+        ax.plot([0.1, lim], [0.1, lim], "k:", lw=1)
+        ax.axhline(report["snr2_threshold"], color="tab:red", ls="--", lw=1)
+    _finish(
+        fig,
+        ax,
+        "real strain max SNR^2 near the glitch",
+        "residual max SNR^2",
+        "denoising of witnessed glitches",
+        out / "denoise.png",
+    )

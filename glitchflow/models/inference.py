@@ -1,0 +1,102 @@
+"""A trained model applied to conditioned windows: generated strain spectrograms.
+
+:class:`Predictor` is rebuilt from a self-describing checkpoint alone.  It
+takes whole windows of auxiliary spectrograms ``(batch, n_aux, n_freq, bins)``
+(the Conditioner's output, SNR^2), cuts them into the training crops
+(``crop`` rows centred in frequency, ``crop`` bins in time) with a hop of half
+a crop, runs the model on all crops at once, and stitches the crops back with
+triangular weights so that every bin is predicted mostly from crops where it
+is far from an edge.  The output is the generated strain spectrogram
+``(batch, crop, bins)`` in SNR^2 on the rows :attr:`Predictor.rows`.
+
+The same object serves batch inference (``glitchflow infer``) and the HTTP
+endpoint, so both give the same decision on the same window.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from glitchflow.models.checkpoint import build_model
+from glitchflow.models.scaling import Scaling
+
+
+class Predictor:
+    """Checkpoint -> generated strain spectrograms for whole windows.
+
+    Args:
+        ckpt: a checkpoint dict (:func:`~glitchflow.models.checkpoint.read_checkpoint`).
+        device: torch device for the model.
+    """
+
+    def __init__(self, ckpt: dict, device: str | torch.device = "cpu") -> None:
+        self.ckpt = ckpt
+        self.device = torch.device(device)
+        self.model = build_model(ckpt).to(self.device)
+        sample = ckpt["sample"]
+        self.crop = int(sample["crop"])
+        self.clamp = float(sample["clamp"])
+        self.channels: list[str] = list(ckpt["channels"])
+        self.scaling = Scaling(ckpt["normalisation"], self.device)
+        n_freq = int(ckpt["signal"]["qtransform"]["n_freq"])
+        self.n_freq = n_freq
+        first = (n_freq - self.crop) // 2
+        #: row slice of the Conditioner's output that the model predicts
+        self.rows = slice(first, first + self.crop)
+        self.thresholds = dict(ckpt["thresholds"])
+
+    @property
+    def strain_channel(self) -> str:
+        return self.channels[0]
+
+    @property
+    def aux_channels(self) -> list[str]:
+        return self.channels[1:]
+
+    def crop_starts(self, bins: int) -> list[int]:
+        """Start bins of the crops covering ``bins`` bins (hop ``crop // 2``, last flush)."""
+        if bins < self.crop:
+            raise ValueError(f"a window needs at least {self.crop} bins, got {bins}")
+        hop = max(1, self.crop // 2)
+        starts = list(range(0, bins - self.crop + 1, hop))
+        if starts[-1] != bins - self.crop:
+            starts.append(bins - self.crop)
+        return starts
+
+    def _weights(self) -> Tensor:
+        """Triangular weight over a crop's bins (never zero), shape ``(crop,)``."""
+        pos = (torch.arange(self.crop, dtype=torch.float32) + 0.5) / self.crop
+        return torch.clamp(1.0 - (2 * pos - 1).abs(), min=1e-3)
+
+    @torch.no_grad()
+    def generate(self, aux: Tensor, max_crops: int = 256) -> Tensor:
+        """Generated strain SNR^2 ``(batch, crop, bins)`` from ``aux`` ``(batch, n_aux,
+        n_freq, bins)`` (SNR^2, all ``n_freq`` rows; only :attr:`rows` are used).
+
+        Crops go through the model in chunks of at most ``max_crops``.
+        """
+        if aux.ndim != 4 or aux.shape[1] != len(self.aux_channels):
+            raise ValueError(
+                f"expected (batch, {len(self.aux_channels)}, freq, bins) auxiliary "
+                f"spectrograms, got {tuple(aux.shape)}"
+            )
+        if aux.shape[2] != self.n_freq:
+            raise ValueError(f"expected {self.n_freq} frequency rows, got {aux.shape[2]}")
+        batch, n_aux, _, bins = aux.shape
+        x = aux[:, :, self.rows].to(self.device, torch.float32)
+        x = self.scaling.inputs(torch.clamp(x, 0.0, self.clamp))
+        starts = self.crop_starts(bins)
+        crops = torch.stack([x[..., s : s + self.crop] for s in starts], dim=1)
+        flat = crops.reshape(batch * len(starts), n_aux, self.crop, self.crop)
+        outputs = [self.model(chunk)[:, 0] for chunk in flat.split(max_crops)]
+        pred = torch.cat(outputs).reshape(batch, len(starts), self.crop, self.crop)
+        # outputs beyond the training clamp are extrapolation (expm1 of a large log)
+        pred = torch.clamp(self.scaling.outputs(pred.float()), 0.0, self.clamp)
+        weight = self._weights().to(pred.device)
+        total = torch.zeros(batch, self.crop, bins, device=pred.device)
+        norm = torch.zeros(bins, device=pred.device)
+        for k, s in enumerate(starts):
+            total[..., s : s + self.crop] += pred[:, k] * weight
+            norm[s : s + self.crop] += weight
+        return (total / norm).cpu()

@@ -1,0 +1,249 @@
+"""``glitchflow infer``: a trained model over any GPS span of frames (Ray Data).
+
+Blocks of consecutive frames stream through actors that each hold one
+Conditioner (built from the checkpoint's signal config: the training one) and
+one :class:`~glitchflow.models.inference.Predictor`.  Every window gets the
+generated strain spectrogram, the residual and the veto / denoise decision;
+the spectrograms go to ``OUT/spectrograms/*.parquet`` as they are made and the
+driver only reads back the scalar columns, so memory stays bounded.
+
+Products in OUT (see :func:`write_products` in
+:mod:`glitchflow.pipelines.infer_products`): ``windows.csv``/``.parquet``,
+``vetoes.csv`` and ``vetoes.h5`` (a gwpy DataQualityFlag), ``live.csv``,
+gated strain frames under ``gated/``, the hveto baseline on the same span,
+TensorBoard images, an MLflow run and ``summary.json``.  Every frame is
+written or listed as failed; every window is written or listed as skipped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+
+from glitchflow.config import Config
+from glitchflow.io.frames import FrameFile, find_frames
+from glitchflow.pipelines.runtime import check_shared_storage, check_stage_resources
+
+log = logging.getLogger(__name__)
+
+SPECTROGRAMS = "spectrograms"
+REPORTS = "reports"
+SCALAR_COLUMNS = [
+    "gps_start",
+    "gps_end",
+    "frame",
+    "veto",
+    "cleaned",
+    "max_generated_snr2",
+    "max_real_snr2",
+    "max_residual_snr2",
+    "residual_area_pixels",
+    "residual_area_hz_s",
+    "n_clusters",
+    "cluster_times",
+    "clusters",
+]
+
+
+def check_grid(value: float, step: float, key: str) -> None:
+    if abs(value / step - round(value / step)) > 1e-6:
+        raise ValueError(f"{key} ({value} s) must be a multiple of the model's bin ({step} s)")
+
+
+class WindowPredictor:
+    """Ray Data callable class: frames -> windows -> generated spectrograms and decisions."""
+
+    def __init__(
+        self,
+        ckpt: dict,
+        infer: dict,
+        frames: list[tuple[str, float, float]],
+        report_dir: str,
+        use_gpu: bool,
+        threads: int,
+    ) -> None:
+        import ray
+        import torch
+
+        from glitchflow.config import InferConfig, SignalConfig
+        from glitchflow.config.base import validate_model
+        from glitchflow.io.windows import FrameWindowCutter
+        from glitchflow.models.inference import Predictor
+        from glitchflow.signal.conditioner import Conditioner
+
+        torch.set_num_threads(max(1, threads))
+        device = "cuda" if use_gpu and torch.cuda.is_available() else "cpu"
+        self.infer = validate_model(InferConfig, infer, "infer")
+        self.cond = Conditioner(validate_model(SignalConfig, ckpt["signal"], "checkpoint")).to(
+            device
+        )
+        self.predictor = Predictor(ckpt, device)
+        files = [FrameFile(start, duration, path) for path, start, duration in frames]
+        self.by_path = {f.path: f for f in files}
+        self.cutter = FrameWindowCutter(
+            self.cond, files, self.predictor.channels, self.infer.window, self.infer.stride, device
+        )
+        self.report_dir = Path(report_dir)
+        self.node = ray.get_runtime_context().get_node_id()
+        th = ckpt["thresholds"]
+        self.snr2 = self.infer.snr2_threshold or float(th["snr2"])
+        self.min_area = self.infer.min_area or int(th["min_area"])
+
+    def __call__(self, batch: dict) -> dict:
+        rows: list[dict] = []
+        for paths in batch["paths"]:
+            block = [self.by_path[p] for p in json.loads(paths)]
+            windows, reports = self.cutter.process(block)
+            by_name = {Path(r.frame).name: r for r in reports}
+            good = []
+            for w in windows:
+                if w["bad"]:
+                    report = by_name[w["frame"]]
+                    report.windows_written -= 1
+                    report.skipped.append(
+                        {
+                            "gps_start": w["gps_start"],
+                            "reason": f"bad data in {w['bad_channels']}: no decision",
+                        }
+                    )
+                else:
+                    good.append(w)
+            rows.extend(self._decide(good))
+            for report in reports:
+                report.worker = self.node
+                name = Path(report.frame).name + ".json"
+                (self.report_dir / name).write_text(json.dumps(report.to_dict()))
+        return rows_to_columns(rows, self.predictor.crop, self.infer.window, self.cond.time_step)
+
+    def _decide(self, windows: list[dict]) -> list[dict]:
+        import torch
+
+        from glitchflow.models.decisions import decide, predicted_glitch
+
+        if not windows:
+            return []
+        pred = self.predictor
+        spec = torch.from_numpy(np.stack([w["spectrogram"] for w in windows]))
+        generated = pred.generate(spec[:, 1:])
+        real = spec[:, 0, pred.rows].float()
+        starts = np.array([w["gps_start"] for w in windows])
+        freqs = self.cond.frequencies[pred.rows]
+        decisions = decide(
+            real, generated, starts, self.cond.time_step, freqs, self.snr2, self.min_area
+        )
+        cleaned = torch.clamp(real - predicted_glitch(generated), min=0.0)
+        rows = []
+        for k, (w, d) in enumerate(zip(windows, decisions)):
+            clusters = [vars(c) for c in d.clusters]
+            rows.append(
+                {
+                    **{key: getattr(d, key) for key in SCALAR_COLUMNS if hasattr(d, key)},
+                    "gps_start": w["gps_start"],
+                    "gps_end": w["gps_end"],
+                    "frame": w["frame"],
+                    "n_clusters": len(clusters),
+                    "cluster_times": ";".join(f"{c['gps_time']:.4f}" for c in clusters),
+                    "clusters": json.dumps(clusters),
+                    "real": real[k].numpy(),
+                    "generated": generated[k].numpy(),
+                    "cleaned_spectrogram": cleaned[k].numpy(),
+                }
+            )
+        return rows
+
+
+def rows_to_columns(rows: list[dict], rows_f: int, window: float, step: float) -> dict:
+    """Numpy column batch; zero rows keep the schema (so Ray Data can skip empty blocks)."""
+    shape = (rows_f, round(window / step))
+    columns: dict = {}
+    for key in SCALAR_COLUMNS:
+        values = [r[key] for r in rows]
+        if key in ("frame", "cluster_times", "clusters"):
+            columns[key] = np.array(values, dtype=object)
+        elif key in ("veto", "cleaned"):
+            columns[key] = np.array(values, dtype=bool)
+        elif key in ("residual_area_pixels", "n_clusters"):
+            columns[key] = np.array(values, dtype=np.int64)
+        else:
+            columns[key] = np.array(values, dtype=np.float64)
+    for key in ("real", "generated", "cleaned_spectrogram"):
+        columns[key] = (
+            np.stack([r[key] for r in rows]).astype(np.float32)
+            if rows
+            else np.zeros((0, *shape), dtype=np.float32)
+        )
+    return columns
+
+
+def run_inference(
+    cfg: Config,
+    frames_dir: str | Path,
+    model_uri: str,
+    out: str | Path,
+    tracking_uri: str | None = None,
+    hveto: str | Path | None = None,
+) -> dict:
+    """Infer over every frame in ``frames_dir``; write the products; return the summary."""
+    import ray
+
+    from glitchflow.pipelines.infer_products import write_products
+    from glitchflow.pipelines.preprocess import build_manifest, make_blocks
+    from glitchflow.tracking.model_store import resolve_model
+
+    t0 = time.perf_counter()
+    out = Path(out).resolve()
+    (out / REPORTS).mkdir(parents=True, exist_ok=True)
+    inf = cfg.infer
+    model = resolve_model(model_uri, tracking_uri)
+    ckpt = model.ckpt
+    step = float(ckpt["signal"]["qtransform"]["time_step"])
+    check_grid(inf.window, step, "infer.window")
+    check_grid(inf.stride, step, "infer.stride")
+    if inf.stride > inf.window:
+        raise ValueError(f"infer.stride ({inf.stride} s) exceeds infer.window ({inf.window} s)")
+    crop = int(ckpt["sample"]["crop"])
+    if round(inf.window / step) < crop:
+        raise ValueError(
+            f"infer.window ({inf.window} s) is shorter than the model's crop "
+            f"({crop} bins = {crop * step} s)"
+        )
+    found = find_frames(frames_dir)
+    blocks = make_blocks(found.frames, inf.frames_per_block)
+    res = inf.resources
+    check_stage_resources(res, "infer")
+    check_shared_storage(frames_dir, out)
+    log.info(
+        "infer: %s (%s) on %d frames in %d blocks, %d channels",
+        model.uri,
+        ckpt["model"]["name"],
+        len(found.frames),
+        len(blocks),
+        len(ckpt["channels"]),
+    )
+    shards = out / SPECTROGRAMS
+    if blocks:
+        items = [{"paths": json.dumps([f.path for f in b])} for b in blocks]
+        ds = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
+            WindowPredictor,
+            fn_constructor_kwargs={
+                "ckpt": ckpt,
+                "infer": inf.model_dump(mode="json"),
+                "frames": [(f.path, f.start, f.duration) for f in found.frames],
+                "report_dir": str(out / REPORTS),
+                "use_gpu": res.gpus_per_worker > 0,
+                "threads": max(1, math.floor(res.cpus_per_worker)),
+            },
+            batch_size=1,
+            concurrency=res.workers,
+            num_cpus=res.cpus_per_worker,
+            num_gpus=res.gpus_per_worker,
+        )
+        ds.write_parquet(str(shards), min_rows_per_file=inf.rows_per_file)
+    accounting = build_manifest(cfg, found, ckpt["channels"], out / REPORTS, 0.0)
+    summary = write_products(cfg, out, model, found, accounting, hveto, time.perf_counter() - t0)
+    return summary

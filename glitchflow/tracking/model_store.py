@@ -1,0 +1,80 @@
+"""Resolve a model URI to a self-describing checkpoint.
+
+Accepted URIs:
+
+* ``models:/NAME@ALIAS`` or ``models:/NAME/VERSION``: the MLflow registry;
+  the checkpoint is the ``checkpoint/*.pt`` artifact that ``glitchflow
+  train`` logs beside the MLflow model of the same run;
+* a path to a ``model.pt`` file or to a directory holding one.
+
+The tracking URI comes from the argument, else ``$MLFLOW_TRACKING_URI``.
+Checkpoints load with ``torch.load(weights_only=True)``: nothing is unpickled.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from glitchflow.models.checkpoint import read_checkpoint
+
+MODEL_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
+
+
+@dataclass
+class ResolvedModel:
+    """A checkpoint and where it came from."""
+
+    ckpt: dict
+    uri: str
+    name: str
+    version: str
+    run_id: str | None
+    tracking_uri: str | None
+
+    def describe(self) -> dict:
+        return {
+            "uri": self.uri,
+            "name": self.name,
+            "version": self.version,
+            "run_id": self.run_id,
+        }
+
+
+def resolve_model(uri: str, tracking_uri: str | None = None) -> ResolvedModel:
+    """Load the checkpoint behind ``uri``; errors name the URI and what is missing."""
+    match = MODEL_URI.match(uri)
+    if match is None:
+        path = Path(uri)
+        if not path.exists():
+            raise FileNotFoundError(
+                f"{uri}: neither a checkpoint path nor a models:/NAME@ALIAS or "
+                "models:/NAME/VERSION URI"
+            )
+        ckpt = read_checkpoint(path)
+        return ResolvedModel(ckpt, uri, path.stem, str(ckpt.get("epoch", "")), None, None)
+    import mlflow
+
+    tracking_uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if not tracking_uri:
+        raise ValueError(f"{uri}: a registry URI needs --tracking-uri or $MLFLOW_TRACKING_URI")
+    client = mlflow.MlflowClient(tracking_uri, registry_uri=tracking_uri)
+    name = match["name"]
+    try:
+        if match["alias"]:
+            version = client.get_model_version_by_alias(name, match["alias"])
+        else:
+            version = client.get_model_version(name, match["version"])
+    except mlflow.exceptions.MlflowException as exc:
+        raise LookupError(f"{uri}: not in the registry at {tracking_uri} ({exc})") from None
+    files = [a.path for a in client.list_artifacts(version.run_id, "checkpoint")]
+    files = [f for f in files if f.endswith(".pt")]
+    if not files:
+        raise LookupError(f"{uri}: run {version.run_id} has no checkpoint/*.pt artifact")
+    with tempfile.TemporaryDirectory() as tmp:
+        local = client.download_artifacts(version.run_id, files[0], tmp)
+        ckpt = read_checkpoint(local)
+    return ResolvedModel(ckpt, uri, name, str(version.version), version.run_id, tracking_uri)

@@ -1,0 +1,116 @@
+"""Predictor (crops stitched back into windows) and the veto / denoise decisions."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from glitchflow.config import SignalConfig
+from glitchflow.models.checkpoint import make_checkpoint
+from glitchflow.models.decisions import decide, predicted_glitch, row_bandwidths
+from glitchflow.models.inference import Predictor
+from glitchflow.models.registry import create_model
+
+N_FREQ, CROP = 16, 8
+
+
+def _ckpt(model) -> dict:
+    signal = SignalConfig().model_dump(mode="json")
+    signal["qtransform"]["n_freq"] = N_FREQ
+    spec = {"name": "unet", "kwargs": {"n_aux": 2, "base": 2, "depth": 1}}
+    return make_checkpoint(
+        model,
+        spec,
+        signal,
+        ["V1:STRAIN", "V1:A", "V1:B"],
+        {"aux": [2.0, 4.0], "strain": 3.0},
+        {"crop": CROP, "clamp": 100.0, "window": 1.0, "stride": 0.5},
+        {"snr2": 16.0, "min_area": 2},
+        0,
+        {},
+    )
+
+
+class Echo(torch.nn.Module):
+    """Returns its first input channel: generated = aux0 / norm0 * strain norm."""
+
+    def forward(self, x):
+        return x[:, :1]
+
+
+def test_predictor_stitches_crops_back_in_place():
+    torch.manual_seed(0)
+    model = create_model("unet", n_aux=2, base=2, depth=1)
+    pred = Predictor(_ckpt(model))
+    pred.model = Echo()
+    aux = torch.rand(3, 2, N_FREQ, 37) * 10  # 37 bins: crops at 0, 4, ..., 28, 29
+    assert pred.crop_starts(37)[-1] == 29
+    out = pred.generate(aux)
+    assert out.shape == (3, CROP, 37)
+    expected = aux[:, 0, pred.rows] / 2.0 * 3.0  # clamp 100 not reached
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_predictor_rejects_wrong_shapes():
+    pred = Predictor(_ckpt(create_model("unet", n_aux=2, base=2, depth=1)))
+    with pytest.raises(ValueError, match="auxiliary"):
+        pred.generate(torch.zeros(1, 3, N_FREQ, 16))
+    with pytest.raises(ValueError, match="at least 8 bins"):
+        pred.generate(torch.zeros(1, 2, N_FREQ, 5))
+
+
+def test_decision_finds_the_cluster_at_its_gps_time_and_frequency():
+    step, t0 = 0.0234375, 1_400_000_000.0
+    freqs = np.geomspace(8, 500, 16)
+    gen = torch.ones(2, 16, 64)
+    gen[0, 9:11, 40:43] = 50.0  # a glitch predicted in window 0 only
+    gen[0, 10, 41] = 80.0
+    real = torch.ones(2, 16, 64)
+    real[0, 9:11, 40:43] = 52.0
+    real[0, 10, 41] = 81.0
+    real[1, 3:5, 10:12] = 60.0  # an unwitnessed glitch in window 1
+    d = decide(real, gen, np.array([t0, t0 + 1.5]), step, freqs, 16.0, 2)
+    assert d[0].veto and not d[1].veto
+    (c,) = d[0].clusters
+    assert c.gps_time == pytest.approx(t0 + 41.5 * step)
+    assert c.frequency == pytest.approx(freqs[10])
+    assert c.snr2 == 80.0 and c.area_pixels == 6
+    assert c.gps_start == pytest.approx(t0 + 40 * step) and c.gps_end == pytest.approx(
+        t0 + 43 * step
+    )
+    assert d[0].cleaned and d[0].max_residual_snr2 < 16
+    assert not d[1].cleaned and d[1].residual_area_pixels == 4
+    band = row_bandwidths(freqs)
+    assert d[1].residual_area_hz_s == pytest.approx((2 * band[3] + 2 * band[4]) * step)
+    # without strain: veto only
+    v = decide(None, gen, np.array([t0, t0 + 1.5]), step, freqs, 16.0, 2)
+    assert v[0].veto and np.isnan(v[0].max_residual_snr2)
+
+
+def test_predicted_glitch_keeps_the_noise_floor():
+    gen = torch.full((1, 4, 32), 1.4)
+    gen[0, 2, 5] = 30.0
+    p = predicted_glitch(gen)
+    assert float(p.sum()) == pytest.approx(30.0 - 1.4)
+
+
+def test_bandwidths_tile_the_log_grid():
+    f = np.geomspace(10, 1000, 21)
+    band = row_bandwidths(f)
+    assert np.all(band > 0)
+    assert band.sum() == pytest.approx(f[-1] * np.sqrt(f[1] / f[0]) - f[0] / np.sqrt(f[1] / f[0]))
+
+
+def test_scaling_round_trips_snr2_through_model_units():
+    from glitchflow.models.scaling import Scaling
+
+    for transform in ("log1p", "linear"):
+        s = Scaling({"aux": [2.0, 3.0], "strain": 4.0, "transform": transform})
+        y = torch.tensor([0.0, 1.0, 50.0, 3000.0]).reshape(1, 1, 2, 2)
+        torch.testing.assert_close(s.outputs(s.targets(y)), y, rtol=1e-5, atol=1e-4)
+        x = torch.full((1, 2, 2, 2), 100.0)
+        expected = (np.log1p(100.0) if transform == "log1p" else 100.0) / 3.0
+        assert float(s.inputs(x)[0, 1, 0, 0]) == pytest.approx(expected, rel=1e-6)
+    with pytest.raises(ValueError, match="unknown transform"):
+        Scaling({"aux": [1.0], "strain": 1.0, "transform": "sqrt"})

@@ -1,0 +1,142 @@
+"""Batch inference on frames: every product, bad input counted, evaluation and generation."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from glitchflow.config import load_config
+from glitchflow.evaluate.report import run_evaluate
+from glitchflow.io.frames import FrameFile, read_frame
+from glitchflow.pipelines.generate import run_generate
+from glitchflow.pipelines.infer import run_inference
+from tests.conftest import CONFIGS
+
+pytestmark = pytest.mark.timeout(600)
+
+STRAIN = "V1:Hrec_hoft_16384Hz"
+
+
+@pytest.fixture(scope="module")
+def inferred(tiny_model, tiny_twin, ray_local, tmp_path_factory):
+    """Inference over the tiny twin's frames plus one truncated frame, with a baseline."""
+    summary, _ = tiny_model
+    frames = tmp_path_factory.mktemp("infer_frames")
+    for path in tiny_twin.frames:
+        shutil.copy(path, frames / path.name)
+    last = tiny_twin.frames[-1]
+    start = int(FrameFile.from_path(last).end)
+    broken = frames / f"V-V1_GLITCHFLOW_TWIN-{start}-32.gwf"
+    broken.write_bytes(last.read_bytes()[:5000])  # truncated: must be reported, not fatal
+    hveto = tmp_path_factory.mktemp("hveto") / "hveto.json"
+    rounds = [{"channel": "V1:LSC_DARM_CORR", "snr2_threshold": 20.0, "window": 0.5}]
+    hveto.write_text(json.dumps({"rounds": rounds}))
+    out = tmp_path_factory.mktemp("infer")
+    cfg = load_config(CONFIGS / "demo.yaml", ["infer.images=2"])
+    result = run_inference(
+        cfg,
+        frames,
+        summary["registered"]["uri"],
+        out,
+        tracking_uri=summary["tracking_uri"],
+        hveto=hveto,
+    )
+    return result, out, cfg
+
+
+def test_inference_writes_every_product_and_counts_everything(inferred, tiny_twin):
+    s, out, cfg = inferred
+    assert s["frames_in"] == 3 and s["frames_written"] == 2
+    (failure,) = s["frames_failed"]
+    assert failure["file"].endswith("-1400000064-32.gwf") and "truncated" in failure["reason"]
+    assert s["windows_expected"] == s["windows_written"] + len(s["windows_skipped"])
+    windows = pd.read_csv(out / "windows.csv")
+    assert len(windows) == s["windows_written"] > 0
+    # GPS times on the stride grid, real GPS seconds, every window 6 s long
+    assert np.allclose(windows.gps_start % cfg.infer.stride, 0)
+    assert windows.gps_start.min() >= 1_400_000_000
+    assert np.allclose(windows.gps_end - windows.gps_start, cfg.infer.window)
+    for col in ("veto", "cleaned", "max_residual_snr2", "residual_area_hz_s", "cluster_times"):
+        assert col in windows
+    assert (out / "windows.parquet").is_file()
+    # veto segments: CSV and a DataQualityFlag that gwpy reads back
+    vetoes = pd.read_csv(out / "vetoes.csv")
+    assert list(vetoes.columns) == ["start", "end"]
+    from gwpy.segments import DataQualityFlag
+
+    flag = DataQualityFlag.read(str(out / "vetoes.h5"))
+    assert len(flag.active) == len(vetoes)
+    assert abs(flag.known) == pytest.approx(s["figures"]["livetime_s"])
+    # gated strain frames: zero inside veto segments, untouched far from them, plus state
+    gated = sorted((out / "gated").glob("*.gwf"))
+    assert len(gated) == 2
+    frame = FrameFile.from_path(gated[0])
+    data = read_frame(frame, [STRAIN, "V1:DQ_GLITCHFLOW_VETO"])
+    strain, rate, t0 = data[STRAIN]
+    raw = read_frame(FrameFile.from_path(tiny_twin.frames[0]), [STRAIN])[STRAIN][0]
+    state = data["V1:DQ_GLITCHFLOW_VETO"][0]
+    t = t0 + np.arange(len(strain)) / rate
+    in_veto = np.zeros(len(t), dtype=bool)
+    far = np.ones(len(t), dtype=bool)
+    for a, b in vetoes.to_numpy():
+        in_veto |= (t >= a) & (t < b)
+        far &= (t < a - cfg.infer.gate_taper) | (t >= b + cfg.infer.gate_taper)
+    assert np.all(strain[in_veto] == 0)
+    np.testing.assert_array_equal(strain[far], raw[far])
+    assert state.max() == (1 if in_veto.any() else 0)
+    # spectrogram shards, TensorBoard, MLflow, baseline
+    assert any((out / "spectrograms").glob("*.parquet"))
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(s["tensorboard"], size_guidance={"images": 0}).Reload()
+    assert acc.Tags()["images"]
+    import mlflow
+
+    run = mlflow.MlflowClient(s["tracking_uri"]).get_run(s["run_id"])
+    assert run.data.metrics["windows"] == len(windows)
+    assert s["baseline"]["channels"] == ["V1:LSC_DARM_CORR"]
+    assert (out / "baseline" / "vetoes.csv").is_file()
+
+
+def test_evaluate_scores_against_the_truth(inferred, tiny_twin, tmp_path):
+    _, out, cfg = inferred
+    report = run_evaluate(cfg, tiny_twin.truth_path, out, tmp_path)
+    learned = report["learned"]
+    assert 0 <= learned["deadtime"] <= 1
+    assert learned["witnessed_glitches"] > 0
+    assert 0 <= learned["witnessed_efficiency"] <= 1
+    assert report["baseline"] is not None and len(report["baseline"]["roc"]) == len(
+        cfg.evaluate.roc_thresholds
+    )
+    # a higher threshold never vetoes more time
+    dead = [p["deadtime"] for p in report["learned_roc"]]
+    assert all(b <= a + 1e-12 for a, b in itertools.pairwise(dead))
+    curves = report["accuracy_curves"]
+    assert len(curves["veto_accuracy"]) == 50
+    assert all(0 <= v <= 1 for v in curves["denoise_accuracy"])
+    for name in ("report.json", "report.md", "roc.png", "accuracy.png", "denoise.png"):
+        assert (tmp_path / name).is_file()
+
+
+def test_generate_writes_spectrograms_for_every_window(tiny_model, tiny_dataset, tmp_path):
+    summary, _ = tiny_model
+    cfg = load_config(CONFIGS / "demo.yaml")
+    res = run_generate(cfg, tiny_dataset, summary["best_checkpoint"], tmp_path)
+    manifest = json.loads((tiny_dataset / "manifest.json").read_text())
+    assert res["windows_in"] == manifest["windows_written"]
+    assert res["windows_generated"] + res["windows_skipped_bad_data"] == res["windows_in"]
+    assert (tmp_path / "samples.png").is_file()
+
+
+def test_unknown_model_uri_is_a_clear_error(tiny_model, tmp_path):
+    summary, _ = tiny_model
+    cfg = load_config(CONFIGS / "demo.yaml")
+    with pytest.raises(LookupError, match="models:/nope@candidate"):
+        run_inference(cfg, tmp_path, "models:/nope@candidate", tmp_path, summary["tracking_uri"])
+    with pytest.raises(FileNotFoundError, match="neither a checkpoint"):
+        run_inference(cfg, tmp_path, str(tmp_path / "missing.pt"), tmp_path)
