@@ -155,6 +155,29 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    import time
+
+    from glitchflow.serve.runner import start_endpoint
+
+    overrides = list(args.overrides)
+    if args.host:
+        overrides.append(f"serve.host={args.host}")
+    if args.port:
+        overrides.append(f"serve.port={args.port}")
+    cfg = _config_on_ray(argparse.Namespace(**vars(args) | {"overrides": overrides}))
+    url = start_endpoint(cfg, args.model, args.tracking_uri, args.config, overrides)
+    print(f"serving {args.model} at {url} (OpenAPI docs: {url}/docs); Ctrl-C stops")
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        from ray import serve
+
+        serve.shutdown()
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from glitchflow.demo import run_demo
 
@@ -178,6 +201,15 @@ def _ray_stage(sub, name: str, func, source: str, summary: str, description: str
     p.add_argument("--address", default=None, help="Ray address (default: $RAY_ADDRESS or local)")
     p.set_defaults(func=func)
     return p
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--model", required=True, help="models:/NAME@ALIAS, models:/NAME/VERSION or a .pt path"
+    )
+    p.add_argument(
+        "--tracking-uri", default=None, help="MLflow URI (default: $MLFLOW_TRACKING_URI)"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -256,16 +288,24 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     ):
         p = _ray_stage(sub, name, func, source, summary, description)
-        p.add_argument(
-            "--model", required=True, help="models:/NAME@ALIAS, models:/NAME/VERSION or a .pt path"
-        )
-        p.add_argument(
-            "--tracking-uri", default=None, help="MLflow URI (default: $MLFLOW_TRACKING_URI)"
-        )
+        _add_model_args(p)
         if name == "infer":
             p.add_argument(
                 "--hveto", default=None, help="hveto.json of `glitchflow scan`: baseline vetoes"
             )
+
+    p = sub.add_parser(
+        "serve",
+        help="veto/denoise HTTP endpoint on Ray Serve",
+        description="Serve POST /v1/veto and /v1/denoise for MODEL (binds 127.0.0.1 unless "
+        "--host says otherwise; bearer token from $GLITCHFLOW_SERVE_TOKEN when set).",
+    )
+    _add_config_args(p, required=False)
+    _add_model_args(p)
+    p.add_argument("--host", default=None, help="bind address (default: serve.host, 127.0.0.1)")
+    p.add_argument("--port", type=int, default=None, help="port (default: serve.port, 8000)")
+    p.add_argument("--address", default=None, help="Ray address (default: $RAY_ADDRESS or local)")
+    p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser(
         "evaluate",

@@ -30,6 +30,7 @@ from glitchflow.config.stages import (
     PreprocessConfig,
     ResourcesConfig,
     ScanConfig,
+    ServeConfig,
     TrainConfig,
 )
 from glitchflow.config.twin import ChannelSpec, TwinConfig
@@ -46,6 +47,7 @@ __all__ = [
     "QTransformConfig",
     "ResourcesConfig",
     "ScanConfig",
+    "ServeConfig",
     "SignalConfig",
     "TrainConfig",
     "TwinConfig",
@@ -67,6 +69,7 @@ class Config(Strict):
     train: TrainConfig = TrainConfig()
     infer: InferConfig = InferConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
+    serve: ServeConfig = ServeConfig()
 
     def scan_signal(self) -> SignalConfig:
         """The shared signal settings with the scan's rate and Q grid."""

@@ -177,3 +177,32 @@ class EvaluateConfig(Strict):
     accuracy_thresholds: tuple[float, float, int] = Field(
         (1.0, 50.0, 50), description="(first, last, count) SNR^2 thresholds of the seed's curves"
     )
+
+
+class ServeConfig(Strict):
+    """The HTTP endpoint (``glitchflow serve``, ``serve run``, KubeRay RayService)."""
+
+    host: str = Field("127.0.0.1", description="bind address; loopback unless opened on purpose")
+    port: int = Field(8000, ge=1, le=65535)
+    route_prefix: str = "/"
+    window: float | None = Field(None, gt=0, description="decision window (s); None: the model's")
+    snr2_threshold: float | None = Field(None, gt=0, description="None: the checkpoint's")
+    min_area: int | None = Field(None, ge=1, description="None: the checkpoint's")
+    max_batch_size: int = Field(8, ge=1, description="requests per model call (@serve.batch)")
+    batch_wait_timeout_s: float = Field(0.005, ge=0, description="wait for a fuller batch (s)")
+    max_ongoing_requests: int = Field(32, ge=1, description="per replica; >= max_batch_size")
+    num_replicas: int = Field(1, ge=1)
+    autoscaling: bool = Field(False, description="autoscale between min and max replicas")
+    min_replicas: int = Field(1, ge=0)
+    max_replicas: int = Field(4, ge=1)
+    target_ongoing_requests: float = Field(8.0, gt=0)
+    cpus_per_replica: float = Field(1.0, gt=0)
+    gpus_per_replica: float = Field(0.0, ge=0)
+    threads: int = Field(1, ge=1, description="torch threads per replica")
+    max_request_mb: float = Field(64.0, gt=0, description="larger payloads get 413")
+    token_env: str = Field(
+        "GLITCHFLOW_SERVE_TOKEN", description="env var holding the bearer token; unset = no auth"
+    )
+    watch_interval_s: float = Field(
+        0.0, ge=0, description="poll the registry alias for a new version (s); 0 = only on reload"
+    )

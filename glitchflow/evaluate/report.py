@@ -307,6 +307,7 @@ def plot_report(report: dict, out: Path) -> None:
         ax.plot(x, y, "o-", color=colour, label=name)
     ax.set_xscale("log")
     ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
     ax.grid(True, which="both", alpha=0.3)
     ax.set_ylim(0, 102)
     _finish(

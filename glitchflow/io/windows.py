@@ -42,6 +42,7 @@ class FrameReport:
     skipped: list[dict] = field(default_factory=list)  # {"gps_start", "reason"}
     bad_channels: dict[str, str] = field(default_factory=dict)  # channel -> reason
     errors: list[str] = field(default_factory=list)
+    rates: dict[str, float] = field(default_factory=dict)  # channel -> sample rate (Hz)
     worker: str = ""  # where it ran (set by the distributed caller)
 
     @property
@@ -116,6 +117,8 @@ class FrameWindowCutter:
         rows: list[dict] = []
         done = np.zeros(len(starts), dtype=bool)
         for seg in span.segments:
+            for report in reports.values():
+                report.rates.update({c: float(r) for c, r in seg.rates.items()})
             new_rows, covered = self._windows(seg, starts, channels, bad, (lo, hi))
             rows.extend(new_rows)
             done |= covered

@@ -8,8 +8,9 @@ loads with ``torch.load(weights_only=True)`` (no unpickling of code):
 ``state_dict``       the weights
 ``signal``           the SignalConfig (conditioner) as a plain dict
 ``channels``         [strain, aux...] in input order (strain is the target)
-``normalisation``    {"aux": [divisor per aux channel], "strain": divisor}
-``sample``           {"crop", "clamp", "window", "stride"}: how inputs were cut
+``normalisation``    {"aux": [divisor per aux channel], "strain": divisor, "transform"}
+``sample``           {"crop", "clamp", "window", "stride", "rates"}: how inputs were cut,
+                     and each channel's native sample rate (Hz) in the training frames
 ``thresholds``       {"snr2": veto/denoise threshold, "min_area": pixels}
 ``epoch``, ``metrics`` and optionally ``optimizer`` / ``scheduler`` states for resuming
 """

@@ -209,10 +209,14 @@ def build_manifest(cfg: Config, found, channels: list[str], report_dir: Path, wa
     ]
     bad = {rep["frame"]: rep["bad_channels"] for rep in reports.values() if rep["bad_channels"]}
     n_in = len(found.frames) + len(found.failures)
+    rates: dict[str, float] = {}
+    for rep in reports.values():
+        rates.update(rep.get("rates", {}))
     return {
         "config": cfg.model_dump(mode="json"),
         "config_hash": config_hash(cfg),
         "channels": channels,
+        "sample_rates": {c: rates[c] for c in channels if c in rates},
         "frames_in": n_in,
         "frames_written": len(written),
         "frames_written_files": written,

@@ -70,6 +70,7 @@ def loop_config(cfg: Config, data: TrainingData, out: Path) -> dict:
             "clamp": tr.clamp,
             "window": data.manifest["window_seconds"],
             "stride": data.manifest["stride_seconds"],
+            "rates": data.manifest.get("sample_rates", {}),
         },
         "tensorboard_dir": str((out / "tensorboard").resolve()),
     }

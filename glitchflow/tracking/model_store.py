@@ -78,3 +78,15 @@ def resolve_model(uri: str, tracking_uri: str | None = None) -> ResolvedModel:
         local = client.download_artifacts(version.run_id, files[0], tmp)
         ckpt = read_checkpoint(local)
     return ResolvedModel(ckpt, uri, name, str(version.version), version.run_id, tracking_uri)
+
+
+def current_version(uri: str, tracking_uri: str | None = None) -> str | None:
+    """Registry version an alias URI points at now (None for paths and fixed versions)."""
+    match = MODEL_URI.match(uri)
+    if match is None or not match["alias"]:
+        return None
+    import mlflow
+
+    tracking_uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    client = mlflow.MlflowClient(tracking_uri, registry_uri=tracking_uri)
+    return str(client.get_model_version_by_alias(match["name"], match["alias"]).version)

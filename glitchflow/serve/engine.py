@@ -1,0 +1,232 @@
+"""The decision engine behind the endpoint: raw time series in, veto / denoise out.
+
+No Ray and no HTTP here: :class:`DecisionEngine` is built from a checkpoint and
+does what batch inference does for one window, for a batch of requests at once.
+
+Request geometry (all GPS seconds; ``edge`` = the Conditioner's edge, ``unit``
+= the shortest span holding whole samples of every integer rate and whole
+output bins, 3 s for the default 3/128 s bins):
+
+* ``pad_before = ceil(edge / unit) * unit``, ``pad_after = edge``;
+* a request carries every channel from ``gps_start`` for ``pad_before + window
+  + pad_after`` seconds, i.e. ``ceil(duration * rate)`` samples at the
+  channel's native rate;
+* the decision covers ``[gps_start + pad_before, + window)``.
+
+This is exactly the span and arithmetic that ``glitchflow infer`` uses for a
+window starting on its stride grid, so both give the same decision for it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from fractions import Fraction
+
+import numpy as np
+import torch
+
+from glitchflow.config import SignalConfig
+from glitchflow.config.base import validate_model
+from glitchflow.models.decisions import WindowDecision, decide, predicted_glitch
+from glitchflow.models.inference import Predictor
+from glitchflow.signal.conditioner import Conditioner
+
+
+class RequestError(ValueError):
+    """Bad request content; ``field`` names the offending field."""
+
+    def __init__(self, field: str, message: str, status: int = 422) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+        self.status = status
+
+
+@dataclass
+class WindowRequest:
+    """One validated request: GPS start and ``{channel: float64 samples}``."""
+
+    gps_start: float
+    data: dict[str, np.ndarray]
+    want_spectrograms: bool = False
+
+
+class DecisionEngine:
+    """Checkpoint -> Conditioner + Predictor; batches of :class:`WindowRequest` -> decisions.
+
+    Args:
+        ckpt: self-describing checkpoint dict.
+        window: analysed window (s); None: the checkpoint's training window.
+        device: torch device.
+        snr2_threshold, min_area: decision thresholds; None: the checkpoint's.
+    """
+
+    def __init__(
+        self,
+        ckpt: dict,
+        window: float | None = None,
+        device: str = "cpu",
+        snr2_threshold: float | None = None,
+        min_area: int | None = None,
+    ) -> None:
+        self.ckpt = ckpt
+        self.signal = validate_model(SignalConfig, ckpt["signal"], "checkpoint")
+        self.cond = Conditioner(self.signal).to(device)
+        self.predictor = Predictor(ckpt, device)
+        self.device = device
+        self.channels = list(ckpt["channels"])
+        self.rates = {c: float(r) for c, r in ckpt["sample"].get("rates", {}).items()}
+        missing = [c for c in self.channels if c not in self.rates]
+        if missing:
+            raise ValueError(f"the checkpoint has no sample rate for {missing}; retrain with it")
+        step = self.cond.time_step
+        self.window = float(window or ckpt["sample"]["window"])
+        self.bins = round(self.window / step)
+        if abs(self.bins * step - self.window) > 1e-9 or self.bins < self.predictor.crop:
+            raise ValueError(
+                f"window {self.window} s must be a multiple of {step} s and at least "
+                f"{self.predictor.crop} bins"
+            )
+        unit = Fraction(step).limit_denominator(1 << 20).numerator
+        edge = self.cond.edge_seconds
+        self.pad_before = math.ceil(edge / unit - 1e-9) * unit
+        self.pad_after = edge
+        self.first_bin = round((self.pad_before - edge) / step)
+        th = ckpt["thresholds"]
+        self.snr2 = float(snr2_threshold or th["snr2"])
+        self.min_area = int(min_area or th["min_area"])
+        self.frequencies = self.cond.frequencies[self.predictor.rows]
+
+    @property
+    def duration(self) -> float:
+        """Seconds of data a request carries."""
+        return self.pad_before + self.window + self.pad_after
+
+    def samples(self, channel: str) -> int:
+        return math.ceil(self.duration * self.rates[channel] - 1e-6)
+
+    def describe(self) -> dict:
+        return {
+            "channels": self.channels,
+            "strain_channel": self.channels[0],
+            "aux_channels": self.channels[1:],
+            "sample_rates": self.rates,
+            "samples": {c: self.samples(c) for c in self.channels},
+            "window_s": self.window,
+            "pad_before_s": self.pad_before,
+            "pad_after_s": self.pad_after,
+            "request_duration_s": self.duration,
+            "time_step_s": self.cond.time_step,
+            "frequencies_hz": [float(f) for f in self.frequencies],
+            "thresholds": {"snr2": self.snr2, "min_area": self.min_area},
+            "model": self.ckpt["model"],
+        }
+
+    # ------------------------------------------------------------------ validation
+    def validate(self, gps_start, channels: dict, need_strain: bool) -> WindowRequest:
+        """Check a parsed request against the model; raises :class:`RequestError`."""
+        if not isinstance(gps_start, int | float) or not math.isfinite(gps_start):
+            raise RequestError("gps_start", "must be a finite number (GPS seconds)")
+        strain = self.channels[0]
+        allowed = set(self.channels)
+        extra = sorted(set(channels) - allowed)
+        if extra:
+            raise RequestError("channels", f"not channels of this model: {extra}")
+        required = self.channels if need_strain else self.channels[1:]
+        missing = [c for c in required if c not in channels]
+        if missing:
+            raise RequestError("channels", f"missing channels: {missing}")
+        data = {}
+        for name, (rate, samples) in channels.items():
+            field = f"channels.{name}"
+            if not math.isclose(float(rate), self.rates[name]):
+                raise RequestError(
+                    f"{field}.sample_rate", f"{rate} Hz, the model expects {self.rates[name]} Hz"
+                )
+            x = np.asarray(samples, dtype=np.float64)
+            if x.ndim != 1 or len(x) != self.samples(name):
+                raise RequestError(
+                    f"{field}.data",
+                    f"{x.size} samples, expected {self.samples(name)} "
+                    f"({self.duration} s at {self.rates[name]} Hz)",
+                )
+            bad = ~np.isfinite(x)
+            if bad.any():
+                raise RequestError(
+                    f"{field}.data",
+                    f"{int(bad.sum())} NaN/Inf samples (first at index "
+                    f"{int(np.flatnonzero(bad)[0])})",
+                )
+            data[name] = x
+        if not need_strain and strain in data and len(data) == 1:
+            raise RequestError("channels", "no auxiliary channel given")
+        return WindowRequest(float(gps_start), data)
+
+    # ------------------------------------------------------------------ decisions
+    @torch.no_grad()
+    def run(self, requests: list[WindowRequest]) -> list[dict]:
+        """Decisions for a batch; the denoise fields for the requests that carry strain.
+
+        Channels are conditioned independently (per-channel whitening and
+        Q-transform), so conditioning strain apart from the auxiliary channels
+        gives the same numbers as conditioning them together.
+        """
+        strain, aux_names = self.channels[0], self.channels[1:]
+        aux = self._condition(requests, aux_names)
+        generated = self.predictor.generate(aux)
+        with_strain = [strain in r.data for r in requests]
+        real = None
+        if any(with_strain):
+            idx = [k for k, w in enumerate(with_strain) if w]
+            rows = self._condition([requests[k] for k in idx], [strain])[:, 0]
+            real = torch.full((len(requests), *generated.shape[1:]), float("nan"))
+            real[idx] = rows[:, self.predictor.rows]
+        starts = np.array([r.gps_start + self.pad_before for r in requests])
+        decisions = decide(
+            real,
+            generated,
+            starts,
+            self.cond.time_step,
+            self.frequencies,
+            self.snr2,
+            self.min_area,
+        )
+        out = []
+        for k, (req, d) in enumerate(zip(requests, decisions)):
+            result = as_response(d, with_strain[k])
+            if req.want_spectrograms:
+                result["generated"] = generated[k].tolist()
+                if with_strain[k]:
+                    glitch = predicted_glitch(generated[k : k + 1])[0]
+                    result["cleaned"] = torch.clamp(real[k] - glitch, min=0.0).tolist()
+            out.append(result)
+        return out
+
+    def _condition(self, requests: list[WindowRequest], names: list[str]) -> torch.Tensor:
+        """``(batch, channel, n_freq, bins)`` SNR^2 of the decision window (float32, CPU)."""
+        arrays = [
+            torch.from_numpy(np.stack([r.data[n] for r in requests])).to(self.device) for n in names
+        ]
+        spec = self.cond.condition(arrays, [self.rates[n] for n in names])
+        return spec[..., self.first_bin : self.first_bin + self.bins].float().cpu()
+
+
+def as_response(d: WindowDecision, has_real: bool) -> dict:
+    """JSON-ready decision; denoise fields only when strain was given."""
+    out = {
+        "window_start": d.gps_start,
+        "window_end": d.gps_end,
+        "veto": d.veto,
+        "max_generated_snr2": d.max_generated_snr2,
+        "clusters": [vars(c) for c in d.clusters],
+    }
+    if has_real:
+        out |= {
+            "cleaned": d.cleaned,
+            "max_real_snr2": d.max_real_snr2,
+            "max_residual_snr2": d.max_residual_snr2,
+            "residual_area_pixels": d.residual_area_pixels,
+            "residual_area_hz_s": d.residual_area_hz_s,
+        }
+    return out

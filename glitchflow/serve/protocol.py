@@ -1,0 +1,160 @@
+"""Request formats of the endpoint: JSON and a compact binary layout (never pickle).
+
+JSON (``application/json``)::
+
+    {"gps_start": 1400000000.0,
+     "return_spectrograms": false,
+     "channels": {"V1:LSC_DARM_CORR": {"sample_rate": 1024.0, "data": [..]}, ...}}
+
+Binary (``application/octet-stream``), little-endian::
+
+    header   4s  magic b"GFW1"
+             I   flags (bit 0: return spectrograms)
+             d   gps_start (GPS s)
+             I   number of channels
+    channel  H   name length in bytes, then the UTF-8 name
+             B   dtype: 0 = float32, 1 = float64
+             d   sample rate (Hz)
+             I   number of samples, then the samples
+
+Both parse to the same :class:`ParsedRequest`, so they give identical answers
+(send float64 for bit-identical input).  Errors name the field.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import dataclass
+
+import numpy as np
+from pydantic import BaseModel, Field, ValidationError
+
+from glitchflow.serve.engine import RequestError
+
+MAGIC = b"GFW1"
+HEADER = struct.Struct("<4sIdI")
+CHANNEL = struct.Struct("<BdI")
+DTYPES = {0: np.dtype("<f4"), 1: np.dtype("<f8")}
+
+
+class ChannelData(BaseModel):
+    sample_rate: float = Field(gt=0, description="native sample rate (Hz)")
+    data: list[float] = Field(description="samples from gps_start, at sample_rate")
+
+
+class WindowRequestModel(BaseModel):
+    """JSON body of /v1/veto and /v1/denoise."""
+
+    model_config = {"extra": "forbid"}
+
+    gps_start: float = Field(description="GPS time of the first sample of every channel (s)")
+    channels: dict[str, ChannelData] = Field(description="channel name -> samples")
+    return_spectrograms: bool = Field(False, description="denoise: include the spectrograms")
+
+
+@dataclass
+class ParsedRequest:
+    gps_start: float
+    channels: dict[str, tuple[float, np.ndarray]]
+    return_spectrograms: bool
+
+
+def parse_json(body: bytes) -> ParsedRequest:
+    try:
+        raw = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise RequestError("body", f"malformed JSON: {exc}", 400) from None
+    try:
+        model = WindowRequestModel.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"]) or "body"
+        raise RequestError(field, first["msg"], 422) from None
+    return ParsedRequest(
+        model.gps_start,
+        {
+            n: (c.sample_rate, np.asarray(c.data, dtype=np.float64))
+            for n, c in model.channels.items()
+        },
+        model.return_spectrograms,
+    )
+
+
+def _bad(field: str, message: str) -> RequestError:
+    return RequestError(field, message, 400)
+
+
+def parse_binary(body: bytes) -> ParsedRequest:
+    view = memoryview(body)
+    if len(view) < HEADER.size:
+        raise RequestError(
+            "body", f"{len(view)} bytes: shorter than the {HEADER.size}-byte header", 400
+        )
+    magic, flags, gps_start, n_channels = HEADER.unpack_from(view, 0)
+    if magic != MAGIC:
+        raise RequestError("body", f"bad magic {magic!r}, expected {MAGIC!r}", 400)
+    offset = HEADER.size
+    channels: dict[str, tuple[float, np.ndarray]] = {}
+    for k in range(n_channels):
+        field = f"channels[{k}]"
+        try:
+            (n_name,) = struct.unpack_from("<H", view, offset)
+            offset += 2
+            name = bytes(view[offset : offset + n_name]).decode("utf-8")
+            offset += n_name
+            code, rate, n = CHANNEL.unpack_from(view, offset)
+            offset += CHANNEL.size
+        except (struct.error, UnicodeDecodeError) as exc:
+            raise RequestError(
+                field, f"truncated or malformed channel header ({exc})", 400
+            ) from None
+        dtype = DTYPES.get(code)
+        if dtype is None:
+            raise RequestError(f"{field}.dtype", f"unknown dtype code {code}", 400)
+        end = offset + n * dtype.itemsize
+        if end > len(view):
+            raise RequestError(
+                f"channels.{name}.data", f"{n} samples declared, body too short", 400
+            )
+        data = np.frombuffer(view[offset:end], dtype=dtype).astype(np.float64)
+        offset = end
+        if name in channels:
+            raise RequestError(f"channels.{name}", "given twice", 400)
+        channels[name] = (float(rate), data)
+    if offset != len(view):
+        raise RequestError(
+            "body", f"{len(view) - offset} trailing bytes after the last channel", 400
+        )
+    return ParsedRequest(float(gps_start), channels, bool(flags & 1))
+
+
+def encode_binary(
+    gps_start: float,
+    channels: dict[str, tuple[float, np.ndarray]],
+    return_spectrograms: bool = False,
+    dtype: str = "float64",
+) -> bytes:
+    """Client side: the binary body for ``channels`` ``{name: (rate, samples)}``."""
+    code = 1 if dtype == "float64" else 0
+    parts = [HEADER.pack(MAGIC, int(return_spectrograms), float(gps_start), len(channels))]
+    for name, (rate, data) in channels.items():
+        raw = name.encode("utf-8")
+        values = np.ascontiguousarray(data, dtype=DTYPES[code])
+        parts += [struct.pack("<H", len(raw)), raw, CHANNEL.pack(code, float(rate), len(values))]
+        parts.append(values.tobytes())
+    return b"".join(parts)
+
+
+def parse(content_type: str | None, body: bytes) -> ParsedRequest:
+    """Dispatch on the content type; 415 for anything else."""
+    kind = (content_type or "").split(";")[0].strip().lower()
+    if kind == "application/json":
+        return parse_json(body)
+    if kind == "application/octet-stream":
+        return parse_binary(body)
+    raise RequestError(
+        "content-type",
+        f"{content_type!r} is not supported: use application/json or application/octet-stream",
+        415,
+    )

@@ -1,0 +1,56 @@
+"""Start and stop the endpoint on the current Ray cluster (used by the CLI, demo and tests)."""
+
+from __future__ import annotations
+
+import logging
+import time
+import urllib.request
+
+from glitchflow.config import Config
+
+log = logging.getLogger(__name__)
+
+APP_NAME = "glitchflow"
+
+
+def start_endpoint(
+    cfg: Config,
+    model: str,
+    tracking_uri: str | None = None,
+    config_path=None,
+    overrides=(),
+    timeout: float = 120.0,
+    env_vars: dict | None = None,
+) -> str:
+    """Deploy the application with Serve's HTTP proxy on ``serve.host:serve.port``; wait
+    until ``/healthz`` answers; return the base URL."""
+    from ray import serve
+
+    from glitchflow.serve.app import ServeArgs, build_app
+
+    s = cfg.serve
+    serve.start(http_options={"host": s.host, "port": s.port})
+    args = ServeArgs(
+        model=model,
+        tracking_uri=tracking_uri,
+        config=str(config_path) if config_path else None,
+        overrides=list(overrides),
+    )
+    serve.run(build_app(args, env_vars), name=APP_NAME, route_prefix=s.route_prefix)
+    url = f"http://{s.host}:{s.port}{s.route_prefix.rstrip('/')}"
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/healthz", timeout=5) as resp:
+                if resp.status == 200:
+                    return url
+        except OSError as exc:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{url}/healthz did not answer in {timeout} s: {exc}") from None
+        time.sleep(0.5)
+
+
+def stop_endpoint() -> None:
+    from ray import serve
+
+    serve.delete(APP_NAME)

@@ -1,0 +1,235 @@
+"""The HTTP endpoint over real HTTP on 127.0.0.1: answers, formats, bad input, auth, reload."""
+
+from __future__ import annotations
+
+import json
+import socket
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from glitchflow.config import load_config
+from glitchflow.io.frames import find_frames, frame_name, read_frame, write_frame
+from glitchflow.serve.protocol import encode_binary
+from tests.conftest import CONFIGS
+
+pytestmark = pytest.mark.timeout(600)
+
+TOKEN = "test-token-123"
+T0 = 1_400_000_010.0  # on the 3 s stride grid of infer, inside the tiny twin
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def call(url, path, body=None, content_type="application/json", token=TOKEN, method=None):
+    headers = {"Content-Type": content_type} if body is not None else {}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    req = urllib.request.Request(url + path, data=body, headers=headers, method=method)
+    try:
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"{}")
+
+
+@pytest.fixture(scope="module")
+def endpoint(tiny_model, ray_local):
+    from ray import serve
+
+    from glitchflow.serve.runner import start_endpoint
+
+    summary, _ = tiny_model
+    port = _free_port()
+    overrides = [f"serve.port={port}", "serve.max_request_mb=16", "serve.max_batch_size=4"]
+    cfg = load_config(CONFIGS / "demo.yaml", overrides)
+    url = start_endpoint(
+        cfg,
+        summary["registered"]["uri"],
+        summary["tracking_uri"],
+        CONFIGS / "demo.yaml",
+        overrides,
+        env_vars={"GLITCHFLOW_SERVE_TOKEN": TOKEN},
+    )
+    status, info = call(url, "/v1/model")
+    assert status == 200
+    yield url, info, summary
+    serve.shutdown()
+
+
+def _window(tiny_twin, info) -> dict:
+    """Every model channel from T0 - pad_before, as the endpoint wants it."""
+    frames = find_frames(tiny_twin.frames[0].parent).frames
+    start = T0 - info["pad_before_s"]
+    out = {}
+    for name in info["channels"]:
+        x, rate, t0 = read_frame(frames[0], [name])[name]
+        a = round((start - t0) * rate)
+        out[name] = (rate, x[a : a + info["samples"][name]])
+    return out
+
+
+def _json(start, channels, **extra) -> bytes:
+    body = {"gps_start": start, "channels": {}} | extra
+    for name, (rate, x) in channels.items():
+        body["channels"][name] = {"sample_rate": rate, "data": x.tolist()}
+    return json.dumps(body).encode()
+
+
+def test_model_description_health_and_auth(endpoint):
+    url, info, summary = endpoint
+    assert info["channels"][0] == "V1:Hrec_hoft_16384Hz" and len(info["channels"]) == 4
+    assert info["version"] == summary["registered"]["version"].__str__()
+    assert info["request_duration_s"] == pytest.approx(
+        info["pad_before_s"] + info["window_s"] + info["pad_after_s"]
+    )
+    assert call(url, "/healthz", token=None)[0] == 200
+    status, body = call(url, "/v1/model", token=None)
+    assert status == 401 and body["field"] == "authorization"
+    assert call(url, "/v1/model", token="wrong")[0] == 401
+
+
+def test_json_and_binary_agree_and_equal_batch_inference(endpoint, tiny_twin, tmp_path):
+    url, info, summary = endpoint
+    channels = _window(tiny_twin, info)
+    start = T0 - info["pad_before_s"]
+    status, by_json = call(url, "/v1/denoise", _json(start, channels))
+    assert status == 200, by_json
+    status, by_binary = call(
+        url, "/v1/denoise", encode_binary(start, channels), "application/octet-stream"
+    )
+    assert status == 200 and by_binary == by_json
+    assert by_json["window_start"] == T0 and by_json["window_end"] == T0 + info["window_s"]
+    # batch inference on a frame holding exactly this span gives the same decision
+    from glitchflow.pipelines.infer import run_inference
+
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    span = (int(start), int(np.ceil(start + info["request_duration_s"])))
+    source = find_frames(tiny_twin.frames[0].parent).frames[0]
+    data = read_frame(source, info["channels"], *span)
+    write_frame(
+        frames / frame_name("V", "ONE", span[0], span[1] - span[0]),
+        span[0],
+        {n: (x, rate) for n, (x, rate, _) in data.items()},
+    )
+    cfg = load_config(CONFIGS / "demo.yaml", ["infer.write_gated_frames=false", "infer.images=0"])
+    run_inference(cfg, frames, summary["best_checkpoint"], tmp_path / "infer")
+    (row,) = pd.read_csv(tmp_path / "infer" / "windows.csv").itertuples()
+    assert row.gps_start == T0
+    assert bool(row.veto) == by_json["veto"] and bool(row.cleaned) == by_json["cleaned"]
+    for key in ("max_generated_snr2", "max_real_snr2", "max_residual_snr2"):
+        assert getattr(row, key) == pytest.approx(by_json[key], rel=1e-4), key
+    assert row.n_clusters == len(by_json["clusters"])
+    # veto needs only the auxiliary channels, and gives the same veto
+    aux = {n: v for n, v in channels.items() if n != info["channels"][0]}
+    status, veto = call(url, "/v1/veto", _json(start, aux))
+    assert status == 200 and veto["veto"] == by_json["veto"] and "cleaned" not in veto
+    assert veto["max_generated_snr2"] == pytest.approx(by_json["max_generated_snr2"], rel=1e-6)
+
+
+def test_spectrograms_on_request_and_concurrent_batched_requests(endpoint, tiny_twin):
+    url, info, _ = endpoint
+    channels = _window(tiny_twin, info)
+    start = T0 - info["pad_before_s"]
+    status, full = call(url, "/v1/denoise", _json(start, channels, return_spectrograms=True))
+    assert status == 200
+    bins = round(info["window_s"] / info["time_step_s"])
+    assert np.array(full["generated"]).shape == (len(info["frequencies_hz"]), bins)
+    assert np.array(full["cleaned"]).min() >= 0
+    body = encode_binary(start, channels)
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(
+            pool.map(lambda _: call(url, "/v1/denoise", body, "application/octet-stream"), range(8))
+        )
+    assert all(status == 200 for status, _ in answers)
+    assert all(a["max_residual_snr2"] == answers[0][1]["max_residual_snr2"] for _, a in answers)
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["missing", "extra", "rate", "length", "nan", "malformed", "content_type", "schema", "big"],
+)
+def test_bad_input_is_a_4xx_naming_the_field(endpoint, tiny_twin, case):
+    url, info, _ = endpoint
+    channels = _window(tiny_twin, info)
+    start = T0 - info["pad_before_s"]
+    strain, aux0 = info["channels"][0], info["channels"][1]
+    content_type = "application/json"
+    if case == "missing":
+        body, expect, field = (
+            _json(start, {k: v for k, v in channels.items() if k != aux0}),
+            422,
+            "channels",
+        )
+    elif case == "extra":
+        body = _json(start, channels | {"V1:NOT_A_CHANNEL": (256.0, np.zeros(10))})
+        expect, field = 422, "channels"
+    elif case == "rate":
+        rate, x = channels[aux0]
+        body, expect, field = (
+            _json(start, channels | {aux0: (rate / 2, x)}),
+            422,
+            f"channels.{aux0}.sample_rate",
+        )
+    elif case == "length":
+        rate, x = channels[aux0]
+        body, expect, field = (
+            _json(start, channels | {aux0: (rate, x[:-5])}),
+            422,
+            f"channels.{aux0}.data",
+        )
+    elif case == "nan":
+        rate, x = channels[strain]
+        x = x.copy()
+        x[100] = np.nan
+        body = encode_binary(start, channels | {strain: (rate, x)})
+        content_type, expect, field = "application/octet-stream", 422, f"channels.{strain}.data"
+    elif case == "malformed":
+        body, expect, field = b'{"gps_start": 1, "channels": {', 400, "body"
+    elif case == "content_type":
+        body, content_type, expect, field = b"x=1", "text/plain", 415, "content-type"
+    elif case == "schema":
+        body, expect, field = (
+            json.dumps({"gps_start": "soon", "channels": {}}).encode(),
+            422,
+            "gps_start",
+        )
+    else:
+        body, content_type, expect, field = (
+            b"\0" * (17 * 2**20),
+            "application/octet-stream",
+            413,
+            "body",
+        )
+    status, answer = call(url, "/v1/denoise", body, content_type)
+    assert status == expect, answer
+    assert answer["field"] == field
+    assert call(url, "/healthz", token=None)[0] == 200  # the replica survived
+
+
+def test_reload_follows_a_moved_alias(endpoint):
+    import mlflow
+
+    url, _, summary = endpoint
+    mlflow.set_tracking_uri(summary["tracking_uri"])
+    mlflow.set_registry_uri(summary["tracking_uri"])
+    client = mlflow.MlflowClient(summary["tracking_uri"], registry_uri=summary["tracking_uri"])
+    name = summary["registered"]["name"]
+    first = client.get_model_version_by_alias(name, "candidate")
+    second = client.create_model_version(name, first.source, first.run_id)
+    client.set_registered_model_alias(name, "candidate", second.version)
+    status, answer = call(url, "/v1/reload", b"", method="POST")
+    assert status == 200
+    assert answer["previous_version"] == str(first.version)
+    assert answer["model_version"] == str(second.version)
+    assert call(url, "/healthz", token=None)[1]["model_version"] == str(second.version)
+    client.set_registered_model_alias(name, "candidate", first.version)
