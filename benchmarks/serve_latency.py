@@ -1,0 +1,293 @@
+"""Endpoint latency and throughput: closed-loop load on 127.0.0.1 against Ray Serve.
+
+A model for 8 auxiliary channels at the twin's native rates (random weights:
+latency does not depend on them) behind the real application; veto requests
+carry one window of the 8 channels.  Measured in the same run:
+
+* the in-process floor: ``DecisionEngine.run`` on one request (no HTTP, no Serve);
+* p50 / p95 / p99 latency, throughput and errors at concurrency 1 and 16, JSON
+  and binary bodies, with ``@serve.batch`` on (``serve.max_batch_size``) and off
+  (max batch 1).
+
+Each load is bounded: a fixed number of requests and a time limit.  Targets
+(2 CPUs): p99 <= 50 ms at concurrency 1; batched >= 3x unbatched throughput at
+concurrency 16; zero errors.
+
+    .venv/bin/python benchmarks/serve_latency.py --json bench-out/serve_latency.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.common import write_json  # noqa: E402
+from glitchflow.config import load_config  # noqa: E402
+from glitchflow.models.checkpoint import make_checkpoint, save_checkpoint  # noqa: E402
+from glitchflow.models.registry import create_model  # noqa: E402
+
+AUX = [
+    "V1:LSC_DARM_CORR",
+    "V1:LSC_MICH_ERR",
+    "V1:LSC_PRCL_ERR",
+    "V1:Sa_NE_F0_Z_500Hz",
+    "V1:Sa_WE_F0_X_500Hz",
+    "V1:Sc_MC_MIR_Z_CORR",
+    "V1:ENV_CEB_MAG_N",
+    "V1:ENV_NEB_SEIS_N",
+]
+
+
+def make_model(cfg, directory: Path) -> Path:
+    rates = {c.name: c.sample_rate for c in cfg.twin.channels}
+    channels = [cfg.signal.strain_channel, *AUX]
+    tr = cfg.train
+    kwargs = {"n_aux": len(AUX), "base": tr.model.base, "depth": tr.model.depth}
+    torch.manual_seed(0)
+    model = create_model(tr.model.name, **kwargs)
+    ckpt = make_checkpoint(
+        model,
+        {"name": tr.model.name, "kwargs": kwargs},
+        cfg.signal.model_dump(mode="json"),
+        channels,
+        {"aux": [3.0] * len(AUX), "strain": 3.0, "transform": "log1p"},
+        {
+            "crop": tr.crop,
+            "clamp": tr.clamp,
+            "window": 6.0,
+            "stride": 3.0,
+            "rates": {cfg.signal.strain_channel: 16384.0} | {a: rates[a] for a in AUX},
+        },
+        {"snr2": tr.snr2_threshold, "min_area": tr.min_area},
+        0,
+        {},
+    )
+    return save_checkpoint(ckpt, directory)
+
+
+def request_bodies(info: dict, seed: int = 0) -> tuple[bytes, bytes, dict]:
+    from glitchflow.serve.protocol import encode_binary
+
+    rng = np.random.default_rng(seed)
+    channels = {
+        name: (info["sample_rates"][name], rng.standard_normal(info["samples"][name]))
+        for name in AUX
+    }
+    gps = 1_400_000_001.0
+    as_json = json.dumps(
+        {
+            "gps_start": gps,
+            "channels": {
+                n: {"sample_rate": r, "data": x.tolist()} for n, (r, x) in channels.items()
+            },
+        }
+    ).encode()
+    return as_json, encode_binary(gps, channels), channels
+
+
+def load(url: str, body: bytes, content_type: str, concurrency: int, n: int, limit: float):
+    """Closed loop: ``concurrency`` clients send until ``n`` requests or ``limit`` seconds."""
+    latencies, errors = [], []
+    lock = threading.Lock()
+    sent = [0]
+    deadline = time.monotonic() + limit
+
+    def client() -> None:
+        while True:
+            with lock:
+                if sent[0] >= n or time.monotonic() > deadline:
+                    return
+                sent[0] += 1
+            req = urllib.request.Request(
+                url + "/v1/veto", data=body, headers={"Content-Type": content_type}
+            )
+            t = time.perf_counter()
+            try:
+                with urllib.request.urlopen(req, timeout=60) as resp:
+                    resp.read()
+                    ok = resp.status == 200
+            except Exception as exc:
+                ok = False
+                errors.append(repr(exc)[:200])
+            dt = time.perf_counter() - t
+            with lock:
+                if ok:
+                    latencies.append(dt)
+                elif not errors:
+                    errors.append("non-200")
+
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(concurrency) as pool:
+        for _ in range(concurrency):
+            pool.submit(client)
+    wall = time.perf_counter() - t0
+    lat = np.array(latencies) * 1000
+    return {
+        "concurrency": concurrency,
+        "requests": len(latencies) + len(errors),
+        "errors": len(errors),
+        "p50_ms": float(np.percentile(lat, 50)) if len(lat) else float("nan"),
+        "p95_ms": float(np.percentile(lat, 95)) if len(lat) else float("nan"),
+        "p99_ms": float(np.percentile(lat, 99)) if len(lat) else float("nan"),
+        "throughput_rps": len(latencies) / wall,
+        "first_error": errors[0] if errors else None,
+    }
+
+
+def stage_times(engine, item, repeats: int = 10) -> dict:
+    """Median milliseconds of each step of one request inside the engine."""
+    cond, names = engine.cond, engine.channels[1:]
+    arrays = [torch.from_numpy(item.data[n][None]) for n in names]
+    rates = [engine.rates[n] for n in names]
+    x = cond.stack(arrays, rates)
+    white = cond.whiten(x, rates)
+    spec = cond(x, rates)[..., engine.first_bin : engine.first_bin + engine.bins].float()
+    steps = {
+        "resample": lambda: cond.stack(arrays, rates),
+        "whiten": lambda: cond.whiten(x, rates),
+        "qtransform": lambda: cond.transform(white, rates),
+        "model": lambda: engine.predictor.generate(spec),
+    }
+    out = {}
+    for name, step in steps.items():
+        times = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            with torch.no_grad():
+                step()
+            times.append(time.perf_counter() - t)
+        out[name] = float(np.median(times) * 1000)
+    return out
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", type=Path, default=None, help="write the figures here")
+    parser.add_argument("--config", default=str(ROOT / "configs" / "demo.yaml"))
+    parser.add_argument("--window", type=float, default=1.5, help="decision window (s)")
+    parser.add_argument("--requests", type=int, default=200, help="per load (bounded)")
+    parser.add_argument("--limit", type=float, default=60.0, help="seconds per load (bounded)")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads per replica")
+    args = parser.parse_args()
+
+    import ray
+    from ray import serve
+
+    from glitchflow.serve.engine import DecisionEngine
+    from glitchflow.serve.runner import start_endpoint
+
+    cfg = load_config(args.config)
+    tmp = Path(tempfile.mkdtemp(prefix="gf-serve-bench-"))
+    model = make_model(cfg, tmp)
+    torch.set_num_threads(args.threads)
+    engine = DecisionEngine(torch.load(model, weights_only=True), args.window)
+    info = engine.describe()
+    as_json, as_binary, channels = request_bodies(info)
+    item = engine.validate(1_400_000_001.0, channels, need_strain=False)
+    engine.run([item])  # warm-up
+    floor = []
+    for _ in range(30):
+        t = time.perf_counter()
+        engine.run([item])
+        floor.append(time.perf_counter() - t)
+    floor_ms = float(np.median(floor) * 1000)
+    breakdown = stage_times(engine, item)
+    batch16 = []
+    for _ in range(5):
+        t = time.perf_counter()
+        engine.run([item] * 16)
+        batch16.append(time.perf_counter() - t)
+    floor_batch_ms = float(np.median(batch16) * 1000 / 16)
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    port = _port()
+    results = []
+    for batched in (True, False):
+        overrides = [
+            f"serve.port={port}",
+            f"serve.window={args.window}",
+            f"serve.threads={args.threads}",
+            f"serve.max_batch_size={16 if batched else 1}",
+            "serve.max_ongoing_requests=32",
+        ]
+        url = start_endpoint(
+            load_config(args.config, overrides), str(model), None, args.config, overrides
+        )
+        for body, kind in ((as_binary, "application/octet-stream"), (as_json, "application/json")):
+            load(url, body, kind, 2, 10, 30)  # warm-up
+            for concurrency in (1, 16):
+                res = load(url, body, kind, concurrency, args.requests, args.limit)
+                res |= {"batched": batched, "format": kind.split("/")[1]}
+                results.append(res)
+                print(json.dumps(res))
+        serve.delete("glitchflow")
+    serve.shutdown()
+    ray.shutdown()
+
+    def pick(batched, fmt, c):
+        return next(
+            r for r in results if (r["batched"], r["format"], r["concurrency"]) == (batched, fmt, c)
+        )
+
+    ratio = (
+        pick(True, "octet-stream", 16)["throughput_rps"]
+        / pick(False, "octet-stream", 16)["throughput_rps"]
+    )
+    p99_c1 = pick(True, "octet-stream", 1)["p99_ms"]
+    report = {
+        "window_s": args.window,
+        "request_seconds": info["request_duration_s"],
+        "aux_channels": len(AUX),
+        "binary_bytes": len(as_binary),
+        "json_bytes": len(as_json),
+        "in_process_ms_per_request": floor_ms,
+        "in_process_ms_per_request_batch16": floor_batch_ms,
+        "in_process_breakdown_ms": breakdown,
+        "loads": results,
+        "p99_ms_concurrency1_binary": p99_c1,
+        "batched_over_unbatched_throughput_c16": ratio,
+        "errors": int(sum(r["errors"] for r in results)),
+        "targets": {"p99_ms_c1": 50.0, "batched_over_unbatched": 3.0, "errors": 0},
+    }
+    print(
+        f"\nin-process floor: {floor_ms:.1f} ms/request alone, "
+        f"{floor_batch_ms:.1f} ms/request in a batch of 16; "
+        + ", ".join(f"{k} {v:.1f} ms" for k, v in breakdown.items())
+    )
+    head = ("batched", "format", "conc", "n", "err", "p50 ms", "p95 ms", "p99 ms", "req/s")
+    widths = (8, 13, 5, 5, 4, 8, 8, 8, 7)
+    print(" ".join(f"{h:>{w}}" for h, w in zip(head, widths)))
+    for r in results:
+        print(
+            f"{r['batched']!s:>8} {r['format']:>13} {r['concurrency']:>5} {r['requests']:>5} "
+            f"{r['errors']:>4} {r['p50_ms']:>8.1f} {r['p95_ms']:>8.1f} {r['p99_ms']:>8.1f} "
+            f"{r['throughput_rps']:>7.1f}"
+        )
+    print(f"p99 at concurrency 1 (binary): {p99_c1:.1f} ms (target <= 50)")
+    print(f"batched / unbatched throughput at concurrency 16: {ratio:.2f}x (target >= 3)")
+    write_json(report, args.json)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
