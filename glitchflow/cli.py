@@ -117,6 +117,27 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tune(args: argparse.Namespace) -> int:
+    from glitchflow.pipelines.tune import run_tune
+
+    cfg = _config_on_ray(args)
+    s = run_tune(cfg, args.data, args.out, resume=args.resume)
+    best = s["best"]
+    metric = f"best_{s['metric']}"
+    print(
+        f"tune: {s['trials']} trials ({s['completed']} completed, {s['stopped_early']} stopped "
+        f"early by ASHA, {s['failed']} failed) in {s['wall_seconds']} s"
+    )
+    print(f"best trial {best['trial_id']}: {metric} {best[metric]:.4f} with {best['params']}")
+    if "default" in s:
+        print(f"default architecture: {metric} {s['default'][metric]:.4f}")
+    if s["registered"]:
+        print(f"registered: {s['registered']['uri']} (version {s['registered']['version']})")
+    out = Path(args.out)
+    print(f"best config: {out / 'best_config.yaml'}; table: {out / 'trials.csv'}")
+    return 0
+
+
 def cmd_infer(args: argparse.Namespace) -> int:
     from glitchflow.pipelines.infer import run_inference
 
@@ -266,6 +287,18 @@ def build_parser() -> argparse.ArgumentParser:
         "Split DATA by GPS blocks, crop and normalise, train with Ray Train (DDP over "
         "train.workers), score the best checkpoint on the test split, register it in MLflow.",
     )
+
+    p = _ray_stage(
+        sub,
+        "tune",
+        cmd_tune,
+        "data",
+        "architecture search with Ray Tune (ASHA), tracked in MLflow",
+        "Sample tune.space (architectures and training settings), train every trial with the "
+        "training code of `glitchflow train`, stop weak trials early with ASHA, register the "
+        "best model; writes trials.csv, search.png and best_config.yaml under OUT.",
+    )
+    p.add_argument("--resume", action="store_true", help="continue an interrupted search in OUT")
 
     for name, func, source, summary, description in (
         (

@@ -27,7 +27,17 @@ def test_image_uses_the_pinned_ray_version():
 
 
 def test_job_entrypoints_exist_and_show_their_stage_help():
-    for stage in ("synth", "scan", "preprocess", "train"):
+    for stage in (
+        "synth",
+        "scan",
+        "preprocess",
+        "train",
+        "tune",
+        "infer",
+        "evaluate",
+        "generate",
+        "serve",
+    ):
         out = subprocess.run(
             [sys.executable, str(REPO / "jobs" / f"{stage}.py"), "--help"],
             capture_output=True,

@@ -33,6 +33,7 @@ from glitchflow.config.stages import (
     ServeConfig,
     TrainConfig,
 )
+from glitchflow.config.tune import TuneConfig
 from glitchflow.config.twin import ChannelSpec, TwinConfig
 
 __all__ = [
@@ -50,6 +51,7 @@ __all__ = [
     "ServeConfig",
     "SignalConfig",
     "TrainConfig",
+    "TuneConfig",
     "TwinConfig",
     "apply_overrides",
     "config_hash",
@@ -70,6 +72,7 @@ class Config(Strict):
     infer: InferConfig = InferConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
     serve: ServeConfig = ServeConfig()
+    tune: TuneConfig = TuneConfig()
 
     def scan_signal(self) -> SignalConfig:
         """The shared signal settings with the scan's rate and Q grid."""

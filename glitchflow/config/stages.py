@@ -150,6 +150,9 @@ class InferConfig(Strict):
     veto_padding: float = Field(
         0.1, ge=0, description="seconds added on each side of a cluster's time extent"
     )
+    crop_hop: float = Field(
+        0.5, gt=0, le=1, description="crop hop / crop: 0.5 = overlapping crops, 1 = side by side"
+    )
     gate_taper: float = Field(
         0.25, ge=0, description="inverse-Tukey taper (s) on each side of a gated segment"
     )
@@ -199,6 +202,7 @@ class ServeConfig(Strict):
     cpus_per_replica: float = Field(1.0, gt=0)
     gpus_per_replica: float = Field(0.0, ge=0)
     threads: int = Field(1, ge=1, description="torch threads per replica")
+    crop_hop: float = Field(0.5, gt=0, le=1, description="as infer.crop_hop; keep them equal")
     max_request_mb: float = Field(64.0, gt=0, description="larger payloads get 413")
     token_env: str = Field(
         "GLITCHFLOW_SERVE_TOKEN", description="env var holding the bearer token; unset = no auth"

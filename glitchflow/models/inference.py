@@ -4,7 +4,7 @@
 takes whole windows of auxiliary spectrograms ``(batch, n_aux, n_freq, bins)``
 (the Conditioner's output, SNR^2), cuts them into the training crops
 (``crop`` rows centred in frequency, ``crop`` bins in time) with a hop of half
-a crop, runs the model on all crops at once, and stitches the crops back with
+a crop (configurable), runs the model on all crops at once, and stitches the crops back with
 triangular weights so that every bin is predicted mostly from crops where it
 is far from an edge.  The output is the generated strain spectrogram
 ``(batch, crop, bins)`` in SNR^2 on the rows :attr:`Predictor.rows`.
@@ -28,9 +28,13 @@ class Predictor:
     Args:
         ckpt: a checkpoint dict (:func:`~glitchflow.models.checkpoint.read_checkpoint`).
         device: torch device for the model.
+        hop_fraction: crop hop as a fraction of the crop (0.5: every bin seen by two
+            crops; 1: crops side by side as in training, half the model calls).
     """
 
-    def __init__(self, ckpt: dict, device: str | torch.device = "cpu") -> None:
+    def __init__(
+        self, ckpt: dict, device: str | torch.device = "cpu", hop_fraction: float = 0.5
+    ) -> None:
         self.ckpt = ckpt
         self.device = torch.device(device)
         self.model = build_model(ckpt).to(self.device)
@@ -45,6 +49,9 @@ class Predictor:
         #: row slice of the Conditioner's output that the model predicts
         self.rows = slice(first, first + self.crop)
         self.thresholds = dict(ckpt["thresholds"])
+        if not 0 < hop_fraction <= 1:
+            raise ValueError(f"hop_fraction must be in (0, 1], got {hop_fraction}")
+        self.hop = max(1, round(self.crop * hop_fraction))
 
     @property
     def strain_channel(self) -> str:
@@ -55,11 +62,10 @@ class Predictor:
         return self.channels[1:]
 
     def crop_starts(self, bins: int) -> list[int]:
-        """Start bins of the crops covering ``bins`` bins (hop ``crop // 2``, last flush)."""
+        """Start bins of the crops covering ``bins`` bins (every ``hop`` bins, last flush)."""
         if bins < self.crop:
             raise ValueError(f"a window needs at least {self.crop} bins, got {bins}")
-        hop = max(1, self.crop // 2)
-        starts = list(range(0, bins - self.crop + 1, hop))
+        starts = list(range(0, bins - self.crop + 1, self.hop))
         if starts[-1] != bins - self.crop:
             starts.append(bins - self.crop)
         return starts

@@ -82,7 +82,7 @@ class WindowPredictor:
         self.cond = Conditioner(validate_model(SignalConfig, ckpt["signal"], "checkpoint")).to(
             device
         )
-        self.predictor = Predictor(ckpt, device)
+        self.predictor = Predictor(ckpt, device, self.infer.crop_hop)
         files = [FrameFile(start, duration, path) for path, start, duration in frames]
         self.by_path = {f.path: f for f in files}
         self.cutter = FrameWindowCutter(
@@ -192,7 +192,7 @@ def run_inference(
     import ray
 
     from glitchflow.pipelines.infer_products import write_products
-    from glitchflow.pipelines.preprocess import build_manifest, make_blocks
+    from glitchflow.pipelines.preprocess import WRITE_CPUS, build_manifest, make_blocks
     from glitchflow.tracking.model_store import resolve_model
 
     t0 = time.perf_counter()
@@ -215,7 +215,7 @@ def run_inference(
     found = find_frames(frames_dir)
     blocks = make_blocks(found.frames, inf.frames_per_block)
     res = inf.resources
-    check_stage_resources(res, "infer")
+    check_stage_resources(res, "infer", WRITE_CPUS)
     check_shared_storage(frames_dir, out)
     log.info(
         "infer: %s (%s) on %d frames in %d blocks, %d channels",
@@ -243,7 +243,11 @@ def run_inference(
             num_cpus=res.cpus_per_worker,
             num_gpus=res.gpus_per_worker,
         )
-        ds.write_parquet(str(shards), min_rows_per_file=inf.rows_per_file)
+        ds.write_parquet(
+            str(shards),
+            min_rows_per_file=inf.rows_per_file,
+            ray_remote_args={"num_cpus": WRITE_CPUS},
+        )
     accounting = build_manifest(cfg, found, ckpt["channels"], out / REPORTS, 0.0)
     summary = write_products(cfg, out, model, found, accounting, hveto, time.perf_counter() - t0)
     return summary

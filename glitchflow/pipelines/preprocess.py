@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 SHARDS = "shards"
 REPORTS = "reports"
 MANIFEST = "manifest.json"
+#: CPUs of each Parquet write task; kept free beside the actors so writing streams
 WRITE_CPUS = 0.25
 
 
@@ -157,7 +158,7 @@ def run_preprocess(
         "preprocess: %d frames in %d blocks, %d channels", len(frames), len(blocks), len(channels)
     )
     res = cfg.preprocess.resources
-    check_stage_resources(res, "preprocess")
+    check_stage_resources(res, "preprocess", WRITE_CPUS)
     check_shared_storage(frames_dir, out)
     if blocks:
         items = [{"paths": json.dumps([f.path for f in b])} for b in blocks]
@@ -178,7 +179,9 @@ def run_preprocess(
             num_gpus=res.gpus_per_worker,
         )
         ds.write_parquet(
-            str((out / SHARDS).resolve()), min_rows_per_file=cfg.preprocess.rows_per_file
+            str((out / SHARDS).resolve()),
+            min_rows_per_file=cfg.preprocess.rows_per_file,
+            ray_remote_args={"num_cpus": WRITE_CPUS},
         )
     manifest = build_manifest(cfg, found, channels, report_dir, time.perf_counter() - t0)
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2))

@@ -42,10 +42,11 @@ def check_resources(cpus: float, gpus: float = 0.0, what: str = "stage") -> None
         )
 
 
-def check_stage_resources(resources, what: str) -> None:
-    """:func:`check_resources` for a :class:`~glitchflow.config.ResourcesConfig` pool."""
+def check_stage_resources(resources, what: str, extra_cpus: float = 0.0) -> None:
+    """:func:`check_resources` for a :class:`~glitchflow.config.ResourcesConfig` pool plus
+    ``extra_cpus`` that must stay free beside it (writers, a driver)."""
     check_resources(
-        resources.workers * resources.cpus_per_worker,
+        resources.workers * resources.cpus_per_worker + extra_cpus,
         resources.workers * resources.gpus_per_worker,
         what,
     )

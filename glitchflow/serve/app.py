@@ -103,7 +103,7 @@ class GlitchflowEndpoint:
         resolved = resolve_model(self.model_uri, self.tracking_uri)
         cfg = self.cfg
         self.engine = DecisionEngine(
-            resolved.ckpt, cfg.window, self.device, cfg.snr2_threshold, cfg.min_area
+            resolved.ckpt, cfg.window, self.device, cfg.snr2_threshold, cfg.min_area, cfg.crop_hop
         )
         self.resolved = resolved
         log.info("serving %s version %s", resolved.uri, resolved.version)

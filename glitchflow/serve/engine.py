@@ -60,6 +60,7 @@ class DecisionEngine:
         window: analysed window (s); None: the checkpoint's training window.
         device: torch device.
         snr2_threshold, min_area: decision thresholds; None: the checkpoint's.
+        crop_hop: crop hop / crop, as ``infer.crop_hop`` (equal settings, equal answers).
     """
 
     def __init__(
@@ -69,11 +70,12 @@ class DecisionEngine:
         device: str = "cpu",
         snr2_threshold: float | None = None,
         min_area: int | None = None,
+        crop_hop: float = 0.5,
     ) -> None:
         self.ckpt = ckpt
         self.signal = validate_model(SignalConfig, ckpt["signal"], "checkpoint")
         self.cond = Conditioner(self.signal).to(device)
-        self.predictor = Predictor(ckpt, device)
+        self.predictor = Predictor(ckpt, device, crop_hop)
         self.device = device
         self.channels = list(ckpt["channels"])
         self.rates = {c: float(r) for c, r in ckpt["sample"].get("rates", {}).items()}

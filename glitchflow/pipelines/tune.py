@@ -1,0 +1,236 @@
+"""``glitchflow tune``: ASHA over architectures and training settings with Ray Tune.
+
+Every trial is a Tune function trainable that fits the same ``TorchTrainer``
+as ``glitchflow train`` (:func:`~glitchflow.pipelines.train.make_trainer`) on
+the same prepared datasets, with the sampled values applied to the config as
+overrides.  Ray Train's ``TuneReportCallback`` forwards each epoch's metrics
+to Tune (ASHA decides on them) and :class:`MlflowTrainCallback` logs them to
+the trial's MLflow child run under one parent run for the experiment.
+
+Resources: a trial's driver takes ``tune.trial_cpus`` (default 0) and its
+training workers take ``train.workers x train.cpus_per_worker`` (and GPUs);
+``tune.max_concurrent_trials`` trials run at once, checked against the cluster
+before anything starts.  Outputs in OUT: ``trials.csv``, ``search.png``,
+``best_config.yaml`` (a config ``glitchflow train`` accepts), ``tune_summary.json``;
+the best trial's model is registered.  ``resume=True`` continues an interrupted
+experiment with ``Tuner.restore`` (finished trials are not run again).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import yaml
+
+from glitchflow.config import Config, config_hash, validate_config
+from glitchflow.config.base import apply_overrides
+from glitchflow.pipelines.runtime import check_resources, check_shared_storage
+
+log = logging.getLogger(__name__)
+
+EXPERIMENT = "search"
+STATE = "tune_state.json"
+
+
+def search_space(cfg: Config) -> dict:
+    """Ray Tune distributions of ``tune.space`` (flat dotted keys)."""
+    from ray import tune
+
+    space = {}
+    for key, dim in cfg.tune.space.items():
+        if dim.kind == "choice":
+            space[key] = tune.choice(list(dim.values))
+        elif dim.kind == "uniform":
+            space[key] = tune.uniform(dim.low, dim.high)
+        elif dim.kind == "loguniform":
+            space[key] = tune.loguniform(dim.low, dim.high)
+        else:
+            space[key] = tune.randint(int(dim.low), int(dim.high))
+    return space
+
+
+def trial_config(base: Config, params: dict) -> Config:
+    """The base config with a trial's sampled values; epochs = the ASHA ``max_t``."""
+    params = dict(params)
+    if "train.loss.ssim_weight" in params and "train.loss.l1_weight" not in params:
+        params["train.loss.l1_weight"] = 1.0 - float(params["train.loss.ssim_weight"])
+    elif "train.loss.l1_weight" in params and "train.loss.ssim_weight" not in params:
+        params["train.loss.ssim_weight"] = 1.0 - float(params["train.loss.l1_weight"])
+    params["train.epochs"] = base.tune.scheduler.max_t
+    items = [f"{k}={json.dumps(v)}" for k, v in params.items()]
+    return validate_config(apply_overrides(base.model_dump(mode="json"), items), "tune trial")
+
+
+def tune_trial(params: dict, base: dict, data, out: str, tracking_uri: str, parent: str) -> None:
+    """One trial: fit the training code with the sampled values (runs in a Tune actor)."""
+    from ray import tune
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from glitchflow.pipelines.train import loop_config, make_trainer
+    from glitchflow.tracking.mlflow_tracking import MlflowTrainCallback, start_run
+
+    cfg = trial_config(validate_config(base), params)
+    trial_id = tune.get_context().get_trial_id()
+    trial_out = Path(out) / "trials" / trial_id
+    trial_out.mkdir(parents=True, exist_ok=True)
+    loop = loop_config(cfg, data, trial_out)
+    run_id = child_run(tracking_uri, parent, trial_id)  # a resumed trial keeps its run
+    if run_id is None:
+        run_id = start_run(
+            tracking_uri,
+            cfg.train.mlflow.experiment,
+            f"trial-{trial_id}",
+            params | {"model": loop["model"]},
+            {"trial_id": trial_id, "stage": "tune-trial"},
+            parent_run_id=parent,
+        )
+    callbacks = [TuneReportCallback(), MlflowTrainCallback(tracking_uri, run_id, False)]
+    make_trainer(cfg, data, trial_out, loop, callbacks, name=f"trial_{trial_id}").fit()
+
+
+def default_point(cfg: Config) -> dict:
+    """The base config's own values of the searched keys (the default architecture)."""
+    data = cfg.model_dump(mode="json")
+    point = {}
+    for key in cfg.tune.space:
+        node = data
+        for part in key.split("."):
+            node = node[part]
+        point[key] = node
+    return point
+
+
+def child_run(tracking_uri: str, parent: str, trial_id: str) -> str | None:
+    """The MLflow child run of ``trial_id`` under ``parent``, if one exists."""
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri)
+    experiment = client.get_run(parent).info.experiment_id
+    runs = client.search_runs(
+        [experiment],
+        f"tags.mlflow.parentRunId = '{parent}' and tags.trial_id = '{trial_id}'",
+    )
+    return runs[0].info.run_id if runs else None
+
+
+def _searcher(cfg: Config):
+    points = [default_point(cfg)] if cfg.tune.include_default else None
+    if cfg.tune.search == "optuna":
+        from ray.tune.search.optuna import OptunaSearch
+
+        return OptunaSearch(points_to_evaluate=points, seed=cfg.seed)
+    from ray.tune.search import BasicVariantGenerator
+
+    return BasicVariantGenerator(points_to_evaluate=points, random_state=cfg.seed)
+
+
+def check_trial_resources(cfg: Config) -> None:
+    tr, tn = cfg.train, cfg.tune
+    per_trial = tn.trial_cpus + tr.workers * tr.cpus_per_worker
+    gpus = tr.workers if tr.use_gpu else 0
+    check_resources(
+        per_trial * tn.max_concurrent_trials, gpus * tn.max_concurrent_trials, "tune trials"
+    )
+
+
+def run_tune(cfg: Config, data_dir: str | Path, out: str | Path, resume: bool = False) -> dict:
+    """Run (or resume) the search; write the outputs; register the best model."""
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+
+    from glitchflow.pipelines.training_data import prepare_training_data
+    from glitchflow.pipelines.tune_results import summarise
+    from glitchflow.tracking.mlflow_tracking import (
+        default_artifact_location,
+        default_tracking_uri,
+        start_run,
+    )
+
+    t0 = time.perf_counter()
+    out = Path(out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    check_trial_resources(cfg)
+    check_shared_storage(out)
+    for params in _corner_samples(cfg):
+        trial_config(cfg, params)  # a bad space fails here, not in a trial
+    uri = cfg.train.mlflow.tracking_uri or default_tracking_uri(out)
+    state_file = out / STATE
+    if resume and state_file.is_file():
+        state = json.loads(state_file.read_text())
+    else:
+        if resume:
+            log.warning("%s not found: starting a new search", state_file)
+            resume = False
+        parent = start_run(
+            uri,
+            cfg.train.mlflow.experiment,
+            f"tune-{config_hash(cfg)}",
+            {"tune": cfg.tune.model_dump(mode="json"), "data": str(data_dir)},
+            {"stage": "tune", "config_hash": config_hash(cfg)},
+            artifact_location=default_artifact_location(out),
+        )
+        state = {"parent_run_id": parent, "config": cfg.model_dump(mode="json")}
+        state_file.write_text(json.dumps(state, indent=2))
+    data = prepare_training_data(cfg, data_dir)
+    trainable = tune.with_resources(
+        tune.with_parameters(
+            tune_trial,
+            base=cfg.model_dump(mode="json"),
+            data=data,
+            out=str(out),
+            tracking_uri=uri,
+            parent=state["parent_run_id"],
+        ),
+        {"CPU": cfg.tune.trial_cpus},
+    )
+    experiment = out / "ray_results" / EXPERIMENT
+    if resume and tune.Tuner.can_restore(str(experiment)):
+        tuner = tune.Tuner.restore(str(experiment), trainable, resume_errored=True)
+    else:
+        tn = cfg.tune
+        tuner = tune.Tuner(
+            trainable,
+            param_space=search_space(cfg),
+            tune_config=tune.TuneConfig(
+                metric=tn.metric,
+                mode=tn.mode,
+                num_samples=tn.num_samples,
+                max_concurrent_trials=tn.max_concurrent_trials,
+                search_alg=_searcher(cfg),
+                scheduler=ASHAScheduler(
+                    time_attr="training_iteration",
+                    max_t=tn.scheduler.max_t,
+                    grace_period=tn.scheduler.grace_period,
+                    reduction_factor=tn.scheduler.reduction_factor,
+                ),
+            ),
+            run_config=tune.RunConfig(
+                name=EXPERIMENT, storage_path=str(out / "ray_results"), verbose=1
+            ),
+        )
+    grid = tuner.fit()
+    summary = summarise(cfg, grid, data, out, uri, state["parent_run_id"])
+    summary["wall_seconds"] = round(time.perf_counter() - t0, 1)
+    (out / "tune_summary.json").write_text(json.dumps(summary, indent=2, default=float))
+    return summary
+
+
+def _corner_samples(cfg: Config) -> list[dict]:
+    """The lowest and highest value of every dimension (a config check before Ray)."""
+    low, high = {}, {}
+    for key, dim in cfg.tune.space.items():
+        if dim.kind == "choice":
+            low[key], high[key] = dim.values[0], dim.values[-1]
+        elif dim.kind == "randint":
+            low[key], high[key] = int(dim.low), int(dim.high) - 1
+        else:
+            low[key], high[key] = dim.low, dim.high
+    return [low, high]
+
+
+def write_best_config(cfg: Config, params: dict, path: Path) -> None:
+    best = trial_config(cfg, params)
+    path.write_text(yaml.safe_dump(best.model_dump(mode="json"), sort_keys=False))

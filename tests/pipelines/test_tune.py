@@ -1,0 +1,123 @@
+"""Ray Tune search: interrupted and resumed, ASHA stops trials, MLflow parent/children, best
+model registered, outputs usable by `glitchflow train`."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import mlflow
+import pandas as pd
+import pytest
+import yaml
+
+from glitchflow.config import load_config
+from tests.conftest import CONFIGS, REPO, TRAIN_OVERRIDES
+
+pytestmark = pytest.mark.timeout(900)
+
+SPACE = {
+    "train.model.name": {"kind": "choice", "values": ["unet", "unet_res_att"]},
+    "train.model.base": {"kind": "choice", "values": [4, 8]},
+    "train.lr": {"kind": "loguniform", "low": 0.0003, "high": 0.01},
+}
+TUNE_OVERRIDES = [
+    *TRAIN_OVERRIDES,
+    f"tune.space={json.dumps(SPACE)}",
+    "tune.num_samples=4",
+    "tune.scheduler.max_t=3",
+    "tune.scheduler.grace_period=1",
+    "tune.scheduler.reduction_factor=2",
+]
+
+
+def _finished_trials(out) -> int:
+    n = 0
+    for result in (out / "ray_results" / "search").glob("*/result.json"):
+        lines = result.read_text().splitlines()
+        if lines and json.loads(lines[-1]).get("training_iteration") == 3:
+            n += 1
+    return n
+
+
+def test_search_interrupted_resumed_asha_and_registered(tiny_dataset, ray_local, tmp_path):
+    from glitchflow.pipelines.tune import run_tune
+
+    out = tmp_path / "tune"
+    address = ray_local.get_runtime_context().gcs_address
+    cmd = [
+        sys.executable,
+        "-m",
+        "glitchflow.cli",
+        "tune",
+        "--config",
+        str(CONFIGS / "demo.yaml"),
+        "--data",
+        str(tiny_dataset),
+        "--out",
+        str(out),
+        "--address",
+        address,
+        *TUNE_OVERRIDES,
+    ]
+    env = os.environ | {"PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(
+        cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    deadline = time.monotonic() + 400
+    while _finished_trials(out) < 1 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(1)
+    assert proc.poll() is None, "the search ended before it could be interrupted"
+    assert _finished_trials(out) >= 1
+    os.killpg(proc.pid, signal.SIGKILL)  # the driver dies mid-search
+    proc.wait()
+    time.sleep(3)
+    done_before = {
+        p.parent.name
+        for p in (out / "ray_results" / "search").glob("*/result.json")
+        if json.loads(p.read_text().splitlines()[-1]).get("training_iteration") == 3
+    }
+
+    cfg = load_config(CONFIGS / "demo.yaml", TUNE_OVERRIDES)
+    summary = run_tune(cfg, tiny_dataset, out, resume=True)
+
+    table = pd.read_csv(out / "trials.csv")
+    assert len(table) == 4 == summary["trials"]
+    assert summary["stopped_early"] >= 1, table[["trial_id", "epochs", "stop_reason"]]
+    assert summary["failed"] == 0
+    # finished trials were not run again: their history still has one row per epoch
+    for trial_dir in (out / "ray_results" / "search").iterdir():
+        if trial_dir.name in done_before:
+            progress = pd.read_csv(trial_dir / "progress.csv")
+            assert len(progress) == 3
+    # the default architecture was a trial, and the best config is one train accepts
+    assert "default" in summary
+    best = load_config(out / "best_config.yaml")
+    assert best.train.epochs == 3
+    params = summary["best"]["params"]
+    assert best.train.model.name == params["train.model.name"]
+    assert (out / "search.png").is_file()
+    # MLflow: one parent, one child per trial with per-epoch metrics and a status
+    client = mlflow.MlflowClient(summary["tracking_uri"])
+    parent = client.get_run(summary["parent_run_id"])
+    children = client.search_runs(
+        [parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
+    )
+    by_trial = {}
+    for run in children:
+        by_trial.setdefault(run.data.tags["trial_id"], []).append(run)
+    assert set(by_trial) == set(table.trial_id)
+    statuses = {run.info.status for runs in by_trial.values() for run in runs}
+    assert "KILLED" in statuses and "FINISHED" in statuses
+    some = by_trial[summary["best"]["trial_id"]][0]
+    assert len(client.get_metric_history(some.info.run_id, "val_loss")) >= 1
+    assert parent.info.status == "FINISHED"
+    # the best trial's model is registered under the alias
+    reg = summary["registered"]
+    version = client.get_model_version_by_alias(reg["name"], reg["alias"])
+    assert version.run_id in {r.info.run_id for r in by_trial[summary["best"]["trial_id"]]}
+    yaml.safe_load((out / "best_config.yaml").read_text())
