@@ -199,11 +199,38 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_retrain(args: argparse.Namespace) -> int:
+    from glitchflow.pipelines.retrain import run_retrain
+
+    cfg = _config_on_ray(args)
+    s = run_retrain(cfg, args.frames, args.out)
+    scores = s["scores"]
+    print(
+        f"retrain: {s['training_frames']} training frames, {s['holdout_frames']} held out; "
+        f"candidate version {s['candidate_version']} {s['metric']} "
+        f"{scores['candidate'][s['metric']]:.4f}"
+        + (
+            f" vs production version {s['production_version']} "
+            f"{scores['production'][s['metric']]:.4f}"
+            if "production" in scores
+            else " (no production model yet)"
+        )
+        + f" -> {s['decision']} ({s['wall_seconds']} s)"
+    )
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from glitchflow.workflow import run_pipeline
+
+    return run_pipeline(args.file, args.pipeline, args.steps, args.overrides, args.address)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from glitchflow.demo import run_demo
 
     config = args.config or default_config("demo")
-    return run_demo(config, args.workdir, args.overrides)
+    return run_demo(config, args.workdir, args.overrides, skip_tune=args.skip_tune)
 
 
 # ------------------------------------------------------------------------- parser
@@ -288,6 +315,17 @@ def build_parser() -> argparse.ArgumentParser:
         "train.workers), score the best checkpoint on the test split, register it in MLflow.",
     )
 
+    _ray_stage(
+        sub,
+        "retrain",
+        cmd_retrain,
+        "frames",
+        "re-train on the newest frames and promote the model only when it is better",
+        "Take the newest retrain.buffer_hours of FRAMES, hold out the newest "
+        "retrain.holdout_seconds, re-run scan, preprocess and train, score the candidate "
+        "against the production alias on the held-out slice and move the alias only when the "
+        "candidate is better; the decision is recorded in MLflow.",
+    )
     p = _ray_stage(
         sub,
         "tune",
@@ -353,12 +391,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser(
+        "run",
+        help="run a YAML pipeline of stages (choose the pipeline or the steps)",
+        description="Run the steps of a pipeline file in order, each one a glitchflow "
+        "subcommand; --steps a,b,c picks steps and their order.",
+    )
+    p.add_argument("file", type=Path, help="pipeline YAML (see configs/pipeline.yaml)")
+    p.add_argument("--pipeline", default=None, help="pipeline name (default: the file's)")
+    p.add_argument("--steps", default=None, help="comma-separated steps, in order")
+    p.add_argument("--address", default=None, help="Ray address for the Ray stages")
+    p.add_argument("overrides", nargs="*", metavar="key.sub=value", help="for every step")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser(
         "demo",
         help="run the whole pipeline locally on the twin",
         description="Run every stage on a small synthetic data set and print a summary.",
     )
     _add_config_args(p, required=False)
     p.add_argument("--workdir", type=Path, default=Path("demo-run"), help="output directory")
+    p.add_argument("--skip-tune", action="store_true", help="leave out the small Tune search")
     p.set_defaults(func=cmd_demo)
     return parser
 

@@ -32,7 +32,9 @@ def held_out_overrides(cfg) -> list[str]:
     ]
 
 
-def run_demo(config: str | Path | None, workdir: str | Path, overrides=()) -> int:
+def run_demo(
+    config: str | Path | None, workdir: str | Path, overrides=(), skip_tune: bool = False
+) -> int:
     """Run the demo stages into ``workdir``; returns a process exit code."""
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -88,7 +90,10 @@ def run_demo(config: str | Path | None, workdir: str | Path, overrides=()) -> in
         f"denoise accuracy {test['denoise_accuracy']:.2f} at SNR^2 {cfg.train.snr2_threshold:g}"
     )
     lines.append(f"         registered {trained['registered']['uri']}")
+    if not skip_tune:
+        lines += small_search(config, overrides, workdir, trained)
     lines += held_out_scorecard(config, overrides, cfg, workdir, trained)
+    lines += served_request(cfg, workdir, trained)
     lines.append(f"         MLflow:      mlflow ui --backend-store-uri {trained['tracking_uri']}")
     lines.append(f"         TensorBoard: tensorboard --logdir {trained['tensorboard']}")
     lines.append(f"done in {time.perf_counter() - t0:.1f} s")
@@ -142,3 +147,63 @@ def held_out_scorecard(config, overrides, cfg, workdir: Path, trained: dict) -> 
         f"{100 * d['glitch_free_energy_change']:+.1f}% ({workdir / 'evaluate' / 'report.md'})"
     )
     return lines
+
+
+#: the demo's search: small enough for minutes on 2 CPUs
+DEMO_SEARCH = [
+    "tune.num_samples=4",
+    "tune.scheduler.max_t=6",
+    "tune.scheduler.grace_period=2",
+    "train.mlflow.alias=tune-best",
+]
+
+
+def small_search(config, overrides, workdir: Path, trained: dict) -> list[str]:
+    """A four-trial ASHA search on the demo dataset, in the training run's MLflow."""
+    from glitchflow.pipelines.tune import run_tune
+
+    uri = trained["tracking_uri"]
+    cfg = load_config(config, [*overrides, *DEMO_SEARCH, f"train.mlflow.tracking_uri={uri}"])
+    s = run_tune(cfg, workdir / "dataset", workdir / "tune")
+    metric = f"best_{s['metric']}"
+    best = s["best"]
+    line = (
+        f"[tune]   {s['trials']} trials ({s['stopped_early']} stopped early by ASHA) in "
+        f"{s['wall_seconds']:.0f} s; best {metric} {best[metric]:.4f}"
+    )
+    if "default" in s:
+        line += f" vs {s['default'][metric]:.4f} for the default architecture"
+    params = ", ".join(f"{k.removeprefix('train.')}={v}" for k, v in best["params"].items())
+    return [line, f"         best: {params} ({workdir / 'tune' / 'best_config.yaml'})"]
+
+
+def served_request(cfg, workdir: Path, trained: dict) -> list[str]:
+    """Start the endpoint on loopback, ask for the loudest held-out window, shut down."""
+    import pandas as pd
+
+    from glitchflow.serve.client import get, post_window, window_from_frames
+    from glitchflow.serve.runner import start_endpoint, stop_endpoint
+
+    windows = pd.read_csv(workdir / "infer" / "windows.csv")
+    loudest = windows.loc[windows["max_real_snr2"].idxmax()]
+    t0 = time.perf_counter()
+    url = start_endpoint(cfg, trained["registered"]["uri"], trained["tracking_uri"])
+    started = time.perf_counter() - t0
+    try:
+        info = get(url, "/v1/model")
+        channels = window_from_frames(
+            workdir / "held_out" / "frames", info, float(loudest["gps_start"])
+        )
+        t1 = time.perf_counter()
+        answer = post_window(url, "/v1/denoise", info, float(loudest["gps_start"]), channels)
+        latency = time.perf_counter() - t1
+    finally:
+        stop_endpoint()
+    times = ", ".join(f"{c['gps_time']:.2f}" for c in answer["clusters"]) or "none"
+    return [
+        f"[serve]  {url} up in {started:.0f} s; POST /v1/denoise for GPS "
+        f"{answer['window_start']:.0f}-{answer['window_end']:.0f}: veto {answer['veto']} "
+        f"(clusters at {times}), cleaned {answer['cleaned']}, max SNR^2 real "
+        f"{answer['max_real_snr2']:.0f} -> residual {answer['max_residual_snr2']:.0f}, "
+        f"{1000 * latency:.0f} ms; same as infer: veto {bool(loudest['veto'])}"
+    ]

@@ -45,7 +45,11 @@ def ray_local():
     import ray
 
     if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        # the dashboard (on loopback) serves the state API that Ray Train uses to release
+        # the placement groups of a stopped or killed run (Tune early stopping needs it)
+        ray.init(
+            num_cpus=2, include_dashboard=True, dashboard_host="127.0.0.1", log_to_driver=False
+        )
     yield ray
     ray.shutdown()
 

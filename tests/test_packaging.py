@@ -27,17 +27,9 @@ def test_image_uses_the_pinned_ray_version():
 
 
 def test_job_entrypoints_exist_and_show_their_stage_help():
-    for stage in (
-        "synth",
-        "scan",
-        "preprocess",
-        "train",
-        "tune",
-        "infer",
-        "evaluate",
-        "generate",
-        "serve",
-    ):
+    from glitchflow.workflow import COMMANDS
+
+    for stage in (*COMMANDS, "serve"):
         out = subprocess.run(
             [sys.executable, str(REPO / "jobs" / f"{stage}.py"), "--help"],
             capture_output=True,

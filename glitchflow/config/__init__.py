@@ -29,6 +29,7 @@ from glitchflow.config.stages import (
     InferConfig,
     PreprocessConfig,
     ResourcesConfig,
+    RetrainConfig,
     ScanConfig,
     ServeConfig,
     TrainConfig,
@@ -47,6 +48,7 @@ __all__ = [
     "PreprocessConfig",
     "QTransformConfig",
     "ResourcesConfig",
+    "RetrainConfig",
     "ScanConfig",
     "ServeConfig",
     "SignalConfig",
@@ -73,6 +75,7 @@ class Config(Strict):
     evaluate: EvaluateConfig = EvaluateConfig()
     serve: ServeConfig = ServeConfig()
     tune: TuneConfig = TuneConfig()
+    retrain: RetrainConfig = RetrainConfig()
 
     def scan_signal(self) -> SignalConfig:
         """The shared signal settings with the scan's rate and Q grid."""

@@ -210,3 +210,17 @@ class ServeConfig(Strict):
     watch_interval_s: float = Field(
         0.0, ge=0, description="poll the registry alias for a new version (s); 0 = only on reload"
     )
+
+
+class RetrainConfig(Strict):
+    """Periodic re-training with promotion (``glitchflow retrain``)."""
+
+    buffer_hours: float = Field(24.0, gt=0, description="most recent data used (hours)")
+    holdout_seconds: float = Field(
+        3600.0, gt=0, description="newest seconds held out to score candidate vs production"
+    )
+    production_alias: str = "production"
+    metric: Literal["log_l1", "veto_accuracy", "denoise_accuracy"] = Field(
+        "log_l1", description="log_l1: mean |log1p(real) - log1p(generated)|, lower is better"
+    )
+    min_improvement: float = Field(0.0, ge=0, description="margin the candidate must beat")

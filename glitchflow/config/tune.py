@@ -74,7 +74,7 @@ class TuneConfig(Strict):
         True, description="first trial = the base config's own values (the default architecture)"
     )
     trial_cpus: float = Field(
-        0.0, ge=0, description="CPUs of each trial's driver (the training workers are separate)"
+        0.05, gt=0, description="CPUs of each trial's driver (the training workers are separate)"
     )
 
     @model_validator(mode="after")

@@ -15,7 +15,10 @@ SHARED_FS = {"nfs", "nfs4", "lustre", "gpfs", "cephfs", "beegfs", "glusterfs", "
 def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     """Connect to ``address`` (or ``$RAY_ADDRESS``), else start Ray in-process.
 
-    Dashboard off and everything on loopback for a local instance.
+    A local instance listens on loopback only; its dashboard is on because it
+    serves the state API through which Ray Train releases the placement groups
+    of a stopped or killed run (without it, a Tune trial stopped early keeps
+    its CPUs and the next trial waits forever).
     """
     import ray
 
@@ -25,7 +28,12 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     if address:
         ray.init(address=address, log_to_driver=True)
     else:
-        ray.init(num_cpus=num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1")
+        ray.init(
+            num_cpus=num_cpus,
+            include_dashboard=True,
+            dashboard_host="127.0.0.1",
+            _node_ip_address="127.0.0.1",
+        )
     log.info("ray: %s", ray.cluster_resources())
 
 
@@ -89,3 +97,38 @@ def check_shared_storage(*paths: str | Path) -> list[str]:
             log.warning(msg)
             warnings.append(msg)
     return warnings
+
+
+def release_orphaned_placement_groups() -> list[str]:
+    """Remove placement groups that a dead driver left behind and no live actor uses.
+
+    Ray Train creates its workers' placement group so that it outlives a
+    controller restart; a driver killed mid-run (an interrupted Tune search)
+    takes the actor that would remove it down with it, and the group keeps its
+    CPUs/GPUs for good.  A placement group id ends with its job id, so groups
+    of dead jobs are found from the job table.  Returns the removed ids.
+    """
+    import ray
+    from ray.util.placement_group import PlacementGroup, remove_placement_group
+
+    try:
+        dead = {j["JobID"] for j in ray._private.state.jobs() if j["IsDead"]}
+        from ray.util.state import list_actors
+
+        used = {
+            a.placement_group_id
+            for a in list_actors(filters=[("state", "=", "ALIVE")], limit=10000)
+            if a.placement_group_id
+        }
+    except Exception as exc:  # no job table or state API (no dashboard): leave them
+        log.warning("cannot look for orphaned placement groups: %s", exc)
+        return []
+    removed = []
+    for pg_id, info in ray.util.placement_group_table().items():
+        if info["state"] != "CREATED" or pg_id in used or pg_id[-8:] not in dead:
+            continue
+        remove_placement_group(PlacementGroup(ray.PlacementGroupID(bytes.fromhex(pg_id))))
+        removed.append(pg_id)
+    if removed:
+        log.warning("released %d placement groups left by dead drivers", len(removed))
+    return removed

@@ -7,7 +7,7 @@ overrides.  Ray Train's ``TuneReportCallback`` forwards each epoch's metrics
 to Tune (ASHA decides on them) and :class:`MlflowTrainCallback` logs them to
 the trial's MLflow child run under one parent run for the experiment.
 
-Resources: a trial's driver takes ``tune.trial_cpus`` (default 0) and its
+Resources: a trial's driver takes ``tune.trial_cpus`` (default 0.05) and its
 training workers take ``train.workers x train.cpus_per_worker`` (and GPUs);
 ``tune.max_concurrent_trials`` trials run at once, checked against the cluster
 before anything starts.  Outputs in OUT: ``trials.csv``, ``search.png``,
@@ -27,7 +27,11 @@ import yaml
 
 from glitchflow.config import Config, config_hash, validate_config
 from glitchflow.config.base import apply_overrides
-from glitchflow.pipelines.runtime import check_resources, check_shared_storage
+from glitchflow.pipelines.runtime import (
+    check_resources,
+    check_shared_storage,
+    release_orphaned_placement_groups,
+)
 
 log = logging.getLogger(__name__)
 
@@ -152,6 +156,7 @@ def run_tune(cfg: Config, data_dir: str | Path, out: str | Path, resume: bool = 
     t0 = time.perf_counter()
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
+    release_orphaned_placement_groups()  # an interrupted search may have left some
     check_trial_resources(cfg)
     check_shared_storage(out)
     for params in _corner_samples(cfg):

@@ -1,0 +1,141 @@
+"""`ray job submit` against a real local head node: a job succeeds with its outputs, a
+failing job reports FAILED with the error instead of hanging."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+
+import pytest
+
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.timeout(600)
+
+RAY = str(REPO / ".venv" / "bin" / "ray")
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def head(tmp_path_factory):
+    """A head node of its own (loopback, dashboard = job server); stopped with its group."""
+    port, dashboard = _port(), _port()
+    env = os.environ | {
+        "PATH": f"{REPO / '.venv' / 'bin'}:{os.environ['PATH']}",
+        "RAY_AUTH_MODE": "token",
+    }
+    log = (tmp_path_factory.mktemp("head") / "head.log").open("w")
+    proc = subprocess.Popen(
+        [
+            RAY,
+            "start",
+            "--head",
+            "--block",
+            f"--port={port}",
+            "--num-cpus=2",
+            "--node-ip-address=127.0.0.1",
+            "--include-dashboard=true",
+            "--dashboard-host=127.0.0.1",
+            f"--dashboard-port={dashboard}",
+        ],
+        env=env,
+        stdout=log,
+        stderr=log,
+        start_new_session=True,
+    )
+    address = f"http://127.0.0.1:{dashboard}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        ok = subprocess.run(
+            [RAY, "job", "list", "--address", address], env=env, capture_output=True, timeout=60
+        )
+        if ok.returncode == 0:
+            break
+        time.sleep(2)
+    else:
+        os.killpg(proc.pid, signal.SIGKILL)
+        pytest.fail("the head node's job server did not come up")
+    yield address, env
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+def submit(head, submission_id: str, *entrypoint: str) -> subprocess.CompletedProcess:
+    address, env = head
+    cmd = [
+        RAY,
+        "job",
+        "submit",
+        "--address",
+        address,
+        "--submission-id",
+        submission_id,
+        "--working-dir",
+        str(REPO),
+        "--",
+        *entrypoint,
+    ]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=400, cwd=REPO)
+
+
+def status(head, submission_id: str) -> str:
+    address, env = head
+    out = subprocess.run(
+        [RAY, "job", "status", "--address", address, submission_id],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    return out.stdout + out.stderr
+
+
+def test_submitted_job_succeeds_with_its_outputs(head, tmp_path):
+    out = tmp_path / "twin"
+    res = submit(
+        head,
+        "glitchflow-synth-ok",
+        "python",
+        "jobs/synth.py",
+        "--config",
+        "configs/demo.yaml",
+        "--out",
+        str(out),
+        "--quiet",
+        "twin.duration=64",
+        "twin.frame_duration=32",
+    )
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert "SUCCEEDED" in status(head, "glitchflow-synth-ok")
+    assert len(list((out / "frames").glob("*.gwf"))) == 2
+    assert (out / "truth.csv").is_file()
+
+
+def test_failing_job_reports_failed_with_the_error(head, tmp_path):
+    res = submit(
+        head,
+        "glitchflow-bad-config",
+        "python",
+        "jobs/scan.py",
+        "--config",
+        "configs/demo.yaml",
+        "--frames",
+        str(tmp_path),
+        "--out",
+        str(tmp_path / "scan"),
+        "scan.no_such_key=1",
+    )
+    assert res.returncode != 0
+    assert "FAILED" in status(head, "glitchflow-bad-config")
+    assert "scan.no_such_key" in res.stdout + res.stderr

@@ -1,0 +1,55 @@
+"""Periodic re-training: promote a better candidate, keep production otherwise."""
+
+from __future__ import annotations
+
+import mlflow
+import pytest
+
+from glitchflow.config import load_config
+from tests.conftest import CONFIGS, TINY_OVERRIDES, TRAIN_OVERRIDES
+
+pytestmark = pytest.mark.timeout(900)
+
+
+def test_retrain_promotes_a_first_model_and_keeps_a_no_better_one(ray_local, tmp_path):
+    from glitchflow.pipelines.retrain import compare_and_promote, run_retrain
+    from glitchflow.synth.twin import generate
+
+    overrides = [
+        *TINY_OVERRIDES,
+        *TRAIN_OVERRIDES,
+        "twin.duration=128",
+        "retrain.buffer_hours=1",
+        "retrain.holdout_seconds=32",
+        "train.mlflow.registered_model=glitchflow-retrain-test",
+    ]
+    cfg = load_config(CONFIGS / "demo.yaml", overrides)
+    twin = generate(cfg, tmp_path / "twin", progress=False)
+    summary = run_retrain(cfg, twin.frames[0].parent, tmp_path / "retrain")
+    assert summary["training_frames"] == 3 and summary["holdout_frames"] == 1
+    assert summary["decision"] == "promote" and summary["production_version"] is None
+    uri = summary["tracking_uri"]
+    client = mlflow.MlflowClient(uri, registry_uri=uri)
+    name = "glitchflow-retrain-test"
+    production = client.get_model_version_by_alias(name, "production")
+    assert str(production.version) == summary["candidate_version"]
+    scores = summary["scores"]["candidate"]
+    assert scores["windows"] > 0 and 0 <= scores["veto_accuracy"] <= 1
+    # the same model again is no improvement: production stays where it is
+    cfg = cfg.model_copy(
+        update={
+            "train": cfg.train.model_copy(
+                update={"mlflow": cfg.train.mlflow.model_copy(update={"tracking_uri": uri})}
+            )
+        }
+    )
+    experiment = client.get_experiment_by_name(cfg.train.mlflow.experiment).experiment_id
+    run = client.create_run(experiment, run_name="retrain-keep")
+    kept = compare_and_promote(
+        cfg, uri, summary["candidate_version"], tmp_path / "retrain" / "holdout", run.info.run_id
+    )
+    assert kept["decision"] == "keep"
+    assert kept["scores"]["candidate"] == kept["scores"]["production"]
+    assert client.get_run(run.info.run_id).data.tags["decision"] == "keep"
+    retrain_runs = client.search_runs([experiment], "tags.stage = 'retrain'")
+    assert retrain_runs and retrain_runs[0].data.tags["decision"] == "promote"

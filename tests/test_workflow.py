@@ -1,0 +1,69 @@
+"""Pipeline files: validation, step choice and order, arguments, stop at a failing step."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from glitchflow.cli import build_parser
+from glitchflow.config import ConfigError
+from glitchflow.workflow import load_pipeline, run_pipeline, select_steps, step_argv
+from tests.conftest import CONFIGS
+
+
+def test_the_shipped_pipeline_file_is_valid_and_every_step_parses():
+    spec = load_pipeline(CONFIGS / "pipeline.yaml")
+    assert select_steps(spec, None, None)[0] == "synth"
+    parser = build_parser()
+    for name in spec.steps:
+        argv = step_argv(spec, name, CONFIGS)
+        args = parser.parse_args(argv)
+        assert args.command == spec.steps[name].command
+        assert "{workdir}" not in " ".join(argv)
+    assert select_steps(spec, None, "train,infer") == ["train", "infer"]
+    with pytest.raises(ConfigError, match="unknown steps"):
+        select_steps(spec, None, "train,nope")
+    with pytest.raises(ConfigError, match="unknown pipeline"):
+        select_steps(spec, "nope", None)
+
+
+def test_bad_pipeline_files_name_the_problem(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump({"steps": {"a": {"command": "fly"}}}))
+    with pytest.raises(ConfigError, match=r"steps\.a\.command"):
+        load_pipeline(path)
+    path.write_text(
+        yaml.safe_dump({"steps": {"a": {"command": "synth"}}, "pipelines": {"p": ["a", "b"]}})
+    )
+    with pytest.raises(ConfigError, match="unknown steps"):
+        load_pipeline(path)
+
+
+def test_steps_run_in_order_and_a_failing_step_stops_the_pipeline(tmp_path):
+    spec = {
+        "config": str(CONFIGS / "demo.yaml"),
+        "workdir": str(tmp_path / "run"),
+        "steps": {
+            "synth": {
+                "command": "synth",
+                "args": {"out": "{workdir}/twin", "quiet": True},
+                "overrides": ["twin.duration=64", "twin.frame_duration=32"],
+            },
+            "broken": {
+                "command": "evaluate",
+                "args": {
+                    "truth": "{workdir}/twin/truth.csv",
+                    "infer": "{workdir}/none",
+                    "out": "{workdir}/eval",
+                },
+            },
+            "never": {"command": "synth", "args": {"out": "{workdir}/never"}},
+        },
+        "pipelines": {"all": ["synth", "broken", "never"]},
+    }
+    path = tmp_path / "pipeline.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    with pytest.raises(FileNotFoundError, match="not an inference directory"):
+        run_pipeline(path, "all", None, ["seed=5"])
+    assert len(list((tmp_path / "run" / "twin" / "frames").glob("*.gwf"))) == 2
+    assert not (tmp_path / "run" / "never").exists()
