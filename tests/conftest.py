@@ -47,8 +47,13 @@ def ray_local():
     if not ray.is_initialized():
         # the dashboard (on loopback) serves the state API that Ray Train uses to release
         # the placement groups of a stopped or killed run (Tune early stopping needs it)
+        # address="local": a new instance even when a `ray start` head runs on this machine
         ray.init(
-            num_cpus=2, include_dashboard=True, dashboard_host="127.0.0.1", log_to_driver=False
+            address="local",
+            num_cpus=2,
+            include_dashboard=True,
+            dashboard_host="127.0.0.1",
+            log_to_driver=False,
         )
     yield ray
     ray.shutdown()

@@ -29,6 +29,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
         ray.init(address=address, log_to_driver=True)
     else:
         ray.init(
+            address="local",  # never attach to another head that happens to run here
             num_cpus=num_cpus,
             include_dashboard=True,
             dashboard_host="127.0.0.1",
