@@ -143,7 +143,7 @@ def run_training(
         artifact_location=default_artifact_location(out),
     )
     trainer = make_trainer(cfg, data, out, loop, [MlflowTrainCallback(uri, run_id)])
-    result = trainer.fit()
+    result = fit_releasing_controller(trainer)
     history = metric_history(uri, run_id)
     best_ckpt = min(result.best_checkpoints, key=lambda cm: cm[1]["val_loss"])[0]
     with best_ckpt.as_directory() as directory:
@@ -191,6 +191,25 @@ def run_training(
     }
     (out / "train_summary.json").write_text(json.dumps(summary, indent=2, default=float))
     return summary
+
+
+def fit_releasing_controller(trainer):
+    """``trainer.fit()``, then drop the SIGINT handler Ray Train installs on the main thread.
+
+    That handler holds the run's controller actor, which holds the workers'
+    placement group: left in place, every later Ray Train or Tune run in the same
+    process finds those CPUs/GPUs taken and waits forever.
+    """
+    import signal
+    import threading
+
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.getsignal(signal.SIGINT) if main else None
+    try:
+        return trainer.fit()
+    finally:
+        if main:
+            signal.signal(signal.SIGINT, previous)
 
 
 def score_checkpoint(ckpt: dict, dataset, cfg: Config) -> dict:

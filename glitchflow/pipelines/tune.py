@@ -123,12 +123,21 @@ def child_run(tracking_uri: str, parent: str, trial_id: str) -> str | None:
 def _searcher(cfg: Config):
     points = [default_point(cfg)] if cfg.tune.include_default else None
     if cfg.tune.search == "optuna":
+        from ray.tune.search import ConcurrencyLimiter
         from ray.tune.search.optuna import OptunaSearch
 
-        return OptunaSearch(points_to_evaluate=points, seed=cfg.seed)
+        return ConcurrencyLimiter(
+            OptunaSearch(points_to_evaluate=points, seed=cfg.seed),
+            max_concurrent=cfg.tune.max_concurrent_trials,
+        )
     from ray.tune.search import BasicVariantGenerator
 
-    return BasicVariantGenerator(points_to_evaluate=points, random_state=cfg.seed)
+    # Tune ignores max_concurrent_trials for a generator instance: the limit goes here
+    return BasicVariantGenerator(
+        points_to_evaluate=points,
+        random_state=cfg.seed,
+        max_concurrent=cfg.tune.max_concurrent_trials,
+    )
 
 
 def check_trial_resources(cfg: Config) -> None:
@@ -159,8 +168,7 @@ def run_tune(cfg: Config, data_dir: str | Path, out: str | Path, resume: bool = 
     release_orphaned_placement_groups()  # an interrupted search may have left some
     check_trial_resources(cfg)
     check_shared_storage(out)
-    for params in _corner_samples(cfg):
-        trial_config(cfg, params)  # a bad space fails here, not in a trial
+    check_space(cfg)
     uri = cfg.train.mlflow.tracking_uri or default_tracking_uri(out)
     state_file = out / STATE
     if resume and state_file.is_file():
@@ -203,11 +211,13 @@ def run_tune(cfg: Config, data_dir: str | Path, out: str | Path, resume: bool = 
                 metric=tn.metric,
                 mode=tn.mode,
                 num_samples=tn.num_samples,
-                max_concurrent_trials=tn.max_concurrent_trials,
                 search_alg=_searcher(cfg),
+                # one more than the epochs a trial runs: a trial that reaches the last
+                # epoch ends by itself instead of being stopped while Ray Train shuts
+                # its run down (a stop in that moment can strand the run's workers)
                 scheduler=ASHAScheduler(
                     time_attr="training_iteration",
-                    max_t=tn.scheduler.max_t,
+                    max_t=tn.scheduler.max_t + 1,
                     grace_period=tn.scheduler.grace_period,
                     reduction_factor=tn.scheduler.reduction_factor,
                 ),
@@ -221,6 +231,23 @@ def run_tune(cfg: Config, data_dir: str | Path, out: str | Path, resume: bool = 
     summary["wall_seconds"] = round(time.perf_counter() - t0, 1)
     (out / "tune_summary.json").write_text(json.dumps(summary, indent=2, default=float))
     return summary
+
+
+def check_space(cfg: Config) -> None:
+    """Fail before any trial: every architecture name exists, and the lowest and highest
+    value of every dimension give a valid config."""
+    from glitchflow.config import ConfigError
+    from glitchflow.models.registry import list_models
+
+    dim = cfg.tune.space.get("train.model.name")
+    names = list(dim.values) if dim is not None and dim.kind == "choice" else []
+    unknown = [n for n in names if n not in list_models()]
+    if unknown:
+        raise ConfigError(
+            f"tune.space: unknown architectures {unknown}; known: {', '.join(list_models())}"
+        )
+    for params in _corner_samples(cfg):
+        trial_config(cfg, params)
 
 
 def _corner_samples(cfg: Config) -> list[dict]:

@@ -119,3 +119,39 @@ def test_search_interrupted_resumed_asha_and_registered(tiny_dataset, ray_local,
     version = client.get_model_version_by_alias(reg["name"], reg["alias"])
     assert version.run_id in {r.info.run_id for r in by_trial[summary["best"]["trial_id"]]}
     yaml.safe_load((out / "best_config.yaml").read_text())
+
+
+def test_search_space_trial_configs_and_searchers():
+    from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
+
+    from glitchflow.config import ConfigError
+    from glitchflow.pipelines.tune import _searcher, default_point, search_space, trial_config
+
+    cfg = load_config(CONFIGS / "demo.yaml", ["tune.max_concurrent_trials=2"])
+    space = search_space(cfg)
+    assert set(space) == set(cfg.tune.space)
+    trial = trial_config(cfg, {"train.model.name": "unet", "train.loss.ssim_weight": 0.3})
+    assert trial.train.model.name == "unet" and trial.train.epochs == cfg.tune.scheduler.max_t
+    assert trial.train.loss.l1_weight == pytest.approx(0.7)
+    assert default_point(cfg)["train.model.name"] == cfg.train.model.name
+    random = _searcher(cfg)
+    assert isinstance(random, BasicVariantGenerator) and random.max_concurrent == 2
+    optuna = _searcher(load_config(CONFIGS / "demo.yaml", ["tune.search=optuna"]))
+    assert isinstance(optuna, ConcurrencyLimiter)
+    with pytest.raises(ConfigError, match="train"):
+        load_config(
+            CONFIGS / "demo.yaml", ['tune.space={"seed": {"kind": "choice", "values": [1]}}']
+        )
+    with pytest.raises(ConfigError, match="low < high"):
+        load_config(
+            CONFIGS / "demo.yaml",
+            ['tune.space={"train.lr": {"kind": "loguniform", "low": 1, "high": 0.1}}'],
+        )
+    from glitchflow.pipelines.tune import check_space
+
+    bad = load_config(
+        CONFIGS / "demo.yaml",
+        ['tune.space={"train.model.name": {"kind": "choice", "values": ["unet", "transformer"]}}'],
+    )
+    with pytest.raises(ConfigError, match="transformer"):
+        check_space(bad)
