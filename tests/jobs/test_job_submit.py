@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -26,7 +27,15 @@ def _port() -> int:
 
 @pytest.fixture(scope="module")
 def head(tmp_path_factory):
-    """A head node of its own (loopback, dashboard = job server); stopped with its group."""
+    """A head node of its own (loopback, dashboard = job server); stopped with its group.
+
+    ``ray start`` records its address in ``/tmp/ray/ray_current_cluster``, which Ray's
+    state API (and through it Ray Train's placement-group cleaner) resolves as the
+    cluster to talk to; the file is put back as it was when the head stops, or later
+    Ray Train runs in this session would query a dead head.
+    """
+    marker = Path("/tmp/ray/ray_current_cluster")
+    before = marker.read_text() if marker.exists() else None
     port, dashboard = _port(), _port()
     env = os.environ | {
         "PATH": f"{REPO / '.venv' / 'bin'}:{os.environ['PATH']}",
@@ -69,6 +78,10 @@ def head(tmp_path_factory):
         proc.wait(timeout=30)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
+    if before is None:
+        marker.unlink(missing_ok=True)
+    else:
+        marker.write_text(before)
 
 
 def submit(head, submission_id: str, *entrypoint: str) -> subprocess.CompletedProcess:
