@@ -54,6 +54,20 @@ def head(tmp_path_factory):
             "--include-dashboard=true",
             "--dashboard-host=127.0.0.1",
             f"--dashboard-port={dashboard}",
+            # every listening port of its own: another Ray on this machine (the tests'
+            # local instance) already holds the defaults, e.g. the agent's 52365
+            *(
+                f"--{name}={_port()}"
+                for name in (
+                    "dashboard-agent-listen-port",
+                    "dashboard-agent-grpc-port",
+                    "metrics-export-port",
+                    "runtime-env-agent-port",
+                    "ray-client-server-port",
+                    "node-manager-port",
+                    "object-manager-port",
+                )
+            ),
         ],
         env=env,
         stdout=log,
