@@ -51,14 +51,24 @@ def check_resources(cpus: float, gpus: float = 0.0, what: str = "stage") -> None
         )
 
 
-def check_stage_resources(resources, what: str, extra_cpus: float = 0.0) -> None:
-    """:func:`check_resources` for a :class:`~glitchflow.config.ResourcesConfig` pool plus
-    ``extra_cpus`` that must stay free beside it (writers, a driver)."""
-    check_resources(
-        resources.workers * resources.cpus_per_worker + extra_cpus,
-        resources.workers * resources.gpus_per_worker,
-        what,
-    )
+def check_stage_resources(resources, what: str, spare_cpus: float = 0.0) -> None:
+    """:func:`check_resources` for a :class:`~glitchflow.config.ResourcesConfig` pool; warn
+    when the pool leaves less than ``spare_cpus`` free (then the stage's writers wait for
+    the actors to finish, and their output is held in memory until then)."""
+    import ray
+
+    cpus = resources.workers * resources.cpus_per_worker
+    check_resources(cpus, resources.workers * resources.gpus_per_worker, what)
+    total = ray.cluster_resources().get("CPU", 0)
+    if cpus + spare_cpus > total + 1e-9:
+        log.warning(
+            "%s: %g of %g CPUs go to its actors, less than %g left for writing; output "
+            "waits in memory until the actors finish (lower cpus_per_worker to stream)",
+            what,
+            cpus,
+            total,
+            spare_cpus,
+        )
 
 
 def file_system_type(path: str | Path) -> str:

@@ -115,7 +115,8 @@ def log_and_register(
     from mlflow.models import infer_signature
 
     mlflow.set_tracking_uri(tracking_uri)
-    client = mlflow.MlflowClient(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)  # the registry lives in the same store
+    client = mlflow.MlflowClient(tracking_uri, registry_uri=tracking_uri)
     with mlflow.start_run(run_id=run_id):
         client.log_artifact(run_id, str(checkpoint_file), "checkpoint")
         for path in extra_artifacts:

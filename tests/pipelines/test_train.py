@@ -23,6 +23,8 @@ def _cfg(*extra):
 
 def test_training_is_tracked_registered_and_self_describing(tiny_model):
     summary, tmp_path = tiny_model
+    mlflow.set_tracking_uri(summary["tracking_uri"])  # other tests point MLflow elsewhere
+    mlflow.set_registry_uri(summary["tracking_uri"])
     assert summary["epochs_run"] == 2
     assert set(summary["test"]) >= {"loss", "veto_accuracy", "denoise_accuracy"}
     # MLflow: per-epoch metrics, parameters, the registered model under its alias
