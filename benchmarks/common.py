@@ -48,3 +48,35 @@ def write_json(report: dict, path: Path | None) -> None:
     if path:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(report, indent=2))
+
+
+def random_checkpoint(cfg, aux: list[str], directory: Path) -> Path:
+    """A self-describing checkpoint of the config's architecture with random weights over
+    ``aux`` (the twin's native rates): speed figures do not depend on the weights."""
+    import torch
+
+    from glitchflow.models.checkpoint import make_checkpoint, save_checkpoint
+    from glitchflow.models.registry import create_model
+
+    rates = {c.name: c.sample_rate for c in cfg.twin.channels}
+    tr = cfg.train
+    kwargs = {"n_aux": len(aux), "base": tr.model.base, "depth": tr.model.depth}
+    torch.manual_seed(0)
+    ckpt = make_checkpoint(
+        create_model(tr.model.name, **kwargs),
+        {"name": tr.model.name, "kwargs": kwargs},
+        cfg.signal.model_dump(mode="json"),
+        [cfg.signal.strain_channel, *aux],
+        {"aux": [3.0] * len(aux), "strain": 3.0, "transform": "log1p"},
+        {
+            "crop": tr.crop,
+            "clamp": tr.clamp,
+            "window": 6.0,
+            "stride": 3.0,
+            "rates": {cfg.signal.strain_channel: 16384.0} | {a: rates[a] for a in aux},
+        },
+        {"snr2": tr.snr2_threshold, "min_area": tr.min_area},
+        0,
+        {},
+    )
+    return save_checkpoint(ckpt, directory)

@@ -33,37 +33,14 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import write_json  # noqa: E402
+from benchmarks.common import random_checkpoint, write_json  # noqa: E402
 from glitchflow.config import load_config  # noqa: E402
-from glitchflow.models.checkpoint import make_checkpoint, save_checkpoint  # noqa: E402
-from glitchflow.models.registry import create_model  # noqa: E402
 
 WITNESSES = ["V1:LSC_DARM_CORR", "V1:Sa_NE_F0_Z_500Hz", "V1:ENV_CEB_MAG_N"]
 
 
 def make_model(cfg, directory: Path) -> Path:
-    rates = {c.name: c.sample_rate for c in cfg.twin.channels}
-    tr = cfg.train
-    kwargs = {"n_aux": len(WITNESSES), "base": tr.model.base, "depth": tr.model.depth}
-    torch.manual_seed(0)
-    ckpt = make_checkpoint(
-        create_model(tr.model.name, **kwargs),
-        {"name": tr.model.name, "kwargs": kwargs},
-        cfg.signal.model_dump(mode="json"),
-        [cfg.signal.strain_channel, *WITNESSES],
-        {"aux": [3.0] * len(WITNESSES), "strain": 3.0, "transform": "log1p"},
-        {
-            "crop": tr.crop,
-            "clamp": tr.clamp,
-            "window": 6.0,
-            "stride": 3.0,
-            "rates": {cfg.signal.strain_channel: 16384.0} | {w: rates[w] for w in WITNESSES},
-        },
-        {"snr2": tr.snr2_threshold, "min_area": tr.min_area},
-        0,
-        {},
-    )
-    return save_checkpoint(ckpt, directory)
+    return random_checkpoint(cfg, WITNESSES, directory)
 
 
 SETTINGS = {  # name: (infer.stride s, infer.crop_hop)

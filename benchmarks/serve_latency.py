@@ -35,10 +35,8 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import write_json  # noqa: E402
+from benchmarks.common import random_checkpoint, write_json  # noqa: E402
 from glitchflow.config import load_config  # noqa: E402
-from glitchflow.models.checkpoint import make_checkpoint, save_checkpoint  # noqa: E402
-from glitchflow.models.registry import create_model  # noqa: E402
 
 AUX = [
     "V1:LSC_DARM_CORR",
@@ -53,30 +51,7 @@ AUX = [
 
 
 def make_model(cfg, directory: Path) -> Path:
-    rates = {c.name: c.sample_rate for c in cfg.twin.channels}
-    channels = [cfg.signal.strain_channel, *AUX]
-    tr = cfg.train
-    kwargs = {"n_aux": len(AUX), "base": tr.model.base, "depth": tr.model.depth}
-    torch.manual_seed(0)
-    model = create_model(tr.model.name, **kwargs)
-    ckpt = make_checkpoint(
-        model,
-        {"name": tr.model.name, "kwargs": kwargs},
-        cfg.signal.model_dump(mode="json"),
-        channels,
-        {"aux": [3.0] * len(AUX), "strain": 3.0, "transform": "log1p"},
-        {
-            "crop": tr.crop,
-            "clamp": tr.clamp,
-            "window": 6.0,
-            "stride": 3.0,
-            "rates": {cfg.signal.strain_channel: 16384.0} | {a: rates[a] for a in AUX},
-        },
-        {"snr2": tr.snr2_threshold, "min_area": tr.min_area},
-        0,
-        {},
-    )
-    return save_checkpoint(ckpt, directory)
+    return random_checkpoint(cfg, AUX, directory)
 
 
 def request_bodies(info: dict, seed: int = 0) -> tuple[bytes, bytes, dict]:

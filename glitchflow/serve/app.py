@@ -134,6 +134,14 @@ class GlitchflowEndpoint:
         if not hmac.compare_digest(given.encode(), self.token.encode()):
             raise RequestError("authorization", "missing or wrong bearer token", 401)
 
+    def _refusal(self, request: Request) -> JSONResponse | None:
+        """The 401 answer for an unauthorised request, else None."""
+        try:
+            self._authorise(request)
+        except RequestError as exc:
+            return _error(exc)
+        return None
+
     async def _parse(self, request: Request, need_strain: bool) -> WindowRequest:
         self._authorise(request)
         length = request.headers.get("content-length")
@@ -177,19 +185,15 @@ class GlitchflowEndpoint:
     @api.get("/v1/model")
     async def model(self, request: Request):
         """What to send: channels, native rates, samples per channel, window and padding."""
-        try:
-            self._authorise(request)
-        except RequestError as exc:
-            return _error(exc)
-        return self.resolved.describe() | self.engine.describe()
+        refused = self._refusal(request)
+        return refused or self.resolved.describe() | self.engine.describe()
 
     @api.post("/v1/reload")
     async def reload(self, request: Request):
         """Resolve the model URI again (a moved alias) and swap the model."""
-        try:
-            self._authorise(request)
-        except RequestError as exc:
-            return _error(exc)
+        refused = self._refusal(request)
+        if refused:
+            return refused
         previous = self.resolved.version
         await asyncio.to_thread(self._load)
         return {"previous_version": previous} | self._model_fields()
