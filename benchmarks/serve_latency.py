@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import socket
 import sys
 import tempfile
 import threading
@@ -37,6 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.common import random_checkpoint, write_json  # noqa: E402
 from glitchflow.config import load_config  # noqa: E402
+from glitchflow.pipelines.runtime import free_port  # noqa: E402
 
 AUX = [
     "V1:LSC_DARM_CORR",
@@ -149,12 +149,6 @@ def stage_times(engine, item, repeats: int = 10) -> dict:
     return out
 
 
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", type=Path, default=None, help="write the figures here")
@@ -195,7 +189,7 @@ def main() -> int:
     floor_batch_ms = float(np.median(batch16) * 1000 / 16)
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    port = _port()
+    port = free_port()
     results = []
     for batched in (True, False):
         overrides = [

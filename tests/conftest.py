@@ -41,20 +41,13 @@ def tiny_twin(tmp_path_factory, tiny_config):
 
 @pytest.fixture(scope="session")
 def ray_local():
-    """One local Ray instance (2 CPUs, no dashboard) shared by every test that needs Ray."""
+    """One private local Ray instance (2 CPUs, dashboard on loopback) shared by every test."""
     import ray
 
+    from glitchflow.pipelines.runtime import local_ray_options
+
     if not ray.is_initialized():
-        # the dashboard (on loopback) serves the state API that Ray Train uses to release
-        # the placement groups of a stopped or killed run (Tune early stopping needs it)
-        # address="local": a new instance even when a `ray start` head runs on this machine
-        ray.init(
-            address="local",
-            num_cpus=2,
-            include_dashboard=True,
-            dashboard_host="127.0.0.1",
-            log_to_driver=False,
-        )
+        ray.init(**local_ray_options(num_cpus=2, log_to_driver=False))
     yield ray
     ray.shutdown()
 

@@ -64,8 +64,13 @@ class TuneConfig(Strict):
     space: dict[str, SearchDimension] = Field(default_factory=default_space)
     num_samples: int = Field(8, ge=1, description="trials")
     max_concurrent_trials: int = Field(1, ge=1)
-    metric: Literal["val_loss", "val_veto_accuracy", "val_denoise_accuracy"] = "val_loss"
-    mode: Literal["min", "max"] = "min"
+    metric: Literal["val_l1", "val_loss", "val_veto_accuracy", "val_denoise_accuracy"] = Field(
+        "val_l1",
+        description="val_l1: validation L1 in model units, the loss at fixed weights (compares "
+        "trials that search loss weights); val_loss: the training loss itself; accuracies: "
+        "the seed's veto/denoise scores",
+    )
+    mode: Literal["min", "max"] = Field("min", description="min for losses, max for accuracies")
     search: Literal["random", "optuna"] = Field(
         "random", description="optuna: model-based (TPE) through Ray Tune's OptunaSearch"
     )
@@ -82,4 +87,13 @@ class TuneConfig(Strict):
         bad = [k for k in self.space if not k.startswith("train.")]
         if bad:
             raise ValueError(f"search keys must be train.* config keys, got {bad}")
+        wanted = "min" if self.metric in ("val_l1", "val_loss") else "max"
+        if self.mode != wanted:
+            raise ValueError(f"tune.mode: {self.metric} is best at its {wanted}, got {self.mode}")
+        weights = [k for k in self.space if k.startswith("train.loss.")]
+        if self.metric == "val_loss" and weights:
+            raise ValueError(
+                f"tune.metric val_loss ranks trials by losses with different weights "
+                f"({', '.join(weights)} searched); use val_l1, which does not depend on them"
+            )
         return self

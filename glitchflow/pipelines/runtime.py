@@ -12,14 +12,44 @@ log = logging.getLogger(__name__)
 SHARED_FS = {"nfs", "nfs4", "lustre", "gpfs", "cephfs", "beegfs", "glusterfs", "panfs", "wekafs"}
 
 
-def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
-    """Connect to ``address`` (or ``$RAY_ADDRESS``), else start Ray in-process.
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port on ``host`` that is free now (from the OS's ephemeral range)."""
+    import socket
 
-    A local instance listens on loopback only; its dashboard is on because it
-    serves the state API through which Ray Train releases the placement groups
-    of a stopped or killed run (without it, a Tune trial stopped early keeps
-    its CPUs and the next trial waits forever).
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def local_ray_options(num_cpus: int | None = None, log_to_driver: bool = True) -> dict:
+    """``ray.init`` keywords for a private in-process instance on loopback.
+
+    ``address="local"`` never attaches to another head that happens to run on the
+    machine. The dashboard is on because it serves the state API through which Ray
+    Train releases the placement groups of a stopped or killed run; without it, a Tune
+    trial stopped early keeps its CPUs and the next trial waits forever. The state API
+    finds its server through ``RAY_API_SERVER_ADDRESS`` (else a machine-wide marker file
+    that another instance may own), so that variable is pinned to this instance's
+    dashboard, in the driver and in every worker.
     """
+    port = free_port()
+    api_server = f"http://127.0.0.1:{port}"
+    os.environ["RAY_API_SERVER_ADDRESS"] = api_server
+    return {
+        "address": "local",
+        "num_cpus": num_cpus,
+        "include_dashboard": True,
+        "dashboard_host": "127.0.0.1",
+        "dashboard_port": port,
+        "_node_ip_address": "127.0.0.1",
+        "log_to_driver": log_to_driver,
+        "runtime_env": {"env_vars": {"RAY_API_SERVER_ADDRESS": api_server}},
+    }
+
+
+def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
+    """Connect to ``address`` (or ``$RAY_ADDRESS``), else start a private local instance
+    (:func:`local_ray_options`)."""
     import ray
 
     if ray.is_initialized():
@@ -28,13 +58,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     if address:
         ray.init(address=address, log_to_driver=True)
     else:
-        ray.init(
-            address="local",  # never attach to another head that happens to run here
-            num_cpus=num_cpus,
-            include_dashboard=True,
-            dashboard_host="127.0.0.1",
-            _node_ip_address="127.0.0.1",
-        )
+        ray.init(**local_ray_options(num_cpus))
     log.info("ray: %s", ray.cluster_resources())
 
 

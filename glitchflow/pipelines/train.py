@@ -34,6 +34,16 @@ from glitchflow.tracking.mlflow_tracking import (
 
 log = logging.getLogger(__name__)
 
+#: per-epoch metrics kept in the summary and plotted
+HISTORY_KEYS = (
+    "train_loss",
+    "val_loss",
+    "val_l1",
+    "val_veto_accuracy",
+    "val_denoise_accuracy",
+    "lr",
+)
+
 
 def loop_config(cfg: Config, data: TrainingData, out: Path) -> dict:
     """The plain-value config every training worker receives."""
@@ -183,9 +193,7 @@ def run_training(
         "samples": data.counts,
         "normalisation": data.normalisation,
         "test": test,
-        "history": history[
-            ["epoch", "train_loss", "val_loss", "val_veto_accuracy", "val_denoise_accuracy", "lr"]
-        ].to_dict(orient="list"),
+        "history": history[["epoch", *HISTORY_KEYS]].to_dict(orient="list"),
         "tensorboard": loop["tensorboard_dir"],
         "wall_seconds": round(time.perf_counter() - t0, 1),
     }
@@ -229,9 +237,6 @@ def score_checkpoint(ckpt: dict, dataset, cfg: Config) -> dict:
         ckpt["thresholds"]["min_area"],
     )
     return {k: float(v) for k, v in res.items()} | {"samples": int(dataset.count())}
-
-
-HISTORY_KEYS = ("train_loss", "val_loss", "val_veto_accuracy", "val_denoise_accuracy", "lr")
 
 
 def metric_history(tracking_uri: str, run_id: str):

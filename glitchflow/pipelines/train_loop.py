@@ -40,24 +40,29 @@ def _batches(shard, batch_size: int, seed: int | None, device):
 
 
 def evaluate(model, batches, loss_fn, scaling, threshold, min_area) -> dict:
-    """Loss (model units) and the seed's accuracies (SNR^2 units) over ``batches``."""
+    """Over ``batches``: the training loss and the plain L1 error (both in model units,
+    the L1 independent of the loss weights, so trials with different weights compare),
+    and the seed's veto/denoise accuracies (SNR^2 units)."""
     model.eval()
-    losses, real, generated, sizes = [], [], [], []
+    losses, l1s, real, generated, sizes = [], [], [], [], []
     with torch.no_grad():
         for x, y in batches:
             pred = model(scaling.inputs(x))
-            losses.append(float(loss_fn(pred, scaling.targets(y))) * len(x))
+            target = scaling.targets(y)
+            losses.append(float(loss_fn(pred, target)) * len(x))
+            l1s.append(float(torch.nn.functional.l1_loss(pred, target)) * len(x))
             sizes.append(len(x))
             real.append(y.cpu())
             generated.append(scaling.outputs(pred).cpu())
     if not sizes:
         return {
             "loss": float("nan"),
+            "l1": float("nan"),
             "veto_accuracy": float("nan"),
             "denoise_accuracy": float("nan"),
         }
     acc = veto_denoise_accuracy(torch.cat(real), torch.cat(generated), threshold, min_area)
-    return {"loss": sum(losses) / sum(sizes), **acc}
+    return {"loss": sum(losses) / sum(sizes), "l1": sum(l1s) / sum(sizes), **acc}
 
 
 def train_loop_per_worker(config: dict) -> None:
@@ -113,7 +118,7 @@ def train_loop_per_worker(config: dict) -> None:
             opt.step()
             if first_step_seconds is None:
                 first_step_seconds = time.perf_counter() - t_start
-            train_loss += float(loss) * len(x)
+            train_loss += loss.item() * len(x)
             n_train += len(x)
         val = evaluate(
             model,
@@ -128,6 +133,7 @@ def train_loop_per_worker(config: dict) -> None:
             "epoch": epoch,
             "train_loss": train_loss / max(n_train, 1),
             "val_loss": val["loss"],
+            "val_l1": val["l1"],
             "val_veto_accuracy": val["veto_accuracy"],
             "val_denoise_accuracy": val["denoise_accuracy"],
             "lr": opt.param_groups[0]["lr"],

@@ -95,6 +95,10 @@ def prepare_training_data(cfg: Config, data_dir: str | Path) -> TrainingData:
         ).materialize()
         for split in ("train", "val", "test")
     }
+    for dataset in datasets.values():
+        # iterated every epoch inside the training workers: one progress bar per epoch
+        # per worker would flood the driver's log
+        dataset.context.enable_progress_bars = False
     maxima = (
         datasets["train"]
         .map_batches(

@@ -5,24 +5,18 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
+from glitchflow.pipelines.runtime import free_port
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.timeout(600)
 
 RAY = str(REPO / ".venv" / "bin" / "ray")
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -36,10 +30,12 @@ def head(tmp_path_factory):
     """
     marker = Path("/tmp/ray/ray_current_cluster")
     before = marker.read_text() if marker.exists() else None
-    port, dashboard = _port(), _port()
+    port, dashboard = free_port(), free_port()
     env = os.environ | {
         "PATH": f"{REPO / '.venv' / 'bin'}:{os.environ['PATH']}",
         "RAY_AUTH_MODE": "token",
+        # this head's own state API, not the tests' local instance's (set in os.environ)
+        "RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{dashboard}",
     }
     log = (tmp_path_factory.mktemp("head") / "head.log").open("w")
     proc = subprocess.Popen(
@@ -57,7 +53,7 @@ def head(tmp_path_factory):
             # every listening port of its own: another Ray on this machine (the tests'
             # local instance) already holds the defaults, e.g. the agent's 52365
             *(
-                f"--{name}={_port()}"
+                f"--{name}={free_port()}"
                 for name in (
                     "dashboard-agent-listen-port",
                     "dashboard-agent-grpc-port",

@@ -26,11 +26,14 @@ def test_training_is_tracked_registered_and_self_describing(tiny_model):
     mlflow.set_tracking_uri(summary["tracking_uri"])  # other tests point MLflow elsewhere
     mlflow.set_registry_uri(summary["tracking_uri"])
     assert summary["epochs_run"] == 2
-    assert set(summary["test"]) >= {"loss", "veto_accuracy", "denoise_accuracy"}
+    assert set(summary["test"]) >= {"loss", "l1", "veto_accuracy", "denoise_accuracy"}
+    # the weight-free L1 is part of the loss: l1_weight * L1 <= loss (SSIM term >= 0)
+    assert 0 < summary["test"]["l1"] * 0.8 <= summary["test"]["loss"] + 1e-6
     # MLflow: per-epoch metrics, parameters, the registered model under its alias
     client = mlflow.MlflowClient(summary["tracking_uri"])
     history = client.get_metric_history(summary["run_id"], "val_loss")
     assert [m.step for m in history] == [0, 1]
+    assert len(client.get_metric_history(summary["run_id"], "val_l1")) == 2
     run = client.get_run(summary["run_id"])
     assert run.data.params["model.name"] == "unet_res_att"
     assert "test_veto_accuracy" in run.data.metrics

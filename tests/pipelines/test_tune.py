@@ -147,6 +147,14 @@ def test_search_space_trial_configs_and_searchers():
             CONFIGS / "demo.yaml",
             ['tune.space={"train.lr": {"kind": "loguniform", "low": 1, "high": 0.1}}'],
         )
+    with pytest.raises(ConfigError, match="use val_l1"):
+        load_config(CONFIGS / "demo.yaml", ["tune.metric=val_loss"])  # ssim_weight searched
+    with pytest.raises(ConfigError, match="best at its max"):
+        load_config(CONFIGS / "demo.yaml", ["tune.metric=val_veto_accuracy"])
+    load_config(
+        CONFIGS / "demo.yaml",
+        ["tune.metric=val_loss", f"tune.space={json.dumps(SPACE)}"],
+    )
     from glitchflow.pipelines.tune import check_space
 
     bad = load_config(

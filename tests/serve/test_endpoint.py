@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -14,6 +13,7 @@ import pytest
 
 from glitchflow.config import load_config
 from glitchflow.io.frames import find_frames, frame_name, read_frame, write_frame
+from glitchflow.pipelines.runtime import free_port
 from glitchflow.serve.protocol import encode_binary
 from tests.conftest import CONFIGS
 
@@ -21,12 +21,6 @@ pytestmark = pytest.mark.timeout(600)
 
 TOKEN = "test-token-123"
 T0 = 1_400_000_010.0  # on the 3 s stride grid of infer, inside the tiny twin
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def call(url, path, body=None, content_type="application/json", token=TOKEN, method=None):
@@ -48,7 +42,7 @@ def endpoint(tiny_model, ray_local):
     from glitchflow.serve.runner import start_endpoint
 
     summary, _ = tiny_model
-    port = _free_port()
+    port = free_port()
     overrides = [f"serve.port={port}", "serve.max_request_mb=16", "serve.max_batch_size=4"]
     cfg = load_config(CONFIGS / "demo.yaml", overrides)
     url = start_endpoint(
