@@ -39,12 +39,37 @@ EXPERIMENT = "search"
 STATE = "tune_state.json"
 
 
+def dimensions(cfg: Config) -> dict:
+    """``tune.space``, widened to hold the default point when ``tune.include_default``.
+
+    A model-based searcher (Optuna) only accepts points inside its distributions, and
+    the base config's values (batch size 10, say) need not be among the searched ones:
+    a missing choice is added, a range is stretched to reach the default.
+    """
+    dims = dict(cfg.tune.space)
+    if not cfg.tune.include_default:
+        return dims
+    for key, value in default_point(cfg).items():
+        dim = dims[key]
+        if dim.kind == "choice":
+            if value not in dim.values:
+                dims[key] = dim.model_copy(update={"values": [*dim.values, value]})
+        else:
+            top = value + 1 if dim.kind == "randint" else value  # randint: high exclusive
+            low, high = min(dim.low, value), max(dim.high, top)
+            if (low, high) != (dim.low, dim.high):
+                dims[key] = dim.model_copy(update={"low": low, "high": high})
+        if dims[key] is not dim:
+            log.info("tune.space %s widened to hold the default %r", key, value)
+    return dims
+
+
 def search_space(cfg: Config) -> dict:
-    """Ray Tune distributions of ``tune.space`` (flat dotted keys)."""
+    """Ray Tune distributions of :func:`dimensions` (flat dotted keys)."""
     from ray import tune
 
     space = {}
-    for key, dim in cfg.tune.space.items():
+    for key, dim in dimensions(cfg).items():
         if dim.kind == "choice":
             space[key] = tune.choice(list(dim.values))
         elif dim.kind == "uniform":

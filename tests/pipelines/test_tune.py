@@ -136,8 +136,17 @@ def test_search_space_trial_configs_and_searchers():
     assert default_point(cfg)["train.model.name"] == cfg.train.model.name
     random = _searcher(cfg)
     assert isinstance(random, BasicVariantGenerator) and random.max_concurrent == 2
-    optuna = _searcher(load_config(CONFIGS / "demo.yaml", ["tune.search=optuna"]))
+    optuna_cfg = load_config(CONFIGS / "demo.yaml", ["tune.search=optuna"])
+    optuna = _searcher(optuna_cfg)
     assert isinstance(optuna, ConcurrencyLimiter)
+    # the default batch size (10) is not among the searched (8, 16): the space takes it in,
+    # and Optuna's first suggestion is the default point
+    assert cfg.train.batch_size not in cfg.tune.space["train.batch_size"].values
+    optuna.set_search_properties("val_l1", "min", search_space(optuna_cfg))
+    assert optuna.suggest("t0") == default_point(optuna_cfg)
+    assert optuna.suggest("t1") is None  # one trial at a time
+    optuna.on_trial_complete("t0", {"val_l1": 0.1, "training_iteration": 1})
+    assert optuna.suggest("t1")["train.batch_size"] in (8, 10, 16)
     with pytest.raises(ConfigError, match="train"):
         load_config(
             CONFIGS / "demo.yaml", ['tune.space={"seed": {"kind": "choice", "values": [1]}}']
