@@ -47,6 +47,8 @@ def prepare_training_data(cfg: Config, data_dir: str | Path) -> TrainingData:
         raise ValueError(f"{data_dir}: the dataset has no auxiliary channel to learn from")
     shards = str((Path(data_dir) / manifest.get("shards", "shards")).resolve())
     ds = ray.data.read_parquet(shards)
+    # blocks in file order at every step: the same data and seed give the same batches
+    ds.context.execution_options.preserve_order = True
     starts = ds.select_columns(["gps_start"]).to_pandas()["gps_start"].to_numpy()
     if len(starts) == 0:
         raise ValueError(f"{data_dir}: the dataset has no windows")

@@ -60,10 +60,14 @@ def test_training_is_tracked_registered_and_self_describing(tiny_model):
     assert json.loads((tmp_path / "train_summary.json").read_text())["run_id"] == summary["run_id"]
 
 
-def test_training_resumes_after_a_worker_dies(tiny_dataset, tmp_path):
+def test_training_resumes_after_a_worker_dies(tiny_dataset, tiny_model, tmp_path):
     summary = run_training(_cfg("train.epochs=3"), tiny_dataset, tmp_path, crash_after_epoch=1)
     assert (tmp_path / ".crashed").read_text() == "1"
     assert summary["epochs_run"] == 3
+    # same data, config and seed: the epochs before the crash repeat the fixture's run exactly
+    reference = tiny_model[0]["history"]
+    for key in ("train_loss", "val_loss"):
+        assert summary["history"][key][:2] == reference[key]
     client = mlflow.MlflowClient(summary["tracking_uri"])
     steps = sorted({m.step for m in client.get_metric_history(summary["run_id"], "val_loss")})
     assert steps == [0, 1, 2]
