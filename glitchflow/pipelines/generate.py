@@ -103,7 +103,7 @@ def run_generate(
         },
         batch_size=16,
         batch_format="numpy",
-        concurrency=res.workers,
+        compute=ray.data.ActorPoolStrategy(size=res.workers),
         num_cpus=res.cpus_per_worker,
         num_gpus=res.gpus_per_worker,
     )

@@ -239,7 +239,7 @@ def run_inference(
                 "threads": max(1, math.floor(res.cpus_per_worker)),
             },
             batch_size=1,
-            concurrency=res.workers,
+            compute=ray.data.ActorPoolStrategy(size=res.workers),
             num_cpus=res.cpus_per_worker,
             num_gpus=res.gpus_per_worker,
         )

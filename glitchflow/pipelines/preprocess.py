@@ -174,7 +174,7 @@ def run_preprocess(
                 "threads": max(1, int(res.cpus_per_worker)),
             },
             batch_size=1,
-            concurrency=res.workers,
+            compute=ray.data.ActorPoolStrategy(size=res.workers),
             num_cpus=res.cpus_per_worker,
             num_gpus=res.gpus_per_worker,
         )
