@@ -39,10 +39,6 @@ from glitchflow.config import load_config  # noqa: E402
 WITNESSES = ["V1:LSC_DARM_CORR", "V1:Sa_NE_F0_Z_500Hz", "V1:ENV_CEB_MAG_N"]
 
 
-def make_model(cfg, directory: Path) -> Path:
-    return random_checkpoint(cfg, WITNESSES, directory)
-
-
 SETTINGS = {  # name: (infer.stride s, infer.crop_hop)
     "overlapping windows and crops (default)": (3.0, 0.5),
     "side-by-side windows and crops": (6.0, 1.0),
@@ -97,7 +93,7 @@ def main() -> int:
     ]
     cfg = load_config(ROOT / "configs" / "demo.yaml", base)
     twin = generate(cfg, tmp / "twin", progress=False, writers=2)
-    model = make_model(cfg, tmp)
+    model = random_checkpoint(cfg, WITNESSES, tmp)
     frames = twin.frames[0].parent
     torch.set_num_threads(2)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)

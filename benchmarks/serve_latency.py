@@ -50,10 +50,6 @@ AUX = [
 ]
 
 
-def make_model(cfg, directory: Path) -> Path:
-    return random_checkpoint(cfg, AUX, directory)
-
-
 def request_bodies(info: dict, seed: int = 0) -> tuple[bytes, bytes, dict]:
     from glitchflow.serve.protocol import encode_binary
 
@@ -167,7 +163,7 @@ def main() -> int:
 
     cfg = load_config(args.config)
     tmp = Path(tempfile.mkdtemp(prefix="gf-serve-bench-"))
-    model = make_model(cfg, tmp)
+    model = random_checkpoint(cfg, AUX, tmp)
     torch.set_num_threads(args.threads)
     engine = DecisionEngine(torch.load(model, weights_only=True), args.window)
     info = engine.describe()

@@ -59,6 +59,8 @@ __all__ = [
     "config_hash",
     "load_config",
     "read_yaml",
+    "validate_config",
+    "with_overrides",
 ]
 
 
@@ -123,3 +125,8 @@ def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
 def validate_config(data: dict, source: str = "<config>") -> Config:
     """Validate a raw mapping (already merged) into a :class:`Config`."""
     return validate_model(Config, data, source)
+
+
+def with_overrides(cfg: Config, overrides: list[str], source: str = "<config>") -> Config:
+    """``cfg`` with ``key=value`` overrides applied, validated again."""
+    return validate_config(apply_overrides(cfg.model_dump(mode="json"), overrides), source)

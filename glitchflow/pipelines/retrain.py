@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from glitchflow.config import Config
+from glitchflow.config import Config, with_overrides
 from glitchflow.io.frames import FrameFile, find_frames
 
 log = logging.getLogger(__name__)
@@ -176,13 +176,7 @@ def run_retrain(cfg: Config, frames_dir: str | Path, out: str | Path) -> dict:
     train_dir = link_frames(train_frames, out / "buffer" / "train")
     held_dir = link_frames(held, out / "buffer" / "holdout")
     uri = cfg.train.mlflow.tracking_uri or default_tracking_uri(out)
-    cfg = cfg.model_copy(
-        update={
-            "train": cfg.train.model_copy(
-                update={"mlflow": cfg.train.mlflow.model_copy(update={"tracking_uri": uri})}
-            )
-        }
-    )
+    cfg = with_overrides(cfg, [f"train.mlflow.tracking_uri={json.dumps(uri)}"], "retrain")
     span = [min(f.start for f in train_frames), max(f.end for f in held)]
     run_id = start_run(
         uri,

@@ -25,8 +25,7 @@ from pathlib import Path
 
 import yaml
 
-from glitchflow.config import Config, config_hash, validate_config
-from glitchflow.config.base import apply_overrides
+from glitchflow.config import Config, config_hash, validate_config, with_overrides
 from glitchflow.pipelines.runtime import (
     check_resources,
     check_shared_storage,
@@ -90,7 +89,7 @@ def trial_config(base: Config, params: dict) -> Config:
         params["train.loss.ssim_weight"] = 1.0 - float(params["train.loss.l1_weight"])
     params["train.epochs"] = base.tune.scheduler.max_t
     items = [f"{k}={json.dumps(v)}" for k, v in params.items()]
-    return validate_config(apply_overrides(base.model_dump(mode="json"), items), "tune trial")
+    return with_overrides(base, items, "tune trial")
 
 
 def tune_trial(params: dict, base: dict, data, out: str, tracking_uri: str, parent: str) -> None:
@@ -276,9 +275,10 @@ def check_space(cfg: Config) -> None:
 
 
 def _corner_samples(cfg: Config) -> list[dict]:
-    """The lowest and highest value of every dimension (a config check before Ray)."""
+    """The lowest and highest value of every searched dimension (a config check before
+    Ray)."""
     low, high = {}, {}
-    for key, dim in cfg.tune.space.items():
+    for key, dim in dimensions(cfg).items():
         if dim.kind == "choice":
             low[key], high[key] = dim.values[0], dim.values[-1]
         elif dim.kind == "randint":
