@@ -40,6 +40,14 @@ class QTransformConfig(Strict):
     time_step: float = Field(
         6.0 / 256, gt=0, description="output time-bin width (s); 6 s / 256 bins in the seed"
     )
+    reduction: Literal["max", "interpolate"] = Field(
+        "max",
+        description="tile row -> time bins: max = loudest tile sample in the bin (peaks "
+        "survive any grid); interpolate = gwpy's spline at the bin times",
+    )
+    oversample: int = Field(
+        1, ge=1, le=8, description="tile samples per gwpy tile sample (reduction=max)"
+    )
 
     @model_validator(mode="after")
     def _ordered_range(self) -> QTransformConfig:

@@ -46,7 +46,15 @@ class Conditioner(nn.Module):
         self.signal = signal
         qt = signal.qtransform
         self.sample_rate = float(signal.sample_rate)
-        self.qtransform = QTransform(qt.q, qt.frange, qt.n_freq, qt.time_step, self.sample_rate)
+        self.qtransform = QTransform(
+            qt.q,
+            qt.frange,
+            qt.n_freq,
+            qt.time_step,
+            self.sample_rate,
+            reduction=qt.reduction,
+            oversample=qt.oversample,
+        )
         step = qt.time_step
         half_filter = signal.conditioning.filter_duration / 2
         # whitening loses half a filter per edge; round up to whole output bins so that
