@@ -56,7 +56,6 @@ class ScanConfig(Strict):
     cluster_window: float = Field(
         0.25, gt=0, description="peaks closer than this are one trigger (s)"
     )
-    coincidence_window: float = Field(0.25, gt=0, description="full width for coincidence (s)")
     mask_dilation: tuple[int, int] = Field(
         (2, 2), description="(time bins, frequency rows) added around peaks for ratio/IoU"
     )
@@ -76,7 +75,11 @@ class ScanConfig(Strict):
     channels_per_task: int = Field(8, ge=1)
     frames_per_block: int = Field(4, ge=1)
     cpus_per_task: float = Field(1.0, gt=0)
-    hveto: HvetoConfig = HvetoConfig()
+    hveto: HvetoConfig = Field(
+        HvetoConfig(),
+        description="hveto rounds; its thresholds and windows are also the points over "
+        "which each channel's significance is maximised (trials-corrected)",
+    )
 
 
 class ModelConfig(Strict):

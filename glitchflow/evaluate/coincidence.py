@@ -1,7 +1,11 @@
 """Coincidence statistics between strain and auxiliary triggers (hveto's definitions).
 
 * coincidences ``n``: strain triggers with an auxiliary trigger within +-window/2;
-* chance expectation ``mu = N_strain * N_aux * window / livetime``;
+  with trigger durations (the extent of their tiles) the reach grows by half of
+  each trigger's duration, so a 2-s scattered-light arch coincides with the motion
+  that made it wherever their loudest tiles fall;
+* chance expectation ``mu = N_strain * N_aux * w / livetime`` with ``w`` the
+  window plus the mean durations;
 * significance ``-log10 P(>= n | mu)`` (Poisson survival function);
 * use percentage: auxiliary triggers that coincide with a strain trigger;
 * empirical false-alarm probability from time slides: the auxiliary triggers
@@ -16,15 +20,30 @@ import numpy as np
 from scipy.stats import poisson
 
 
-def coincident(times_a: np.ndarray, times_b: np.ndarray, window: float) -> np.ndarray:
-    """Mask over ``times_a`` (sorted or not): has an event of ``times_b`` within +-window/2."""
+def coincident(
+    times_a: np.ndarray,
+    times_b: np.ndarray,
+    window: float,
+    extent_a: np.ndarray | None = None,
+    extent_b: np.ndarray | None = None,
+) -> np.ndarray:
+    """Mask over ``times_a`` (sorted or not): has an event of ``times_b`` within
+    ``window / 2 + (extent_a + extent_b) / 2`` s (extents: trigger durations, default 0)."""
     if len(times_a) == 0 or len(times_b) == 0:
         return np.zeros(len(times_a), dtype=bool)
-    b = np.sort(times_b)
-    idx = np.searchsorted(b, times_a)
-    left = np.abs(times_a - b[np.clip(idx - 1, 0, len(b) - 1)])
-    right = np.abs(times_a - b[np.clip(idx, 0, len(b) - 1)])
-    return np.minimum(left, right) <= window / 2
+    order = np.argsort(times_b, kind="stable")
+    b = np.asarray(times_b)[order]
+    eb = np.zeros(len(b)) if extent_b is None else np.asarray(extent_b)[order]
+    ea = np.zeros(len(times_a)) if extent_a is None else np.asarray(extent_a)
+    reach = window / 2 + ea / 2 + eb.max() / 2
+    lo = np.searchsorted(b, times_a - reach, side="left")
+    hi = np.searchsorted(b, times_a + reach, side="right")
+    out = np.zeros(len(times_a), dtype=bool)
+    for k in range(int(np.max(hi - lo, initial=0))):
+        idx = lo + k
+        j = np.minimum(idx, len(b) - 1)
+        out |= (idx < hi) & (np.abs(times_a - b[j]) <= window / 2 + ea / 2 + eb[j] / 2)
+    return out
 
 
 def poisson_significance(n: int, mu: float) -> float:
@@ -38,7 +57,13 @@ def poisson_significance(n: int, mu: float) -> float:
 
 
 def slide(times: np.ndarray, offset: float, segments: np.ndarray) -> np.ndarray:
-    """Shift ``times`` by ``offset`` s cyclically on the live time ``segments`` (k, 2)."""
+    """Shift ``times`` by ``offset`` s cyclically on the live time ``segments`` (k, 2);
+    sorted."""
+    return np.sort(shift(times, offset, segments))
+
+
+def shift(times: np.ndarray, offset: float, segments: np.ndarray) -> np.ndarray:
+    """:func:`slide` keeping the input order (so per-trigger durations stay aligned)."""
     if len(times) == 0:
         return times
     lengths = segments[:, 1] - segments[:, 0]
@@ -47,7 +72,7 @@ def slide(times: np.ndarray, offset: float, segments: np.ndarray) -> np.ndarray:
     live = cum[seg] + (times - segments[seg, 0])
     live = (live + offset) % cum[-1]
     seg2 = np.clip(np.searchsorted(cum, live, side="right") - 1, 0, len(segments) - 1)
-    return np.sort(segments[seg2, 0] + (live - cum[seg2]))
+    return segments[seg2, 0] + (live - cum[seg2])
 
 
 def slide_offsets(livetime: float, n_slides: int, step: float, min_offset: float) -> np.ndarray:
@@ -71,22 +96,44 @@ def slide_fap(
     n_slides: int,
     step: float,
     observed: int,
+    strain_extent: np.ndarray | None = None,
+    aux_extent: np.ndarray | None = None,
 ) -> tuple[float, np.ndarray]:
-    """Empirical false-alarm probability of ``observed`` coincidences and the slide counts."""
+    """Empirical false-alarm probability of ``observed`` coincidences and the slide counts
+    (extents: trigger durations as in :func:`coincident`)."""
     livetime = float(np.sum(segments[:, 1] - segments[:, 0]))
     offsets = slide_offsets(livetime, n_slides, step, max(1.0, 4 * window))
     counts = np.array(
-        [int(coincident(strain, slide(aux, off, segments), window).sum()) for off in offsets]
+        [
+            int(
+                coincident(
+                    strain, shift(aux, off, segments), window, strain_extent, aux_extent
+                ).sum()
+            )
+            for off in offsets
+        ]
     )
     k = int((counts >= observed).sum()) if observed > 0 else len(counts)
     return (k + 1) / (len(counts) + 1), counts
 
 
-def coincidence_stats(strain: np.ndarray, aux: np.ndarray, window: float, livetime: float) -> dict:
-    """Coincidences, chance expectation, significance and use percentage of one channel."""
-    n_coinc = int(coincident(strain, aux, window).sum())
-    used = int(coincident(aux, strain, window).sum())
-    mu = len(strain) * len(aux) * window / livetime if livetime > 0 else 0.0
+def coincidence_stats(
+    strain: np.ndarray,
+    aux: np.ndarray,
+    window: float,
+    livetime: float,
+    strain_extent: np.ndarray | None = None,
+    aux_extent: np.ndarray | None = None,
+) -> dict:
+    """Coincidences, chance expectation, significance and use percentage of one channel
+    (extents: trigger durations as in :func:`coincident`)."""
+    n_coinc = int(coincident(strain, aux, window, strain_extent, aux_extent).sum())
+    used = int(coincident(aux, strain, window, aux_extent, strain_extent).sum())
+    reach = window
+    for extent in (strain_extent, aux_extent):
+        if extent is not None and len(extent):
+            reach += float(np.mean(extent))
+    mu = len(strain) * len(aux) * reach / livetime if livetime > 0 else 0.0
     return {
         "n_strain": len(strain),
         "n_aux": len(aux),

@@ -19,18 +19,18 @@ import torch
 
 from glitchflow.config import Config
 from glitchflow.evaluate.coincidence import coincidence_stats, slide_fap
-from glitchflow.evaluate.triggers import Triggers, cluster, dilate, peak_mask, peaks_to_triggers
+from glitchflow.evaluate.triggers import FIELDS, Triggers, dilate, peak_mask, tile_triggers
 from glitchflow.io.frames import FrameFile
 from glitchflow.io.span import read_padded
 from glitchflow.signal.conditioner import Conditioner
 
 
 def _pack(t: Triggers) -> dict:
-    return {"time": t.time.tolist(), "frequency": t.frequency.tolist(), "snr2": t.snr2.tolist()}
+    return {k: getattr(t, k).tolist() for k in FIELDS}
 
 
 def unpack(d: dict) -> Triggers:
-    return Triggers(np.asarray(d["time"]), np.asarray(d["frequency"]), np.asarray(d["snr2"]))
+    return Triggers(*(np.asarray(d[k], dtype=float) for k in FIELDS))
 
 
 def scan_block(
@@ -61,15 +61,22 @@ def scan_block(
         "frames": [f.path for f in block],
         "with_strain": with_strain,
     }
-    dt, freqs = cond.time_step, cond.frequencies
+    dt = cond.time_step
     bins_per_window = max(1, round(scan.window / dt))
     for seg in got.span.segments:
         names = [strain] + [c for c in channels if c in got.channels]
         if seg.duration < 2 * edge + scan.window:
             continue
         arrays = [torch.from_numpy(seg.data[n])[None] for n in names]
+        rates = [seg.rates[n] for n in names]
         with torch.no_grad():
-            spec = cond.condition(arrays, [seg.rates[n] for n in names])[0].numpy()
+            stacked = cond.stack(arrays, rates)
+            white = cond.whiten(stacked, rates)
+            spec = cond.transform(white, rates)[
+                ..., : cond.n_bins(stacked.shape[-1] / cond.sample_rate)
+            ]
+            tiles = cond.tile_peaks(white, scan.snr2_threshold, rates)[0]
+        spec = spec[0].numpy()
         t0 = seg.start + edge
         n_bins = spec.shape[-1]
         times = t0 + (np.arange(n_bins) + 0.5) * dt
@@ -80,10 +87,12 @@ def scan_block(
         t_first = t0 + np.flatnonzero(keep)[0] * dt
         out["live"].append([t_first, t_first + spec.shape[-1] * dt])
         trig = [
-            cluster(
-                peaks_to_triggers(s, t_first, dt, freqs, scan.snr2_threshold), scan.cluster_window
+            _in_span(
+                tile_triggers(t, seg.start, scan.cluster_window),
+                t_first,
+                t_first + spec.shape[-1] * dt,
             )
-            for s in spec
+            for t in tiles
         ]
         if with_strain:
             out["strain"].append(_pack(trig[0]))
@@ -110,6 +119,50 @@ def scan_block(
             )
             out["windows"][name].append(stats.tolist())
     return out
+
+
+def trials_corrected(significance: float, trials: int) -> float:
+    """``-log10`` of the chance that the best of ``trials`` independent tries reaches a
+    Poisson probability ``10**-significance``: ``1 - (1 - p)^trials``."""
+    if not math.isfinite(significance):
+        return significance
+    p = 10.0 ** (-significance)
+    corrected = -math.expm1(trials * math.log1p(-min(p, 1 - 1e-16))) if p < 1 else 1.0
+    return float(-math.log10(max(corrected, 1e-300)))
+
+
+def best_coincidence(
+    strain: Triggers,
+    aux: Triggers,
+    thresholds: Sequence[float],
+    windows: Sequence[float],
+    livetime: float,
+) -> dict:
+    """The most significant (aux SNR^2 threshold, coincidence window) of one channel, as
+    hveto searches them, with the significance corrected for the number of trials.
+
+    Returns :func:`coincidence_stats` at the best point plus ``significance``
+    (trials-corrected), ``raw_significance``, ``best_snr2_threshold``,
+    ``best_window`` (s) and ``trials``.
+    """
+    trials = len(thresholds) * len(windows)
+    best: dict | None = None
+    for thr in thresholds:
+        loud = aux.above(thr)
+        for window in windows:
+            stats = coincidence_stats(
+                strain.time, loud.time, window, livetime, strain.duration, loud.duration
+            )
+            if best is None or stats["significance"] > best["significance"]:
+                best = stats | {"best_snr2_threshold": float(thr), "best_window": float(window)}
+    best["raw_significance"] = best["significance"]
+    best["significance"] = trials_corrected(best["significance"], trials)
+    best["trials"] = trials
+    return best
+
+
+def _in_span(triggers: Triggers, start: float, end: float) -> Triggers:
+    return triggers.take((triggers.time >= start) & (triggers.time < end))
 
 
 def score_channels(
@@ -142,20 +195,26 @@ def score_channels(
         with_strain = windows[windows[:, 0] > 0]
         ratio = float(np.mean(with_strain[:, 2] / with_strain[:, 0])) if len(with_strain) else 0.0
         iou = float(np.mean(with_strain[:, 2] / with_strain[:, 3])) if len(with_strain) else 0.0
-        stats = coincidence_stats(strain.time, trig.time, scan.coincidence_window, livetime)
+        best = best_coincidence(
+            strain, trig, scan.hveto.snr2_thresholds, scan.hveto.windows, livetime
+        )
+        loud = trig.above(best["best_snr2_threshold"])
         fap, _ = (
             slide_fap(
                 strain.time,
-                trig.time,
-                scan.coincidence_window,
+                loud.time,
+                best["best_window"],
                 live,
                 scan.time_slides,
                 scan.slide_step,
-                stats["coincidences"],
+                best["coincidences"],
+                strain.duration,
+                loud.duration,
             )
             if len(live) and len(trig)
             else (1.0, None)
         )
+        stats = best
         row = {
             "channel": name,
             "n_windows_with_strain_peaks": len(with_strain),

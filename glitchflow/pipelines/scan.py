@@ -29,6 +29,10 @@ CSV_FIELDS = [
     "channel",
     "selected",
     "significance",
+    "raw_significance",
+    "best_snr2_threshold",
+    "best_window",
+    "trials",
     "time_slide_fap",
     "coincidences",
     "expected",
@@ -136,6 +140,9 @@ def write_outputs(
             for k in (
                 "channel",
                 "significance",
+                "raw_significance",
+                "best_snr2_threshold",
+                "best_window",
                 "time_slide_fap",
                 "ratio",
                 "iou",
@@ -185,12 +192,15 @@ def write_outputs(
         f"seed rule (ratio > {cfg.scan.seed_ratio}, IoU > {cfg.scan.seed_iou}) would select: "
         + ", ".join(summary["seed_rule_selected"]),
         "",
-        f"{'channel':<28} {'signif':>8} {'FAP':>7} {'coinc':>6} {'use %':>6} "
-        f"{'ratio':>6} {'IoU':>6}  sel",
+        "significance: best over aux SNR^2 thresholds and windows, corrected for "
+        f"{rows[0]['trials'] if rows else 0} trials",
+        f"{'channel':<28} {'signif':>8} {'SNR^2>=':>7} {'win s':>6} {'FAP':>7} {'coinc':>6} "
+        f"{'use %':>6} {'ratio':>6} {'IoU':>6}  sel",
     ]
     for r in rows:
         lines.append(
-            f"{r['channel']:<28} {r['significance']:>8.1f} {r['time_slide_fap']:>7.3f} "
+            f"{r['channel']:<28} {r['significance']:>8.1f} {r['best_snr2_threshold']:>7g} "
+            f"{r['best_window']:>6g} {r['time_slide_fap']:>7.3f} "
             f"{r['coincidences']:>6} {r['use_percentage']:>6.1f} {r['ratio']:>6.2f} "
             f"{r['iou']:>6.2f}  {'yes' if r['selected'] else 'no'}"
         )

@@ -128,6 +128,32 @@ class Conditioner(nn.Module):
         cut = round(self.qtransform.edge_seconds() / self.time_step)
         return spec[..., cut : spec.shape[-1] - cut]
 
+    def tile_peaks(
+        self, white: Tensor, threshold: float, rates: Sequence[float] | None = None
+    ) -> list[list[np.ndarray]]:
+        """Tiles above ``threshold`` SNR^2 at their own resolution in data from
+        :meth:`whiten`: per batch and channel ``(k, 4)`` arrays ``[time, frequency (Hz),
+        SNR^2, time resolution (s)]``, time in s from the first sample given to
+        :meth:`forward` (so on the same clock as its bins); tiles in the edges that
+        :meth:`forward` cuts are dropped."""
+        per_bin = self.qtransform.samples_per_bin
+        white = white[..., self._lead :]
+        n = (white.shape[-1] // per_bin) * per_bin
+        limits = self.band_limits(rates, white.device) if rates is not None else None
+        found = self.qtransform.tile_peaks(white[..., :n], threshold, limits)
+        q_edge = self.qtransform.edge_seconds()
+        last = n / self.sample_rate - q_edge
+        out = []
+        for row in found:
+            kept = []
+            for tiles in row:
+                keep = (tiles[:, 0] >= q_edge) & (tiles[:, 0] < last)
+                shifted = tiles[keep].copy()
+                shifted[:, 0] += self.whiten_edge
+                kept.append(shifted)
+            out.append(kept)
+        return out
+
     def forward(self, x: Tensor, rates: Sequence[float] | None = None) -> Tensor:
         """``(batch, channel, time)`` at the analysis rate -> ``(batch, channel, freq, bins)``.
 

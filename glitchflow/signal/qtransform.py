@@ -213,6 +213,33 @@ class QTransform(nn.Module):
                 length = max(ntiles * self.oversample, 1 << max(0, (n_bins - 1).bit_length()))
             yield members, self._tile_rows(spectrum, tiles[members], duration, length)
 
+    def tile_peaks(
+        self, x: Tensor, threshold: float, row_max_frequency: Tensor | None = None
+    ) -> list[list[np.ndarray]]:
+        """Tiles above ``threshold`` SNR^2 at their own resolution, for triggers.
+
+        ``x`` (batch, channel, time) as for :meth:`forward`.  Returns, per batch
+        and channel, an array ``(k, 4)`` of ``[time (s from the first sample),
+        frequency (Hz), SNR^2, time resolution (s)]`` for the tile samples that
+        are local maxima along their row (each row at its own sampling) and above
+        ``threshold``; rows above ``row_max_frequency`` (channel,) Hz are skipped.
+        """
+        duration = x.shape[-1] / self.sample_rate
+        tiles = self.tile_frequencies(duration)
+        found = [[[] for _ in range(x.shape[1])] for _ in range(x.shape[0])]
+        for members, energy in self.tile_energies(x):
+            length = energy.shape[-1]
+            left, right = energy.roll(1, -1), energy.roll(-1, -1)
+            peak = (energy > threshold) & (energy >= left) & (energy >= right)
+            for b, c, r, j in torch.nonzero(peak).tolist():
+                freq = float(tiles[members[r]])
+                if row_max_frequency is not None and freq > float(row_max_frequency[c]):
+                    continue
+                found[b][c].append(
+                    (j * duration / length, freq, float(energy[b, c, r, j]), duration / length)
+                )
+        return [[np.array(ch, dtype=float).reshape(-1, 4) for ch in row] for row in found]
+
     def _pool_index(self, length: int, n_bins: int) -> Tensor:
         """``(n_bins, k)`` indices of the tile samples inside each output bin
         ``[m, m + 1) * time_step`` (short bins repeat their last sample)."""

@@ -87,3 +87,53 @@ def test_hveto_picks_the_witness_first_and_stops_at_noise():
     eff, dead = efficiency_deadtime(glitch_times, segments, live)
     assert eff == pytest.approx(40 / 60) and dead == pytest.approx(first.deadtime)
     assert len(merge_segments(np.array([[0, 1], [0.5, 2], [3, 4]]))) == 2
+
+
+def test_tile_triggers_cluster_tiles_with_their_extent():
+    from glitchflow.evaluate.triggers import tile_triggers
+
+    tiles = np.array(
+        [
+            [1.00, 100.0, 30.0, 0.002],
+            [1.01, 120.0, 90.0, 0.002],
+            [1.03, 150.0, 40.0, 0.004],
+            [5.00, 40.0, 25.0, 0.02],
+        ]
+    )
+    trig = tile_triggers(tiles, 1000.0, window=0.25)
+    assert len(trig) == 2
+    np.testing.assert_allclose(trig.time, [1001.01, 1005.0])
+    np.testing.assert_allclose(trig.frequency, [120.0, 40.0])
+    np.testing.assert_allclose(trig.snr2, [90.0, 25.0])
+    np.testing.assert_allclose(trig.duration, [1.032 - 0.999, 0.02])
+
+
+def test_best_threshold_is_trials_corrected():
+    from glitchflow.evaluate.selection import best_coincidence, trials_corrected
+
+    assert trials_corrected(0.0, 16) == 0.0
+    assert abs(trials_corrected(10.0, 16) - (10 - np.log10(16))) < 1e-6
+    rng = np.random.default_rng(0)
+    strain = np.sort(rng.uniform(0, 1000, 40))
+    # a witness whose loud triggers (SNR^2 >= 80) all coincide; quiet ones are chance
+    loud = strain[:30] + 0.01
+    quiet = rng.uniform(0, 1000, 200)
+    aux = Triggers(
+        np.concatenate([loud, quiet]),
+        np.full(230, 50.0),
+        np.concatenate([np.full(30, 100.0), np.full(200, 25.0)]),
+    )
+    aux = Triggers.concat([aux])
+    strain = Triggers(strain, np.full(40, 100.0), np.full(40, 100.0))
+    best = best_coincidence(strain, aux, [20.0, 40.0, 80.0], [0.1, 0.5], 1000.0)
+    assert best["best_snr2_threshold"] in (40.0, 80.0) and best["best_window"] == 0.1
+    assert best["coincidences"] == 30 and best["trials"] == 6
+    assert best["significance"] < best["raw_significance"]
+
+
+def test_durations_extend_coincidence():
+    # a 2-s arch whose loudest tile is 0.8 s from the motion trigger that made it
+    assert not coincident(np.array([10.0]), np.array([10.8]), 0.5).any()
+    assert coincident(np.array([10.0]), np.array([10.8]), 0.5, np.array([2.0]), np.array([0.1]))[0]
+    stats = coincidence_stats(np.array([10.0]), np.array([10.8]), 0.5, 100.0, np.array([2.0]))
+    assert stats["coincidences"] == 1 and abs(stats["expected"] - 2.5 / 100.0) < 1e-12

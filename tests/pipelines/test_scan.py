@@ -55,6 +55,12 @@ def test_scan_finds_the_true_witnesses_of_the_demo_twin(demo_twin, ray_local, tm
     hveto = json.loads((tmp_path / "hveto.json").read_text())
     assert {r["channel"] for r in hveto["rounds"]} <= truth
     assert all(0 < r["deadtime"] < 0.05 for r in hveto["rounds"])
+    # each channel's significance is its best threshold and window, trials-corrected
+    for r in rows:
+        assert float(r["best_snr2_threshold"]) in cfg.scan.hveto.snr2_thresholds
+        assert float(r["best_window"]) in cfg.scan.hveto.windows
+        assert float(r["significance"]) <= float(r["raw_significance"]) + 1e-9
+        assert int(r["trials"]) == 16
 
 
 def test_missing_flat_and_nan_channels_are_reported_not_fatal(tmp_path, ray_local):
