@@ -81,11 +81,13 @@ def test_counts_schema_and_glitch_across_a_frame_boundary(tmp_path, ray_local):
     b0 = round((row.gps_start - span.start - cond.edge_seconds) / cond.time_step)
     ref = whole[:, b0 : b0 + 256]
     assert np.linalg.norm(spec[0] - ref) / np.linalg.norm(ref) < 0.05
-    # no edge artefact: away from the glitch the boundary region is plain noise
-    quiet = spec[0][
-        :, np.abs(row.gps_start + (np.arange(256) + 0.5) * cond.time_step - boundary) > 0.5
-    ]
-    assert np.median(quiet) == pytest.approx(1.0, abs=0.15) and quiet.max() < 30
+    # no edge artefact: away from the glitch the boundary region is plain noise, as
+    # noisy as the same bins conditioned from the contiguous data (pooled bins keep
+    # the largest of their tile samples, so their median is above 1)
+    quiet_bins = np.abs(row.gps_start + (np.arange(256) + 0.5) * cond.time_step - boundary) > 0.5
+    quiet, quiet_ref = spec[0][:, quiet_bins], ref[:, quiet_bins]
+    assert np.median(quiet) == pytest.approx(np.median(quiet_ref), rel=0.1)
+    assert 1.0 < np.median(quiet) < 3.0 and quiet.max() < 30
 
 
 def test_bad_frames_are_reported_and_the_rest_processed(tmp_path, ray_local):
