@@ -72,23 +72,6 @@ def dilate(mask: np.ndarray, time_bins: int, freq_rows: int) -> np.ndarray:
     return binary_dilation(mask, structure=np.ones(shape, dtype=bool))
 
 
-def peaks_to_triggers(
-    spec: np.ndarray, t0: float, time_step: float, frequencies: np.ndarray, threshold: float
-) -> Triggers:
-    """Peaks of one (freq, time) spectrogram whose bin 0 starts at GPS ``t0``.
-
-    Times are bin centres, ``t0 + (k + 0.5) * time_step``.
-    """
-    rows, cols = np.nonzero(peak_mask(spec, threshold))
-    order = np.argsort(cols, kind="stable")
-    rows, cols = rows[order], cols[order]
-    return Triggers(
-        t0 + (cols + 0.5) * time_step,
-        frequencies[rows].astype(float),
-        spec[rows, cols].astype(float),
-    )
-
-
 def cluster(triggers: Triggers, window: float) -> Triggers:
     """Keep the loudest trigger of each run whose neighbours are closer than ``window`` s."""
     if len(triggers) == 0:
