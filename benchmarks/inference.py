@@ -68,7 +68,7 @@ def plain_loop(cfg, frames_dir: Path, model: Path) -> float:
         gen = pred.generate(spec[:, 1:])
         starts = np.array([r["gps_start"] for r in rows])
         freqs = cond.frequencies[pred.rows]
-        decide(spec[:, 0, pred.rows], gen, starts, cond.time_step, freqs, 16.0, 2)
+        decide(spec[:, 0, pred.rows], gen, starts, cond.time_step, freqs, pred.point)
     return time.perf_counter() - t0
 
 

@@ -105,6 +105,17 @@ class MlflowConfig(Strict):
     alias: str = "candidate"
 
 
+class VetoCalibrationConfig(Strict):
+    """The learned veto's operating point, chosen after training on the validation split."""
+
+    calibrate: bool = Field(
+        True, description="choose the veto's SNR^2 threshold and cluster area on validation data"
+    )
+    target_deadtime: float = Field(
+        0.01, gt=0, lt=1, description="fraction of glitch-free validation time the veto may remove"
+    )
+
+
 class TrainConfig(Strict):
     """Training (seed: AdamW lr 1e-4, wd 1e-4, batch 10, 100 epochs, plateau 7 / 0.5, clip 5)."""
 
@@ -130,6 +141,7 @@ class TrainConfig(Strict):
     split_fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)
     snr2_threshold: float = Field(16.0, gt=0, description="veto / denoise metric threshold")
     min_area: int = Field(2, ge=1, description="pixels of a cluster for the metrics")
+    veto: VetoCalibrationConfig = VetoCalibrationConfig()
     workers: int = Field(1, ge=1)
     cpus_per_worker: float = Field(1.0, gt=0)
     use_gpu: bool = False
@@ -179,6 +191,10 @@ class EvaluateConfig(Strict):
     roc_thresholds: list[float] = Field(
         default_factory=lambda: [4.0, 6.0, 8.0, 12.0, 16.0, 25.0, 40.0, 64.0, 100.0, 160.0],
         description="SNR^2 thresholds swept for the ROC (both methods)",
+    )
+    fixed_deadtimes: list[float] = Field(
+        default_factory=lambda: [0.001, 0.005, 0.01],
+        description="deadtimes (fractions) at which both methods' efficiency is read off the ROC",
     )
     accuracy_thresholds: tuple[float, float, int] = Field(
         (1.0, 50.0, 50), description="(first, last, count) SNR^2 thresholds of the seed's curves"

@@ -19,10 +19,12 @@ import torch
 
 from glitchflow.config import Config
 from glitchflow.evaluate.hveto import merge_segments
+from glitchflow.evaluate.report_views import plot_report, write_markdown
 from glitchflow.evaluate.scorecard import (
     baseline_roc,
     efficiency_at_deadtime,
     glitch_groups,
+    ideal_bound,
     local_bins,
     veto_figures,
 )
@@ -66,10 +68,14 @@ class Accumulator:
         ev = cfg.evaluate
         self.step = float(summary["time_step"])
         self.freqs = np.asarray(summary["frequencies"])
-        self.snr2 = float(summary["thresholds"]["snr2"])
-        self.min_area = int(summary["thresholds"]["min_area"])
+        th = summary["thresholds"]
+        self.snr2 = float(th["denoise_snr2"])
+        self.min_area = int(th["denoise_min_area"])
+        self.veto_snr2 = float(th["veto_snr2"])
+        self.veto_min_area = int(th["veto_min_area"])
         self.padding = float(summary["infer_config"]["veto_padding"])
-        self.roc_thresholds = list(ev.roc_thresholds)
+        # the model's own operating point is always a point of its ROC
+        self.roc_thresholds = sorted({*map(float, ev.roc_thresholds), self.veto_snr2})
         first, last, count = ev.accuracy_thresholds
         self.acc_thresholds = np.linspace(first, last, int(count))
         self.extents = {t: [] for t in self.roc_thresholds}
@@ -82,7 +88,7 @@ class Accumulator:
 
     def add(self, starts: np.ndarray, real: torch.Tensor, gen: torch.Tensor) -> None:
         for thr in self.roc_thresholds:
-            found = find_clusters(gen, thr, self.min_area, starts, self.step, self.freqs)
+            found = find_clusters(gen, thr, self.veto_min_area, starts, self.step, self.freqs)
             for cs in found:
                 self.extents[thr] += [
                     (c.gps_start - self.padding, c.gps_end + self.padding) for c in cs
@@ -196,9 +202,11 @@ def run_evaluate(cfg: Config, truth_path: str | Path, infer_dir: str | Path, out
         "livetime_s": float(np.sum(live[:, 1] - live[:, 0])) if len(live) else 0.0,
         "strain_snr_threshold": ev.strain_snr_threshold,
         "snr2_threshold": acc.snr2,
+        "operating_point": summary["thresholds"],
         "windows": acc.windows,
-        "learned": learned,
+        "learned": learned | {"at_deadtime": at_deadtimes(learned_roc, ev.fixed_deadtimes)},
         "learned_roc": learned_roc,
+        "ideal": ideal_bound(groups["witnessed"], cfg.scan.snr2_threshold),
         "denoise": denoise_figures(acc.per_glitch, acc.snr2, acc.energy),
         "accuracy_curves": acc.accuracy_curves(),
         "per_glitch": acc.per_glitch,
@@ -210,7 +218,10 @@ def run_evaluate(cfg: Config, truth_path: str | Path, infer_dir: str | Path, out
         segments = read_segments(infer_dir / "baseline" / "vetoes.csv")
         roc = baseline_roc(base, groups, live, ev.roc_thresholds)
         fig = veto_figures(groups, segments, live)
-        report["baseline"] = fig | {"roc": roc}
+        report["baseline"] = fig | {
+            "roc": roc,
+            "at_deadtime": at_deadtimes(roc, ev.fixed_deadtimes),
+        }
         report["comparison"] = {
             "baseline_deadtime": fig["deadtime"],
             "baseline_efficiency": fig["witnessed_efficiency"],
@@ -223,128 +234,30 @@ def run_evaluate(cfg: Config, truth_path: str | Path, infer_dir: str | Path, out
                 roc, learned["deadtime"]
             ),
         }
+    report["per_family"] = family_table(report)
     (out / "report.json").write_text(json.dumps(report, indent=2, default=float))
     write_markdown(report, out / "report.md")
     plot_report(report, out)
     return report
 
 
-def _pct(x: float) -> str:
-    return "n/a" if x is None or not np.isfinite(x) else f"{100 * x:.1f}%"
+def at_deadtimes(roc: list[dict], deadtimes) -> dict:
+    """``{str(deadtime): witnessed efficiency}`` read off a ROC (deadtimes as fractions)."""
+    return {f"{d:g}": efficiency_at_deadtime(roc, d) for d in deadtimes}
 
 
-def write_markdown(report: dict, path: Path) -> None:
-    lr, d = report["learned"], report["denoise"]
-    rows = [("learned veto", lr)]
-    if report["baseline"]:
-        rows.append(("hveto baseline", report["baseline"]))
-    lines = [
-        "# glitchflow scorecard",
-        "",
-        f"Model {report['model']['uri']} on {report['livetime_s']:.0f} s live; glitches with "
-        f"strain SNR >= {report['strain_snr_threshold']:g}; SNR^2 threshold "
-        f"{report['snr2_threshold']:g}.",
-        "",
-        "| method | witnessed eff. | unwitnessed eff. | overall eff. | deadtime | eff/dead "
-        "| use % |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for name, f in rows:
-        lines.append(
-            f"| {name} | {_pct(f['witnessed_efficiency'])} ({f['witnessed_vetoed']}/"
-            f"{f['witnessed_glitches']}) | {_pct(f['unwitnessed_efficiency'])} | "
-            f"{_pct(f['overall_efficiency'])} | {_pct(f['deadtime'])} | "
-            f"{f['efficiency_over_deadtime']:.1f} | {f['use_percentage']:.0f} |"
-        )
-    if report.get("comparison"):
-        c = report["comparison"]
-        lines += [
-            "",
-            f"At the baseline's deadtime ({_pct(c['baseline_deadtime'])}) the learned veto's "
-            f"efficiency is {_pct(c['learned_efficiency_at_baseline_deadtime'])} against the "
-            f"baseline's {_pct(c['baseline_efficiency'])}.",
-        ]
-    lines += [
-        "",
-        "## Denoising",
-        "",
-        f"- witnessed glitches cleaned below threshold: {_pct(d['cleaned_fraction'])} "
-        f"({d['witnessed_glitches']}); of those visible in strain: "
-        f"{_pct(d['visible_cleaned_fraction'])} ({d['visible_glitches']})",
-        f"- median reduction of the local max SNR^2: {_pct(d['median_max_snr2_reduction'])}",
-        f"- energy change on glitch-free windows: {_pct(d['glitch_free_energy_change'])}",
-    ]
-    path.write_text("\n".join(lines) + "\n")
-
-
-def _finish(fig, ax, xlabel: str, ylabel: str, title: str, path: Path) -> None:
-    import matplotlib.pyplot as plt
-
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.set_title(title)
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
-def plot_report(report: dict, out: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import matplotlib.ticker
-
-    fig, ax = plt.subplots(figsize=(6, 4.5))
-    curves = [("learned veto", report["learned_roc"], "tab:blue")]
-    if report["baseline"]:
-        curves.append(("hveto baseline", report["baseline"]["roc"], "tab:orange"))
-    for name, roc, colour in curves:
-        pts = sorted((p["deadtime"], p["witnessed_efficiency"]) for p in roc)
-        x, y = [100 * p[0] for p in pts], [100 * p[1] for p in pts]
-        ax.plot(x, y, "o-", color=colour, label=name)
-    ax.set_xscale("log")
-    ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
-    ax.xaxis.set_minor_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
-    ax.grid(True, which="both", alpha=0.3)
-    ax.set_ylim(0, 102)
-    _finish(
-        fig,
-        ax,
-        "deadtime (%)",
-        "efficiency on witnessed glitches (%)",
-        "ROC: SNR^2 threshold swept",
-        out / "roc.png",
-    )
-
-    c = report["accuracy_curves"]
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(c["snr2_threshold"], c["veto_accuracy"], label="veto accuracy")
-    ax.plot(c["snr2_threshold"], c["denoise_accuracy"], label="denoise accuracy")
-    ax.set_ylim(0, 1.02)
-    _finish(
-        fig,
-        ax,
-        "SNR^2 threshold",
-        "accuracy",
-        "per-window accuracies (the seed's curves)",
-        out / "accuracy.png",
-    )
-
-    table = pd.DataFrame(report["per_glitch"])
-    fig, ax = plt.subplots(figsize=(5.5, 5))
-    if len(table):
-        ax.loglog(table["real_max_snr2"], table["residual_max_snr2"].clip(lower=0.1), "o", ms=4)
-        lim = max(float(table["real_max_snr2"].max()), 10.0)
-        ax.plot([0.1, lim], [0.1, lim], "k:", lw=1)
-        ax.axhline(report["snr2_threshold"], color="tab:red", ls="--", lw=1)
-    _finish(
-        fig,
-        ax,
-        "real strain max SNR^2 near the glitch",
-        "residual max SNR^2",
-        "denoising of witnessed glitches",
-        out / "denoise.png",
-    )
+def family_table(report: dict) -> dict:
+    """Per truth family: each method's efficiency (glitches, vetoed), the learned veto's
+    efficiency at the baseline's deadtime, and the ideal bound (witnessed families)."""
+    learned, base = report["learned"], report["baseline"]
+    ideal = report["ideal"]["per_family"]
+    out = {}
+    for family, fig in learned["per_family"].items():
+        row = {"learned": fig, "ideal_efficiency": ideal.get(family, {}).get("efficiency")}
+        if base:
+            row["baseline"] = base["per_family"].get(family)
+            row["learned_efficiency_at_baseline_deadtime"] = efficiency_at_deadtime(
+                report["learned_roc"], base["deadtime"], family
+            )
+        out[family] = row
+    return out

@@ -4,15 +4,18 @@ Definitions (all spectrograms in SNR^2, shape ``(batch, rows, bins)``, the
 Conditioner normalises every row to median 1, so the noise floor is ~1):
 
 * **veto**: the generated spectrogram ``G`` has an 8-connected cluster of at
-  least ``min_area`` pixels above ``snr2_threshold``.  The auxiliary channels
-  predict a glitch in strain.
+  least the veto's ``min_area`` pixels above its SNR^2 threshold (the operating
+  point calibrated on glitch-free validation time, :mod:`.operating_point`).
+  The auxiliary channels predict a glitch in strain.  Each cluster carries its
+  false-alarm probability: the fraction of glitch-free time a veto at the
+  cluster's peak SNR^2 would remove.
 * **predicted glitch** ``P = max(G - floor(G), 0)``, ``floor`` = the per-row
   median of ``G`` over the window: what the model adds above its own noise
   floor.  Subtracting ``G`` itself would also remove the noise floor.
 * **residual** ``R - P`` (signed) and **cleaned** spectrogram
   ``max(R - P, 0)``, ``R`` the real strain spectrogram.
-* **cleaned flag**: ``|R - P|`` has no cluster of ``min_area`` above the
-  threshold (an over-subtraction spoils the data as much as a left-over glitch).
+* **cleaned flag**: ``|R - P|`` has no cluster of the denoise ``min_area`` above the
+  denoise threshold (an over-subtraction spoils the data as much as a left-over glitch).
 * residual area: pixels with ``|R - P|`` above threshold, and the same in
   Hz*s (row bandwidth x bin width).
 
@@ -29,11 +32,13 @@ import torch
 from torch import Tensor
 
 from glitchflow.models.clusters import cluster_areas
+from glitchflow.models.operating_point import OperatingPoint
 
 
 @dataclass
 class Cluster:
-    """One cluster above threshold: peak time (GPS s), frequency (Hz), SNR^2, area."""
+    """One cluster above threshold: peak time (GPS s), frequency (Hz), SNR^2, area, and
+    its false-alarm probability (None when the model's veto is not calibrated)."""
 
     gps_time: float
     frequency: float
@@ -43,6 +48,7 @@ class Cluster:
     gps_end: float
     f_low: float
     f_high: float
+    fap: float | None = None
 
 
 @dataclass
@@ -132,10 +138,9 @@ def decide(
     gps_start: np.ndarray,
     time_step: float,
     frequencies: np.ndarray,
-    snr2_threshold: float,
-    min_area: int,
+    point: OperatingPoint,
 ) -> list[WindowDecision]:
-    """Decisions for a batch of windows.
+    """Decisions for a batch of windows at the operating ``point``.
 
     ``real`` and ``generated`` (batch, rows, bins) SNR^2 on the same rows and
     bins; ``real`` may be None (veto only: no strain given), then the denoise
@@ -143,13 +148,18 @@ def decide(
     """
     gps_start = np.asarray(gps_start, dtype=float).reshape(-1)
     n_bins = generated.shape[-1]
-    clusters = find_clusters(generated, snr2_threshold, min_area, gps_start, time_step, frequencies)
+    clusters = find_clusters(
+        generated, point.veto_snr2, point.veto_min_area, gps_start, time_step, frequencies
+    )
+    for found in clusters:
+        for c in found:
+            c.fap = point.fap(c.snr2)
     max_gen = generated.flatten(1).amax(1)
     if real is not None:
         resid = residual(real, generated).abs()
-        _, area = cluster_areas(resid, snr2_threshold)
-        resid_cluster = (area >= min_area).flatten(1).any(1)
-        above = resid > snr2_threshold
+        _, area = cluster_areas(resid, point.denoise_snr2)
+        resid_cluster = (area >= point.denoise_min_area).flatten(1).any(1)
+        above = resid > point.denoise_snr2
         pixels = above.flatten(1).sum(1)
         band = torch.as_tensor(row_bandwidths(frequencies), dtype=torch.float32)
         hz_s = (above.float() * band[None, :, None]).flatten(1).sum(1) * time_step

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from glitchflow.models.checkpoint import build_model
+from glitchflow.models.operating_point import OperatingPoint
 from glitchflow.models.scaling import Scaling
 
 
@@ -30,10 +31,17 @@ class Predictor:
         device: torch device for the model.
         hop_fraction: crop hop as a fraction of the crop (0.5: every bin seen by two
             crops; 1: crops side by side as in training, half the model calls).
+        snr2_threshold, min_area: override the checkpoint's veto and denoise thresholds
+            (SNR^2, pixels); None: the checkpoint's calibrated operating point.
     """
 
     def __init__(
-        self, ckpt: dict, device: str | torch.device = "cpu", hop_fraction: float = 0.5
+        self,
+        ckpt: dict,
+        device: str | torch.device = "cpu",
+        hop_fraction: float = 0.5,
+        snr2_threshold: float | None = None,
+        min_area: int | None = None,
     ) -> None:
         self.ckpt = ckpt
         self.device = torch.device(device)
@@ -48,7 +56,8 @@ class Predictor:
         first = (n_freq - self.crop) // 2
         #: row slice of the Conditioner's output that the model predicts
         self.rows = slice(first, first + self.crop)
-        self.thresholds = dict(ckpt["thresholds"])
+        #: the thresholds every decision made with this model uses
+        self.point = OperatingPoint.from_thresholds(ckpt["thresholds"], snr2_threshold, min_area)
         if not 0 < hop_fraction <= 1:
             raise ValueError(f"hop_fraction must be in (0, 1], got {hop_fraction}")
         self.hop = max(1, round(self.crop * hop_fraction))

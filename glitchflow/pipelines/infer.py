@@ -82,7 +82,9 @@ class WindowPredictor:
         self.cond = Conditioner(validate_model(SignalConfig, ckpt["signal"], "checkpoint")).to(
             device
         )
-        self.predictor = Predictor(ckpt, device, self.infer.crop_hop)
+        self.predictor = Predictor(
+            ckpt, device, self.infer.crop_hop, self.infer.snr2_threshold, self.infer.min_area
+        )
         files = [FrameFile(start, duration, path) for path, start, duration in frames]
         self.by_path = {f.path: f for f in files}
         self.cutter = FrameWindowCutter(
@@ -90,9 +92,6 @@ class WindowPredictor:
         )
         self.report_dir = Path(report_dir)
         self.node = ray.get_runtime_context().get_node_id()
-        th = ckpt["thresholds"]
-        self.snr2 = self.infer.snr2_threshold or float(th["snr2"])
-        self.min_area = self.infer.min_area or int(th["min_area"])
 
     def __call__(self, batch: dict) -> dict:
         rows: list[dict] = []
@@ -133,9 +132,7 @@ class WindowPredictor:
         real = spec[:, 0, pred.rows].float()
         starts = np.array([w["gps_start"] for w in windows])
         freqs = self.cond.frequencies[pred.rows]
-        decisions = decide(
-            real, generated, starts, self.cond.time_step, freqs, self.snr2, self.min_area
-        )
+        decisions = decide(real, generated, starts, self.cond.time_step, freqs, pred.point)
         cleaned = torch.clamp(real - predicted_glitch(generated), min=0.0)
         rows = []
         for k, (w, d) in enumerate(zip(windows, decisions)):

@@ -25,6 +25,7 @@ import pandas as pd
 
 from glitchflow.config import Config
 from glitchflow.evaluate.hveto import apply_rounds, duration, intersect, merge_segments
+from glitchflow.models.operating_point import OperatingPoint
 
 log = logging.getLogger(__name__)
 
@@ -264,10 +265,9 @@ def write_products(cfg: Config, out: Path, model, found, accounting: dict, hveto
         "window_shape": list(shape),
         "time_step": step,
         "frequencies": frequencies(ckpt).tolist(),
-        "thresholds": {
-            "snr2": inf.snr2_threshold or ckpt["thresholds"]["snr2"],
-            "min_area": inf.min_area or ckpt["thresholds"]["min_area"],
-        },
+        "thresholds": OperatingPoint.from_thresholds(
+            ckpt["thresholds"], inf.snr2_threshold, inf.min_area
+        ).describe(),
         "tensorboard": tensorboard,
         "tracking_uri": uri,
         "run_id": run_id,

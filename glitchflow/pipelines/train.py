@@ -21,6 +21,7 @@ from glitchflow.models.checkpoint import build_model, read_checkpoint
 from glitchflow.models.losses import SpectrogramLoss
 from glitchflow.models.scaling import Scaling
 from glitchflow.models.unet import count_parameters
+from glitchflow.pipelines.calibration import calibrate_checkpoint
 from glitchflow.pipelines.runtime import check_resources, check_shared_storage
 from glitchflow.pipelines.train_loop import COLUMN_DTYPES, evaluate, train_loop_per_worker
 from glitchflow.pipelines.training_data import TrainingData, prepare_training_data
@@ -158,6 +159,7 @@ def run_training(
     best_ckpt = min(result.best_checkpoints, key=lambda cm: cm[1]["val_loss"])[0]
     with best_ckpt.as_directory() as directory:
         ckpt = read_checkpoint(directory)
+    ckpt = calibrate_checkpoint(ckpt, data.datasets["val"], cfg)
     best_file = out / "best_model.pt"
     torch.save(ckpt, best_file)
     test = score_checkpoint(ckpt, data.datasets["test"], cfg)
@@ -193,6 +195,7 @@ def run_training(
         "samples": data.counts,
         "normalisation": data.normalisation,
         "test": test,
+        "veto": ckpt["thresholds"].get("veto"),
         "history": history[["epoch", *HISTORY_KEYS]].to_dict(orient="list"),
         "tensorboard": loop["tensorboard_dir"],
         "wall_seconds": round(time.perf_counter() - t0, 1),

@@ -128,6 +128,7 @@ def summarise(cfg: Config, grid, data, out: Path, uri: str, parent: str) -> dict
     import mlflow
 
     from glitchflow.models.checkpoint import build_model, read_checkpoint
+    from glitchflow.pipelines.calibration import calibrate_checkpoint
     from glitchflow.pipelines.tune import default_point, write_best_config
     from glitchflow.tracking.mlflow_tracking import log_and_register
 
@@ -171,14 +172,16 @@ def summarise(cfg: Config, grid, data, out: Path, uri: str, parent: str) -> dict
     write_best_config(cfg, params, out / "best_config.yaml")
     ckpt_path = best_checkpoint(cfg, best)
     if ckpt_path and best_id in run_ids:
-        ckpt = read_checkpoint(ckpt_path)
+        ckpt = calibrate_checkpoint(read_checkpoint(ckpt_path), data.datasets["val"], cfg)
+        best_file = out / "best_model.pt"
+        torch.save(ckpt, best_file)
         model = build_model(ckpt)
         crop = cfg.train.crop
         example = torch.zeros(1, len(ckpt["channels"]) - 1, crop, crop)
         summary["registered"] = log_and_register(
             uri,
             run_ids[best_id],
-            Path(ckpt_path) / "model.pt",
+            best_file,
             model,
             example,
             cfg.train.mlflow.registered_model,

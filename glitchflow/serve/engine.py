@@ -75,7 +75,7 @@ class DecisionEngine:
         self.ckpt = ckpt
         self.signal = validate_model(SignalConfig, ckpt["signal"], "checkpoint")
         self.cond = Conditioner(self.signal).to(device)
-        self.predictor = Predictor(ckpt, device, crop_hop)
+        self.predictor = Predictor(ckpt, device, crop_hop, snr2_threshold, min_area)
         self.device = device
         self.channels = list(ckpt["channels"])
         self.rates = {c: float(r) for c, r in ckpt["sample"].get("rates", {}).items()}
@@ -95,9 +95,6 @@ class DecisionEngine:
         self.pad_before = math.ceil(edge / unit - 1e-9) * unit
         self.pad_after = edge
         self.first_bin = round((self.pad_before - edge) / step)
-        th = ckpt["thresholds"]
-        self.snr2 = float(snr2_threshold or th["snr2"])
-        self.min_area = int(min_area or th["min_area"])
         self.frequencies = self.cond.frequencies[self.predictor.rows]
 
     @property
@@ -121,7 +118,7 @@ class DecisionEngine:
             "request_duration_s": self.duration,
             "time_step_s": self.cond.time_step,
             "frequencies_hz": [float(f) for f in self.frequencies],
-            "thresholds": {"snr2": self.snr2, "min_area": self.min_area},
+            "thresholds": self.predictor.point.describe(),
             "model": self.ckpt["model"],
         }
 
@@ -191,8 +188,7 @@ class DecisionEngine:
             starts,
             self.cond.time_step,
             self.frequencies,
-            self.snr2,
-            self.min_area,
+            self.predictor.point,
         )
         out = []
         for k, (req, d) in enumerate(zip(requests, decisions)):

@@ -9,8 +9,10 @@ import pytest
 from glitchflow.evaluate.scorecard import (
     efficiency_at_deadtime,
     glitch_groups,
+    ideal_bound,
     local_bins,
     veto_figures,
+    witness_snr_threshold,
 )
 
 
@@ -32,7 +34,16 @@ def _truth() -> pd.DataFrame:
             "strain_snr": [r[1] for r in rows],
             "witnesses": [r[2] for r in rows],
             "duration": 0.1,
-            "family": "blip",
+            "family": [
+                "blip",
+                "environmental",
+                "blip",
+                "unwitnessed",
+                "blip",
+                "witness_only",
+                "blip",
+            ],
+            "witness_snrs": ["50", "9", "4", "", "30", "20", "40"],
         }
     )
 
@@ -49,6 +60,21 @@ def test_veto_figures_count_each_group():
     assert f["overall_efficiency"] == pytest.approx(0.5)
     assert f["efficiency_over_deadtime"] == pytest.approx((2 / 3) / 0.04)
     assert f["use_percentage"] == pytest.approx(50.0)  # 2 of 4 segments hold a strain glitch
+    fam = f["per_family"]
+    assert fam["blip"] == {"glitches": 2, "vetoed": 1, "efficiency": 0.5}
+    assert fam["environmental"]["efficiency"] == 1.0 and fam["unwitnessed"]["efficiency"] == 0.0
+
+
+def test_ideal_bound_counts_witnesses_above_the_trigger_threshold():
+    # a matched tile of a witness at SNR rho has median-normalised energy (1 + rho^2/2)/ln 2
+    rho = witness_snr_threshold(20.0)
+    assert (1 + rho**2 / 2) / np.log(2) == pytest.approx(20.0)
+    groups = glitch_groups(_truth(), np.array([[0.0, 100.0]]), 8.0)
+    bound = ideal_bound(groups["witnessed"], 20.0)
+    # witnesses at SNR 50, 9 and 4: the SNR-4 witness (energy 13.0) makes no trigger
+    assert bound["witnessed_efficiency"] == pytest.approx(2 / 3)
+    assert bound["per_family"]["blip"]["efficiency"] == 0.5
+    assert bound["per_family"]["environmental"]["efficiency"] == 1.0
 
 
 def test_efficiency_interpolated_at_a_deadtime():
@@ -57,7 +83,18 @@ def test_efficiency_interpolated_at_a_deadtime():
         {"deadtime": 0.03, "witnessed_efficiency": 0.9},
     ]
     assert efficiency_at_deadtime(roc, 0.02) == pytest.approx(0.7)
-    assert np.isnan(efficiency_at_deadtime(roc, 0.5))
+    # past the curve: a veto can always spend more deadtime for the same efficiency
+    assert efficiency_at_deadtime(roc, 0.5) == pytest.approx(0.9)
+    # below it: towards (0, 0), a veto that removes no time vetoes nothing
+    assert efficiency_at_deadtime(roc, 0.005) == pytest.approx(0.25)
+    # a point that spends more deadtime for less efficiency never lowers the curve
+    worse = [*roc, {"deadtime": 0.05, "witnessed_efficiency": 0.6}]
+    assert efficiency_at_deadtime(worse, 0.05) == pytest.approx(0.9)
+    per = [
+        {"deadtime": 0.01, "witnessed_efficiency": 0.5, "per_family": {"blip": {"efficiency": 1}}}
+    ]
+    assert efficiency_at_deadtime(per, 0.005, "blip") == pytest.approx(0.5)
+    assert np.isnan(efficiency_at_deadtime(per, 0.005, "environmental"))
 
 
 def test_local_bins_clip_to_the_window():

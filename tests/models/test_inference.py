@@ -10,6 +10,7 @@ from glitchflow.config import SignalConfig
 from glitchflow.models.checkpoint import make_checkpoint
 from glitchflow.models.decisions import decide, predicted_glitch, row_bandwidths
 from glitchflow.models.inference import Predictor
+from glitchflow.models.operating_point import OperatingPoint
 from glitchflow.models.registry import create_model
 
 N_FREQ, CROP = 16, 8
@@ -60,6 +61,9 @@ def test_predictor_rejects_wrong_shapes():
         pred.generate(torch.zeros(1, 2, N_FREQ, 5))
 
 
+POINT = OperatingPoint(16.0, 2, 16.0, 2)
+
+
 def test_decision_finds_the_cluster_at_its_gps_time_and_frequency():
     step, t0 = 0.0234375, 1_400_000_000.0
     freqs = np.geomspace(8, 500, 16)
@@ -70,7 +74,7 @@ def test_decision_finds_the_cluster_at_its_gps_time_and_frequency():
     real[0, 9:11, 40:43] = 52.0
     real[0, 10, 41] = 81.0
     real[1, 3:5, 10:12] = 60.0  # an unwitnessed glitch in window 1
-    d = decide(real, gen, np.array([t0, t0 + 1.5]), step, freqs, 16.0, 2)
+    d = decide(real, gen, np.array([t0, t0 + 1.5]), step, freqs, POINT)
     assert d[0].veto and not d[1].veto
     (c,) = d[0].clusters
     assert c.gps_time == pytest.approx(t0 + 41.5 * step)
@@ -84,7 +88,7 @@ def test_decision_finds_the_cluster_at_its_gps_time_and_frequency():
     band = row_bandwidths(freqs)
     assert d[1].residual_area_hz_s == pytest.approx((2 * band[3] + 2 * band[4]) * step)
     # without strain: veto only
-    v = decide(None, gen, np.array([t0, t0 + 1.5]), step, freqs, 16.0, 2)
+    v = decide(None, gen, np.array([t0, t0 + 1.5]), step, freqs, POINT)
     assert v[0].veto and np.isnan(v[0].max_residual_snr2)
 
 

@@ -1,0 +1,82 @@
+"""The veto's operating point: calibrated on glitch-free time to a target deadtime."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from glitchflow.models.operating_point import OperatingPoint, calibrate_veto, veto_columns
+
+
+def _crops(seed: int = 0):
+    """40 glitch-free crops whose generated spectrogram has false alarms of growing SNR^2,
+    and 20 glitch crops whose generated glitch is predicted at a quarter of its power."""
+    rng = np.random.default_rng(seed)
+    n_bg, n_gl, f, t = 40, 20, 16, 64
+    real = torch.ones(n_bg + n_gl, f, t)
+    gen = torch.ones(n_bg + n_gl, f, t)
+    for k in range(n_bg):  # false alarm k: 3x2 pixels at SNR^2 10 + 5 k, bins 20-22
+        gen[k, 5:7, 20:23] = 10.0 + 5.0 * k
+    for k in range(n_gl):
+        col = int(rng.integers(8, 56))
+        power = 100.0 + 40.0 * k
+        real[n_bg + k, 8:10, col : col + 3] = power
+        gen[n_bg + k, 8:10, col : col + 3] = power / 4
+    return real, gen
+
+
+def test_calibration_keeps_the_deadtime_on_glitch_free_time():
+    real, gen = _crops()
+    point = calibrate_veto(real, gen, glitch_threshold=25.0, target_deadtime=0.01, padding_bins=0)
+    assert point["reached_target"]
+    # 40 crops x 64 bins of glitch-free time; each false alarm costs 3 bins: at most 8 of
+    # them (24 bins <= 1 % of 2560) may fire, so the threshold is above the 32nd loudest
+    assert point["val_deadtime"] <= 0.01
+    assert point["glitch_free_bins"] == 40 * 64
+    fired = int((torch.tensor([10.0 + 5.0 * k for k in range(40)]) >= point["snr2"]).sum())
+    assert fired * 3 / 2560 == pytest.approx(point["val_deadtime"])
+    # the glitch crops predicted at a quarter of their power above the threshold are caught
+    predicted = np.array([(100.0 + 40.0 * k) / 4 for k in range(20)])
+    assert point["val_efficiency"] == pytest.approx(np.mean(predicted >= point["snr2"]))
+    assert point["glitch_crops"] == 20
+    # a looser target buys efficiency with deadtime
+    loose = calibrate_veto(real, gen, 25.0, 0.05, 0)
+    assert loose["snr2"] < point["snr2"]
+    assert point["val_deadtime"] < loose["val_deadtime"] <= 0.05
+    assert loose["val_efficiency"] >= point["val_efficiency"]
+
+
+def test_padding_counts_in_the_deadtime_and_no_background_means_no_calibration():
+    real, gen = _crops()
+    plain = calibrate_veto(real, gen, 25.0, 0.02, padding_bins=0)
+    padded = calibrate_veto(real, gen, 25.0, 0.02, padding_bins=2)
+    # each false alarm now costs 3 + 2 x 2 bins, so fewer may fire
+    assert padded["snr2"] > plain["snr2"]
+    assert calibrate_veto(real[40:], gen[40:], 25.0, 0.01, 0) == {}
+
+
+def test_operating_point_from_checkpoint_thresholds():
+    real, gen = _crops()
+    veto = calibrate_veto(real, gen, 25.0, 0.01, 0)
+    point = OperatingPoint.from_thresholds({"snr2": 16.0, "min_area": 2, "veto": veto})
+    assert point.calibrated and point.veto_snr2 == veto["snr2"]
+    assert (point.denoise_snr2, point.denoise_min_area) == (16.0, 2)
+    # the FAP of a cluster as loud as the threshold is the calibrated deadtime; louder is rarer
+    assert point.fap(point.veto_snr2) == pytest.approx(veto["val_deadtime"])
+    assert point.fap(1e4) <= point.fap(point.veto_snr2) <= point.fap(5.0)
+    # an override sets both decisions and drops the calibration
+    manual = OperatingPoint.from_thresholds({"snr2": 16.0, "min_area": 2, "veto": veto}, 40.0)
+    assert (manual.veto_snr2, manual.denoise_snr2, manual.calibrated) == (40.0, 40.0, False)
+    assert manual.fap(100.0) is None
+    # checkpoints from before calibration: the veto uses the metric threshold
+    old = OperatingPoint.from_thresholds({"snr2": 16.0, "min_area": 2})
+    assert (old.veto_snr2, old.veto_min_area, old.calibrated) == (16.0, 2, False)
+
+
+def test_veto_columns_cover_the_cluster_and_its_padding():
+    gen = torch.ones(1, 8, 32)
+    gen[0, 3:5, 10:13] = 50.0
+    cols = veto_columns(gen, 16.0, 2, padding_bins=2)[0]
+    assert cols.nonzero().flatten().tolist() == list(range(8, 15))
+    assert not veto_columns(gen, 16.0, 7, 0).any()
