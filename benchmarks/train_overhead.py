@@ -53,7 +53,7 @@ def plain_torch(cfg, x, y, epochs: int) -> dict:
         attention=tr.model.attention,
     )
     opt = torch.optim.AdamW(model.parameters(), lr=tr.lr, weight_decay=tr.weight_decay)
-    loss_fn = SpectrogramLoss(**tr.loss.model_dump())
+    loss_fn = SpectrogramLoss(**tr.loss.model_dump(), glitch_level=1.0)  # same work as training
     xs, ys = torch.from_numpy(x), torch.from_numpy(y)
     t0 = time.perf_counter()
     first = None

@@ -130,16 +130,24 @@ def held_out_scorecard(config, overrides, cfg, workdir: Path, trained: dict) -> 
         f"learned veto {100 * lr['witnessed_efficiency']:.0f}% "
         f"({lr['witnessed_vetoed']}/{lr['witnessed_glitches']}) at "
         f"{100 * lr['deadtime']:.2f}% deadtime (eff/dead {lr['efficiency_over_deadtime']:.0f}), "
-        f"unwitnessed {100 * lr['unwitnessed_efficiency']:.0f}%",
+        f"unwitnessed {100 * lr['unwitnessed_efficiency']:.0f}%, glitch time covered "
+        f"{100 * lr['witnessed_coverage']:.0f}%",
     ]
     if report["baseline"]:
         b = report["baseline"]
         c = report["comparison"]
         lines.append(
             f"         hveto baseline {100 * b['witnessed_efficiency']:.0f}% at "
-            f"{100 * b['deadtime']:.2f}% deadtime; learned at that deadtime: "
+            f"{100 * b['deadtime']:.2f}% deadtime, glitch time covered "
+            f"{100 * b['witnessed_coverage']:.0f}%; learned at that deadtime: "
             f"{100 * c['learned_efficiency_at_baseline_deadtime']:.0f}%"
         )
+    families = [
+        f"{name} {row['learned']['vetoed']}/{row['learned']['glitches']}"
+        + (f" vs {row['baseline']['vetoed']}" if row.get("baseline") else "")
+        for name, row in report["per_family"].items()
+    ]
+    lines.append("         per family, learned vs hveto: " + ", ".join(families))
     lines.append(
         f"         denoising: {100 * d['cleaned_fraction']:.0f}% of witnessed glitches cleaned "
         f"below SNR^2 {report['snr2_threshold']:g}, median max-SNR^2 reduction "

@@ -96,6 +96,12 @@ class LossConfig(Strict):
     kind: Literal["l1_ssim", "l1", "mse"] = "l1_ssim"
     l1_weight: float = Field(0.8, ge=0, le=1)
     ssim_weight: float = Field(0.2, ge=0, le=1)
+    glitch_weight: float = Field(
+        10.0,
+        ge=1,
+        description="weight of glitch pixels (target or prediction above train.glitch_threshold "
+        "SNR^2) in the L1 / squared error; 1 = unweighted (the seed's)",
+    )
 
 
 class MlflowConfig(Strict):
@@ -113,6 +119,9 @@ class VetoCalibrationConfig(Strict):
     )
     target_deadtime: float = Field(
         0.01, gt=0, lt=1, description="fraction of glitch-free validation time the veto may remove"
+    )
+    guard: float = Field(
+        0.5, ge=0, description="time (s) around a strain glitch that is not glitch-free time"
     )
 
 
@@ -136,6 +145,12 @@ class TrainConfig(Strict):
     glitch_threshold: float = Field(6.0, gt=0, description="strain max SNR^2 of a 'glitch' crop")
     background_fraction: float = Field(
         0.5, ge=0, description="background crops kept per glitch crop"
+    )
+    augment_shifts: int = Field(
+        2,
+        ge=1,
+        description="training glitch crops are also cut at crop/augment_shifts bin offsets "
+        "(the same glitch at other positions); 1 = aligned crops only",
     )
     split_block: float = Field(64.0, gt=0, description="GPS block length for the split (s)")
     split_fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)

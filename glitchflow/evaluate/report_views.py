@@ -26,15 +26,16 @@ def write_markdown(report: dict, path: Path) -> None:
         f"{report['snr2_threshold']:g}.",
         "",
         "| method | witnessed eff. | unwitnessed eff. | overall eff. | deadtime | eff/dead "
-        "| use % |",
-        "|---|---|---|---|---|---|---|",
+        "| use % | glitch time covered |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for name, f in rows:
         lines.append(
             f"| {name} | {_pct(f['witnessed_efficiency'])} ({f['witnessed_vetoed']}/"
             f"{f['witnessed_glitches']}) | {_pct(f['unwitnessed_efficiency'])} | "
             f"{_pct(f['overall_efficiency'])} | {_pct(f['deadtime'])} | "
-            f"{f['efficiency_over_deadtime']:.1f} | {f['use_percentage']:.0f} |"
+            f"{f['efficiency_over_deadtime']:.1f} | {f['use_percentage']:.0f} | "
+            f"{_pct(f['witnessed_coverage'])} |"
         )
     if report.get("comparison"):
         c = report["comparison"]

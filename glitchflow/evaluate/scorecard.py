@@ -8,7 +8,10 @@ segments.  Groups, at a strain SNR threshold ``rho`` (optimal SNR):
   but chance: their efficiency should be close to the deadtime);
 * *overall*: every glitch with ``strain_snr >= rho``.
 
-A glitch is vetoed when its ``gps_peak`` is inside a veto segment.
+A glitch is vetoed when its ``gps_peak`` is inside a veto segment; its
+*coverage* is the share of its extent ``gps_peak +- duration / 2`` that the
+veto removes (a veto that only brackets the peak of a 2-s scattered-light arch
+leaves most of the arch in the data).
 Deadtime is vetoed time over live time; use percentage is the fraction of
 veto segments that contain at least one glitch reaching strain.  Every figure
 also holds ``per_family``: efficiency per truth family over the glitches above
@@ -17,8 +20,8 @@ also holds ``per_family``: efficiency per truth family over the glitches above
 Efficiency at a given deadtime comes from a ROC curve made monotone (a veto can
 always spend more deadtime for no gain), anchored at (0, 0) and interpolated
 linearly in deadtime (both achievable in expectation: a random share of the
-segments of a point keeps that share of its deadtime and of its efficiency); past the curve's largest deadtime it keeps that point's
-efficiency.
+segments of a point keeps that share of its deadtime and of its efficiency);
+past the curve's largest deadtime it keeps that point's efficiency.
 
 The **ideal bound** is the fraction of witnessed glitches whose loudest witness
 would make a trigger in its own channel: optimal witness SNR ``rho_w`` with a
@@ -63,6 +66,18 @@ def per_family(table: pd.DataFrame, vetoed: np.ndarray) -> dict:
     return out
 
 
+def coverage(table: pd.DataFrame, segments: np.ndarray) -> np.ndarray:
+    """Share of each glitch's extent ``gps_peak +- duration / 2`` inside ``segments``."""
+    peak = table["gps_peak"].to_numpy(dtype=float)
+    half = np.maximum(table["duration"].to_numpy(dtype=float), 1e-3) / 2
+    return np.array(
+        [
+            duration(intersect(segments, np.array([[p - h, p + h]]))) / (2 * h)
+            for p, h in zip(peak, half)
+        ]
+    )
+
+
 def veto_figures(groups: dict, segments: np.ndarray, live: np.ndarray) -> dict:
     """Efficiency per group and per family, deadtime, efficiency/deadtime, use percentage."""
     segments = intersect(merge_segments(np.asarray(segments).reshape(-1, 2)), live)
@@ -75,6 +90,8 @@ def veto_figures(groups: dict, segments: np.ndarray, live: np.ndarray) -> dict:
         out[f"{name}_glitches"] = len(times)
         out[f"{name}_vetoed"] = int(vetoed.sum())
         out[f"{name}_efficiency"] = float(vetoed.mean()) if len(times) else float("nan")
+        cover = coverage(groups[name], segments)
+        out[f"{name}_coverage"] = float(cover.mean()) if len(times) else float("nan")
         if name == "overall":
             out["per_family"] = per_family(groups[name], vetoed)
     eff = out["witnessed_efficiency"]

@@ -9,7 +9,11 @@
 * Crops: each window (channel, freq, time) gives square crops along time; a
   crop is kept once even when windows overlap (the crop's own GPS start is its
   key).  Values are clamped to ``[0, clamp]``.  A crop is a "glitch" when its
-  strain maximum reaches ``glitch_threshold`` SNR^2.
+  strain maximum reaches ``glitch_threshold`` SNR^2.  In the training split,
+  glitch crops are also cut at ``crop / augment_shifts`` bin offsets between the
+  aligned ones (the same glitch at other places in the crop: a U-Net is not
+  translation invariant at its borders, and a rare family gets several samples
+  per glitch); validation and test keep the aligned crops only.
 * Normalisation: each channel is divided by the mean, over training glitch
   crops, of the crop maximum; the constants travel in the checkpoint so that
   outputs can be restored to SNR^2.
@@ -57,19 +61,28 @@ def crop_window(
     clamp: float,
     keep_from: float,
     keep_until: float,
+    hop: int | None = None,
 ) -> list[dict]:
     """Square crops of one window (channel, freq, time) whose start is in
-    ``[keep_from, keep_until)`` GPS s.  Channel 0 is strain (the target)."""
+    ``[keep_from, keep_until)`` GPS s, every ``hop`` bins (default: ``crop``, side by
+    side).  Channel 0 is strain (the target); ``aligned`` marks crops at multiples of
+    ``crop``."""
     out = []
     n_freq = spec.shape[1]
     f0 = (n_freq - crop) // 2
-    for c in range(spec.shape[-1] // crop):
-        t = gps_start + c * crop * time_step
+    hop = hop or crop
+    for b in range(0, spec.shape[-1] - crop + 1, hop):
+        t = gps_start + b * time_step
         if not keep_from - 1e-6 <= t < keep_until - 1e-6:
             continue
-        tile = np.clip(spec[:, f0 : f0 + crop, c * crop : (c + 1) * crop], 0.0, clamp)
+        tile = np.clip(spec[:, f0 : f0 + crop, b : b + crop], 0.0, clamp)
         out.append(
-            {"gps_start": t, "x": tile[1:].astype(np.float32), "y": tile[:1].astype(np.float32)}
+            {
+                "gps_start": t,
+                "x": tile[1:].astype(np.float32),
+                "y": tile[:1].astype(np.float32),
+                "aligned": b % crop == 0,
+            }
         )
     return out
 
@@ -84,11 +97,13 @@ def crop_rows(
     block: float,
     assignment: dict[int, str],
     glitch_threshold: float,
+    augment_shifts: int = 1,
 ) -> dict:
     """Crops of a batch of window rows (numpy columns), each crop kept once.
 
     A window keeps the crops that start before the next window on the stride grid
-    does; the last window of a run keeps all of its crops.
+    does; the last window of a run keeps all of its crops.  Training windows add
+    the shifted glitch crops (``augment_shifts`` per crop length, module docstring).
     """
     out: dict[str, list] = {"gps_start": [], "x": [], "y": [], "split": [], "is_glitch": []}
     for k in range(len(rows["gps_start"])):
@@ -101,12 +116,16 @@ def crop_rows(
         has_next = round(start + stride, 6) in window_starts
         keep_until = start + stride if has_next else end
         spec = np.asarray(rows["spectrogram"][k])
-        for item in crop_window(spec, start, time_step, crop, clamp, start, keep_until):
+        hop = max(1, crop // augment_shifts) if split == "train" else crop
+        for item in crop_window(spec, start, time_step, crop, clamp, start, keep_until, hop):
+            glitch = bool(item["y"].max() >= glitch_threshold)
+            if not (item["aligned"] or glitch):
+                continue
             out["gps_start"].append(item["gps_start"])
             out["x"].append(item["x"])
             out["y"].append(item["y"])
             out["split"].append(split)
-            out["is_glitch"].append(bool(item["y"].max() >= glitch_threshold))
+            out["is_glitch"].append(glitch)
     if not out["x"]:
         return {}
     return {

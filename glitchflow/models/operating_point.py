@@ -110,45 +110,57 @@ def veto_columns(generated: Tensor, snr2: float, min_area: int, padding_bins: in
     return widen((area >= min_area).any(dim=1), padding_bins)
 
 
+def glitch_runs(loud: Tensor) -> tuple[np.ndarray, int]:
+    """Labels (n, T) of runs of consecutive loud bins within each crop, and their count."""
+    from scipy import ndimage
+
+    structure = np.array([[0, 0, 0], [1, 1, 1], [0, 0, 0]], dtype=bool)
+    labels, count = ndimage.label(loud.cpu().numpy(), structure=structure)
+    return labels, int(count)
+
+
 def calibrate_veto(
     real: Tensor,
     generated: Tensor,
     glitch_threshold: float,
     target_deadtime: float,
     padding_bins: int,
+    guard_bins: int = 0,
     snr2_grid=DEFAULT_SNR2_GRID,
     area_grid=DEFAULT_AREA_GRID,
 ) -> dict:
     """Choose the veto's (SNR^2 threshold, minimum area) on validation crops.
 
-    ``real`` and ``generated`` (n, F, T) strain SNR^2 of the same crops.  A crop is
-    glitch-free when its real maximum is below ``glitch_threshold``; its bins are the
-    glitch-free time.  A glitch crop is caught when the veto's bins overlap the bins
-    where real strain reaches ``glitch_threshold``.  Among the points whose deadtime on
-    glitch-free time is at most ``target_deadtime``, the one with the highest efficiency
-    (then the lowest deadtime) wins; with no such point, the lowest deadtime.
+    ``real`` and ``generated`` (n, F, T) strain SNR^2 of the same crops.  A strain
+    glitch is a run of bins where real strain reaches ``glitch_threshold``; the
+    glitch-free time is every bin farther than ``guard_bins`` from one.  Deadtime is
+    the share of glitch-free bins the veto removes (its clusters widened by
+    ``padding_bins``); a glitch is caught when the veto removes one of its bins.
+    Among the points whose deadtime is at most ``target_deadtime``, the one with the
+    highest efficiency wins, then the lowest deadtime, then the highest threshold (the
+    widest margin); with no such point, the lowest deadtime.
 
     Returns the ``veto`` dict of a checkpoint's ``thresholds`` (see module docstring),
     or ``{}`` when the crops hold no glitch-free time.
     """
-    real_max = real.flatten(1).amax(1)
-    background = real_max < glitch_threshold
-    glitch = ~background
-    if not bool(background.any()):
+    loud = (real >= glitch_threshold).any(dim=1)
+    free = ~widen(loud, guard_bins)
+    if not bool(free.any()):
         return {}
-    loud_cols = (real >= glitch_threshold).any(dim=1)
+    labels, n_glitches = glitch_runs(loud)
+    labels_t = torch.from_numpy(labels)
     points = []
     for snr2 in snr2_grid:
         _, area = cluster_areas(generated, snr2)
         for min_area in area_grid:
             cols = widen((area >= min_area).any(dim=1), padding_bins)
-            deadtime = float(cols[background].float().mean())
-            caught = (cols & loud_cols)[glitch].any(dim=1)
-            efficiency = float(caught.float().mean()) if bool(glitch.any()) else float("nan")
+            deadtime = float(cols[free].float().mean())
+            caught = np.unique(labels_t[cols & loud].numpy())
+            efficiency = len(caught[caught > 0]) / n_glitches if n_glitches else float("nan")
             points.append((float(snr2), int(min_area), deadtime, efficiency))
     feasible = [p for p in points if p[2] <= target_deadtime]
     if feasible:
-        best = max(feasible, key=lambda p: (np.nan_to_num(p[3]), -p[2], -p[0]))
+        best = max(feasible, key=lambda p: (np.nan_to_num(p[3]), -p[2], p[0]))
     else:
         best = min(points, key=lambda p: (p[2], -np.nan_to_num(p[3])))
         log.warning(
@@ -166,8 +178,8 @@ def calibrate_veto(
         "target_deadtime": float(target_deadtime),
         "val_deadtime": best[2],
         "val_efficiency": best[3],
-        "glitch_free_bins": int(background.sum()) * int(real.shape[-1]),
-        "glitch_crops": int(glitch.sum()),
+        "glitch_free_bins": int(free.sum()),
+        "glitches": n_glitches,
         "reached_target": bool(feasible),
         "curve": {
             "snr2": [p[0] for p in curve],

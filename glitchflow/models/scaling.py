@@ -41,6 +41,10 @@ class Scaling:
         """Strain SNR^2 -> model target."""
         return self.compress(y) / self.strain
 
+    def target_level(self, snr2: float) -> float:
+        """Strain SNR^2 ``snr2`` in model units (a target value)."""
+        return float(self.targets(torch.tensor(float(snr2))))
+
     def outputs(self, pred: Tensor) -> Tensor:
         """Model output -> generated strain SNR^2."""
         z = pred * self.strain

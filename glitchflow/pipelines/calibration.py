@@ -49,9 +49,15 @@ def calibrate_checkpoint(ckpt: dict, dataset, cfg: Config) -> dict:
     real, generated = generate_crops(ckpt, dataset)
     step = float(ckpt["signal"]["qtransform"]["time_step"])
     padding_bins = round(cfg.infer.veto_padding / step)
+    guard_bins = round(veto.guard / step)
     point = (
         calibrate_veto(
-            real, generated, cfg.train.glitch_threshold, veto.target_deadtime, padding_bins
+            real,
+            generated,
+            cfg.train.glitch_threshold,
+            veto.target_deadtime,
+            padding_bins,
+            guard_bins,
         )
         if len(real)
         else {}
@@ -64,13 +70,13 @@ def calibrate_checkpoint(ckpt: dict, dataset, cfg: Config) -> dict:
         return ckpt
     log.info(
         "veto calibrated on %d glitch-free validation bins: SNR^2 >= %.3g, area >= %d px; "
-        "deadtime %.4f (target %.4f), efficiency on %d validation glitch crops %.3f",
+        "deadtime %.4f (target %.4f), efficiency on %d validation glitches %.3f",
         point["glitch_free_bins"],
         point["snr2"],
         point["min_area"],
         point["val_deadtime"],
         point["target_deadtime"],
-        point["glitch_crops"],
+        point["glitches"],
         point["val_efficiency"],
     )
     return ckpt | {"thresholds": dict(ckpt["thresholds"], veto=point)}

@@ -61,7 +61,7 @@ def loop_config(cfg: Config, data: TrainingData, out: Path) -> dict:
     return {
         "seed": cfg.seed,
         "model": {"name": tr.model.name, "kwargs": kwargs},
-        "loss": tr.loss.model_dump(),
+        "loss": loss_kwargs(cfg, data.normalisation),
         "lr": tr.lr,
         "weight_decay": tr.weight_decay,
         "plateau_factor": tr.plateau_factor,
@@ -85,6 +85,13 @@ def loop_config(cfg: Config, data: TrainingData, out: Path) -> dict:
         },
         "tensorboard_dir": str((out / "tensorboard").resolve()),
     }
+
+
+def loss_kwargs(cfg: Config, normalisation: dict) -> dict:
+    """:class:`SpectrogramLoss` arguments: the configured loss, glitch pixels from
+    ``train.glitch_threshold`` SNR^2 in model units."""
+    level = Scaling(normalisation).target_level(cfg.train.glitch_threshold)
+    return cfg.train.loss.model_dump() | {"glitch_level": level}
 
 
 def make_trainer(
@@ -230,7 +237,7 @@ def score_checkpoint(ckpt: dict, dataset, cfg: Config) -> dict:
     batches = (
         (b["x"], b["y"]) for b in dataset.iter_torch_batches(batch_size=32, dtypes=COLUMN_DTYPES)
     )
-    loss_fn = SpectrogramLoss(**cfg.train.loss.model_dump())
+    loss_fn = SpectrogramLoss(**loss_kwargs(cfg, ckpt["normalisation"]))
     res = evaluate(
         model,
         batches,

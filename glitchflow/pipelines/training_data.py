@@ -65,6 +65,7 @@ def prepare_training_data(cfg: Config, data_dir: str | Path) -> TrainingData:
             "block": tr.split_block,
             "assignment": assignment,
             "glitch_threshold": tr.glitch_threshold,
+            "augment_shifts": tr.augment_shifts,
         },
         batch_format="numpy",
         batch_size=8,

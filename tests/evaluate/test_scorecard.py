@@ -60,6 +60,10 @@ def test_veto_figures_count_each_group():
     assert f["overall_efficiency"] == pytest.approx(0.5)
     assert f["efficiency_over_deadtime"] == pytest.approx((2 / 3) / 0.04)
     assert f["use_percentage"] == pytest.approx(50.0)  # 2 of 4 segments hold a strain glitch
+    # glitches of 0.1 s: the segments around 10 and 20 s cover them whole, the 30-s one not
+    assert f["witnessed_coverage"] == pytest.approx(2 / 3)
+    half = veto_figures(groups, np.array([[9.0, 10.0], [19.95, 21.0]]), live)
+    assert half["witnessed_coverage"] == pytest.approx((0.5 + 1.0) / 3)
     fam = f["per_family"]
     assert fam["blip"] == {"glitches": 2, "vetoed": 1, "efficiency": 0.5}
     assert fam["environmental"]["efficiency"] == 1.0 and fam["unwitnessed"]["efficiency"] == 0.0

@@ -42,3 +42,31 @@ def test_crops_are_kept_once_and_flag_glitches():
     assert norm == {"aux": [3.0, 1.0], "strain": 20.0, "transform": "linear"}
     logged = normalisation(np.array([[np.e - 1, 0.0]]), np.array([np.e**2 - 1]), "log1p")
     assert logged["aux"] == pytest.approx([1.0, 1.0]) and logged["strain"] == pytest.approx(2.0)
+
+
+def test_training_glitch_crops_are_also_cut_at_shifted_offsets():
+    t0 = 1_400_000_001.0
+    starts = t0 + 3.0 * np.arange(4)
+    spec = np.ones((len(starts), 3, 64, 256), dtype=np.float32)
+    spec[1, 0, 30, 50] = 100.0  # the strain glitch of window 1, bin 50
+    rows = {
+        "gps_start": starts,
+        "gps_end": starts + 6,
+        "spectrogram": spec,
+        "bad": np.zeros(4, dtype=bool),
+    }
+    args = (6 / 256, 64, 1e4, 3.0, {round(float(s), 6) for s in starts}, 1000.0)
+    train = {int(s // 1000): "train" for s in starts}
+    out = crop_rows(rows, *args, train, 25.0, augment_shifts=4)
+    # aligned crops as before, plus the shifted crops (every 16 bins) holding the glitch:
+    # window 1's crops starting at bins 16, 32 and 48 (bin 0 is aligned)
+    assert len(out["gps_start"]) == 2 * 3 + 4 + 3
+    assert out["is_glitch"].sum() == 4
+    glitch_starts = np.sort(out["gps_start"][out["is_glitch"]] - starts[1])
+    assert glitch_starts == pytest.approx(np.array([0, 16, 32, 48]) * 6 / 256)
+    # the glitch sits at a different bin of each crop
+    at = sorted(int(np.argmax(y[0].max(axis=0))) for y in out["y"][out["is_glitch"]])
+    assert at == [2, 18, 34, 50]
+    # validation keeps the aligned crops only
+    val = crop_rows(rows, *args, {k: "val" for k in train}, 25.0, augment_shifts=4)
+    assert len(val["gps_start"]) == 2 * 3 + 4 and val["is_glitch"].sum() == 1

@@ -88,3 +88,23 @@ def test_veto_and_denoise_accuracy_per_sample():
     generated[2, 0, 1:3, 1:3] = 40  # false alarm: veto wrong, residual added
     acc = veto_denoise_accuracy(real, generated, 16, 2)
     assert acc == {"veto_accuracy": 0.5, "denoise_accuracy": 0.5}
+
+
+def test_glitch_pixels_weigh_more_in_the_loss():
+    target = torch.zeros(1, 1, 16, 16)
+    target[0, 0, 8, 8] = 5.0  # one glitch pixel
+    missed = torch.zeros_like(target)  # the floor everywhere: misses the glitch
+    noisy = target.clone()
+    noisy[0, 0, :2] = 5.0 / 32  # the glitch right, the floor off by as much in total
+    plain = SpectrogramLoss("l1")
+    assert plain(missed, target).item() == pytest.approx(plain(noisy, target).item())
+    weighted = SpectrogramLoss("l1", glitch_weight=10.0, glitch_level=1.0)
+    assert weighted(missed, target).item() > 5 * weighted(noisy, target).item()
+    # an invented glitch (prediction above the level) weighs as much as a missed one
+    invented = torch.zeros_like(target)
+    invented[0, 0, 3, 3] = 5.0
+    assert weighted(invented, torch.zeros_like(target)).item() == pytest.approx(
+        weighted(missed, target).item()
+    )
+    with pytest.raises(ValueError, match="glitch_weight"):
+        SpectrogramLoss("l1", glitch_weight=0.5)
