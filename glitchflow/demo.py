@@ -89,6 +89,14 @@ def run_demo(
         f"test split ({test['samples']} crops): veto accuracy {test['veto_accuracy']:.2f}, "
         f"denoise accuracy {test['denoise_accuracy']:.2f} at SNR^2 {cfg.train.snr2_threshold:g}"
     )
+    veto = trained["veto"]
+    if veto:
+        lines.append(
+            f"         veto calibrated on validation glitch-free time: generated SNR^2 >= "
+            f"{veto['snr2']:.3g}, clusters >= {veto['min_area']} px, deadtime "
+            f"{100 * veto['val_deadtime']:.2f}% (target {100 * veto['target_deadtime']:g}%), "
+            f"{veto['val_efficiency']:.0%} of {veto['glitches']} validation glitches"
+        )
     lines.append(f"         registered {trained['registered']['uri']}")
     if not skip_tune:
         lines += small_search(config, overrides, workdir, trained)
@@ -122,8 +130,8 @@ def held_out_scorecard(config, overrides, cfg, workdir: Path, trained: dict) -> 
     report = run_evaluate(cfg, held.truth_path, workdir / "infer", workdir / "evaluate")
     lr, d = report["learned"], report["denoise"]
     lines = [
-        f"[infer]  held-out span {held.summary()}",
-        f"         {infer['windows_written']}/{infer['windows_expected']} windows, "
+        f"[held-out] {held.summary()}",
+        f"[infer]  {infer['windows_written']}/{infer['windows_expected']} windows, "
         f"{f['veto_segments']} veto segments, {f['data_seconds_per_wall_second']:.0f} s of data "
         f"per wall s ({workdir / 'infer'})",
         f"[evaluate] witnessed glitches (strain SNR >= {report['strain_snr_threshold']:g}): "

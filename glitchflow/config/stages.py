@@ -178,7 +178,10 @@ class InferConfig(Strict):
     )
     min_area: int | None = Field(None, ge=1, description="cluster pixels; None: the checkpoint's")
     veto_padding: float = Field(
-        0.1, ge=0, description="seconds added on each side of a cluster's time extent"
+        0.0,
+        ge=0,
+        description="seconds added on each side of a cluster's time extent (0: the cluster's "
+        "own extent, already one Q-tile wide; the veto's calibration counts it as deadtime)",
     )
     crop_hop: float = Field(
         0.5, gt=0, le=1, description="crop hop / crop: 0.5 = overlapping crops, 1 = side by side"

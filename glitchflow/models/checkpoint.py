@@ -11,7 +11,9 @@ loads with ``torch.load(weights_only=True)`` (no unpickling of code):
 ``normalisation``    {"aux": [divisor per aux channel], "strain": divisor, "transform"}
 ``sample``           {"crop", "clamp", "window", "stride", "rates"}: how inputs were cut,
                      and each channel's native sample rate (Hz) in the training frames
-``thresholds``       {"snr2": veto/denoise threshold, "min_area": pixels}
+``thresholds``       {"snr2": denoise/metric threshold, "min_area": pixels, "veto": the
+                     veto's operating point calibrated on validation glitch-free time
+                     (:mod:`glitchflow.models.operating_point`; absent = uncalibrated)}
 ``epoch``, ``metrics`` and optionally ``optimizer`` / ``scheduler`` states for resuming
 """
 

@@ -61,8 +61,10 @@ def veto_segments_from_clusters(
 
 
 def write_segments(path: Path, segments: np.ndarray) -> None:
+    """``start,end`` GPS seconds at full precision: the file gives back the segments that
+    gated the frames (bin edges are multiples of 2**-k s, finer than 0.1 ms)."""
     pd.DataFrame(np.asarray(segments).reshape(-1, 2), columns=["start", "end"]).to_csv(
-        path, index=False, float_format="%.4f"
+        path, index=False
     )
 
 

@@ -50,6 +50,14 @@ def test_training_is_tracked_registered_and_self_describing(tiny_model):
     assert ckpt["signal"]["qtransform"]["q"] == 12 and len(ckpt["normalisation"]["aux"]) == 3
     model = build_model(ckpt)
     assert model(torch.zeros(1, 3, 64, 64)).shape == (1, 1, 64, 64)
+    # the veto's operating point, calibrated on the validation split's glitch-free time
+    veto = ckpt["thresholds"]["veto"]
+    assert veto == summary["veto"] and veto["target_deadtime"] == 0.01
+    assert veto["glitch_free_bins"] > 0 and veto["min_area"] >= 1 and veto["snr2"] > 0
+    assert veto["val_deadtime"] <= veto["target_deadtime"] or not veto["reached_target"]
+    curve = veto["curve"]
+    assert veto["snr2"] in curve["snr2"] and curve["snr2"] == sorted(curve["snr2"])
+    assert all(b <= a + 1e-12 for a, b in zip(curve["deadtime"], curve["deadtime"][1:]))
     # TensorBoard scalars every epoch and images
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
