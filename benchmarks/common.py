@@ -43,11 +43,18 @@ def run_child(script: str, options: dict) -> dict:
     return json.loads(line[0].removeprefix("RESULT "))
 
 
+def _plain(value):
+    """numpy scalars (bool, int, float) as Python values, for json."""
+    if hasattr(value, "item"):
+        return value.item()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
 def write_json(report: dict, path: Path | None) -> None:
     """Write the report where ``--json`` asked (nothing when it was not given)."""
     if path:
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(report, indent=2))
+        path.write_text(json.dumps(report, indent=2, default=_plain))
 
 
 def random_checkpoint(cfg, aux: list[str], directory: Path) -> Path:

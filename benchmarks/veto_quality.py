@@ -82,7 +82,9 @@ def glitch_time_fraction(truth, live: np.ndarray, snr: float) -> float:
     return duration(intersect(merge_segments(seg), live)) / duration(live)
 
 
-def score_span(name, config, seed, start, length, model: Path, hveto: Path, work: Path) -> dict:
+def score_span(
+    name, config, seed, start, length, model: Path, hveto: Path, work: Path, reuse: bool = False
+) -> dict:
     from glitchflow.config import load_config
     from glitchflow.evaluate.report import read_segments, run_evaluate
     from glitchflow.evaluate.scorecard import efficiency_at_deadtime
@@ -93,14 +95,14 @@ def score_span(name, config, seed, start, length, model: Path, hveto: Path, work
     overrides = [f"seed={seed}", f"twin.gps_start={start}", f"twin.duration={length}"]
     cfg = load_config(ROOT / "configs" / config, overrides)
     span = work / name
-    twin = generate(cfg, span / "twin", writers=2)
-    run_inference(cfg, twin.frames[0].parent, str(model), span / "infer", hveto=hveto)
-    report = run_evaluate(cfg, twin.truth_path, span / "infer", span / "evaluate")
+    truth_path = span / "twin" / "truth.csv"
+    if not (reuse and (span / "infer" / "summary.json").is_file() and truth_path.is_file()):
+        twin = generate(cfg, span / "twin", writers=2)
+        run_inference(cfg, twin.frames[0].parent, str(model), span / "infer", hveto=hveto)
+    report = run_evaluate(cfg, truth_path, span / "infer", span / "evaluate")
     learned, base = report["learned"], report["baseline"]
     live = read_segments(span / "infer" / "live.csv")
-    occupied = glitch_time_fraction(
-        read_truth(twin.truth_path), live, cfg.evaluate.strain_snr_threshold
-    )
+    occupied = glitch_time_fraction(read_truth(truth_path), live, cfg.evaluate.strain_snr_threshold)
     families = {
         f: {
             "learned_at_baseline_deadtime": row.get("learned_efficiency_at_baseline_deadtime"),
@@ -175,6 +177,9 @@ def main() -> int:
     parser.add_argument("--hveto", type=Path, default=None, help="the model's scan hveto.json")
     parser.add_argument("--workdir", type=Path, default=ROOT / "bench-out" / "veto_quality")
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument(
+        "--reuse", action="store_true", help="re-score spans already inferred in --workdir"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
@@ -187,7 +192,7 @@ def main() -> int:
         report["science_pipeline"] = walls
     else:
         model, hveto = args.model, args.hveto
-    spans = [score_span(*h, model, hveto, args.workdir) for h in HELD_OUT]
+    spans = [score_span(*h, model, hveto, args.workdir, args.reuse) for h in HELD_OUT]
     report |= {"model": str(model), "spans": spans, "targets": targets(spans)}
     print(
         f"{'span':>8} {'glitches':>8} {'eff':>6} {'dead':>7} {'eff@1%':>7} {'glitch t':>8} "
