@@ -8,7 +8,7 @@ A checkpoint's ``thresholds`` dict holds
                         glitch-free time, and the false-alarm curve ``curve`` measured there:
                         for each generated-SNR^2 threshold, the fraction of glitch-free time
                         a veto at that threshold removes (``deadtime``) and the fraction of
-                        validation glitch crops it catches (``efficiency``).
+                        validation strain glitches it catches (``efficiency``).
 
 Following iDQ, a cluster's peak generated SNR^2 is turned into a false-alarm
 probability: the fraction of glitch-free time that a veto at exactly that
@@ -101,13 +101,6 @@ def widen(columns: Tensor, padding_bins: int) -> Tensor:
         return columns
     cols = columns.float()[:, None]
     return torch.nn.functional.max_pool1d(cols, 2 * padding_bins + 1, 1, padding_bins)[:, 0] > 0
-
-
-def veto_columns(generated: Tensor, snr2: float, min_area: int, padding_bins: int) -> Tensor:
-    """(n, T) bool: time bins a veto at (``snr2``, ``min_area``) removes, clusters widened by
-    ``padding_bins`` on each side; ``generated`` (n, F, T) SNR^2."""
-    _, area = cluster_areas(generated, snr2)
-    return widen((area >= min_area).any(dim=1), padding_bins)
 
 
 def glitch_runs(loud: Tensor) -> tuple[np.ndarray, int]:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from glitchflow.models.operating_point import OperatingPoint, calibrate_veto, veto_columns
+from glitchflow.models.operating_point import OperatingPoint, calibrate_veto, widen
 
 
 def _crops(seed: int = 0):
@@ -80,9 +80,10 @@ def test_operating_point_from_checkpoint_thresholds():
     assert (old.veto_snr2, old.veto_min_area, old.calibrated) == (16.0, 2, False)
 
 
-def test_veto_columns_cover_the_cluster_and_its_padding():
-    gen = torch.ones(1, 8, 32)
-    gen[0, 3:5, 10:13] = 50.0
-    cols = veto_columns(gen, 16.0, 2, padding_bins=2)[0]
-    assert cols.nonzero().flatten().tolist() == list(range(8, 15))
-    assert not veto_columns(gen, 16.0, 7, 0).any()
+def test_widen_pads_vetoed_bins_on_both_sides():
+    cols = torch.zeros(2, 32, dtype=torch.bool)
+    cols[0, 10:13] = True
+    wide = widen(cols, 2)
+    assert wide[0].nonzero().flatten().tolist() == list(range(8, 15))
+    assert not wide[1].any()
+    assert torch.equal(widen(cols, 0), cols)
