@@ -32,6 +32,7 @@ from glitchflow.io.spectrograms import tensor_column
 from glitchflow.io.truth import read_truth
 from glitchflow.models.clusters import cluster_areas, has_cluster
 from glitchflow.models.decisions import find_clusters, predicted_glitch, residual
+from glitchflow.models.operating_point import OperatingPoint
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,13 @@ def glitch_free(starts: np.ndarray, window: float, truth: pd.DataFrame, margin: 
     return ~touched.any(axis=1)
 
 
+def operating_point(summary: dict) -> dict:
+    """The thresholds an inference run used (``OperatingPoint.describe()``); runs written
+    before the veto was calibrated hold ``{"snr2", "min_area"}`` for both decisions."""
+    th = summary["thresholds"]
+    return th if "veto_snr2" in th else OperatingPoint.from_thresholds(th).describe()
+
+
 class Accumulator:
     """Streaming sums over windows: ROC extents, accuracy counts, denoise and energy."""
 
@@ -68,7 +76,7 @@ class Accumulator:
         ev = cfg.evaluate
         self.step = float(summary["time_step"])
         self.freqs = np.asarray(summary["frequencies"])
-        th = summary["thresholds"]
+        th = operating_point(summary)
         self.snr2 = float(th["denoise_snr2"])
         self.min_area = int(th["denoise_min_area"])
         self.veto_snr2 = float(th["veto_snr2"])
@@ -202,7 +210,7 @@ def run_evaluate(cfg: Config, truth_path: str | Path, infer_dir: str | Path, out
         "livetime_s": float(np.sum(live[:, 1] - live[:, 0])) if len(live) else 0.0,
         "strain_snr_threshold": ev.strain_snr_threshold,
         "snr2_threshold": acc.snr2,
-        "operating_point": summary["thresholds"],
+        "operating_point": operating_point(summary),
         "windows": acc.windows,
         "learned": learned | {"at_deadtime": at_deadtimes(learned_roc, ev.fixed_deadtimes)},
         "learned_roc": learned_roc,
