@@ -85,6 +85,15 @@ class Predictor:
         return torch.clamp(1.0 - (2 * pos - 1).abs(), min=1e-3)
 
     @torch.no_grad()
+    def predict_crops(self, crops: Tensor) -> Tensor:
+        """Generated strain SNR^2 ``(n, crop, crop)`` of auxiliary crops ``(n, n_aux, crop,
+        crop)`` (SNR^2, the model's rows), on the model's device: inputs clamped to the
+        training range, outputs too (beyond it is extrapolation, expm1 of a large log)."""
+        x = self.scaling.inputs(torch.clamp(crops.to(self.device, torch.float32), 0, self.clamp))
+        pred = self.model(x)[:, 0].float()
+        return torch.clamp(self.scaling.outputs(pred), 0.0, self.clamp)
+
+    @torch.no_grad()
     def generate(self, aux: Tensor, max_crops: int = 256) -> Tensor:
         """Generated strain SNR^2 ``(batch, crop, bins)`` from ``aux`` ``(batch, n_aux,
         n_freq, bins)`` (SNR^2, all ``n_freq`` rows; only :attr:`rows` are used).
@@ -100,14 +109,11 @@ class Predictor:
             raise ValueError(f"expected {self.n_freq} frequency rows, got {aux.shape[2]}")
         batch, n_aux, _, bins = aux.shape
         x = aux[:, :, self.rows].to(self.device, torch.float32)
-        x = self.scaling.inputs(torch.clamp(x, 0.0, self.clamp))
         starts = self.crop_starts(bins)
         crops = torch.stack([x[..., s : s + self.crop] for s in starts], dim=1)
         flat = crops.reshape(batch * len(starts), n_aux, self.crop, self.crop)
-        outputs = [self.model(chunk)[:, 0] for chunk in flat.split(max_crops)]
+        outputs = [self.predict_crops(chunk) for chunk in flat.split(max_crops)]
         pred = torch.cat(outputs).reshape(batch, len(starts), self.crop, self.crop)
-        # outputs beyond the training clamp are extrapolation (expm1 of a large log)
-        pred = torch.clamp(self.scaling.outputs(pred.float()), 0.0, self.clamp)
         weight = self._weights().to(pred.device)
         total = torch.zeros(batch, self.crop, bins, device=pred.device)
         norm = torch.zeros(bins, device=pred.device)

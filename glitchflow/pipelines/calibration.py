@@ -15,9 +15,8 @@ import logging
 import torch
 
 from glitchflow.config import Config
-from glitchflow.models.checkpoint import build_model
+from glitchflow.models.inference import Predictor
 from glitchflow.models.operating_point import calibrate_veto
-from glitchflow.models.scaling import Scaling
 from glitchflow.pipelines.train_loop import COLUMN_DTYPES
 
 log = logging.getLogger(__name__)
@@ -26,14 +25,12 @@ log = logging.getLogger(__name__)
 @torch.no_grad()
 def generate_crops(ckpt: dict, dataset, batch_size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
     """Real and generated strain SNR^2 ``(n, F, T)`` of every crop of a Ray dataset with
-    ``x`` / ``y`` columns (as the training splits), in dataset order."""
-    model = build_model(ckpt)
-    scaling = Scaling(ckpt["normalisation"])
-    clamp = float(ckpt["sample"]["clamp"])
+    ``x`` / ``y`` columns (as the training splits), in dataset order, through the same
+    :class:`Predictor` that infer and serve use."""
+    predictor = Predictor(ckpt)
     real, generated = [], []
     for batch in dataset.iter_torch_batches(batch_size=batch_size, dtypes=COLUMN_DTYPES):
-        pred = scaling.outputs(model(scaling.inputs(batch["x"])))
-        generated.append(torch.clamp(pred, 0.0, clamp)[:, 0])
+        generated.append(predictor.predict_crops(batch["x"]).cpu())
         real.append(batch["y"][:, 0])
     if not real:
         return torch.zeros(0), torch.zeros(0)
