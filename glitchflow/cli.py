@@ -70,9 +70,16 @@ def _print_accounting(stage: str, counts: dict, extra: str) -> None:
 
 # ------------------------------------------------------------------------- commands
 def cmd_synth(args: argparse.Namespace) -> int:
+    from glitchflow.synth.live import stream
     from glitchflow.synth.twin import generate
 
-    result = generate(_config(args), args.out, progress=not args.quiet, writers=args.writers)
+    if args.frame_duration is not None:
+        args.overrides = [*args.overrides, f"twin.frame_duration={args.frame_duration}"]
+    cfg = _config(args)
+    if args.realtime:
+        result = stream(cfg, args.out, speed=args.speed, progress=not args.quiet)
+    else:
+        result = generate(cfg, args.out, progress=not args.quiet, writers=args.writers)
     print(f"synth: {result.summary()}")
     print(f"frames: {Path(args.out) / 'frames'}")
     return 0
@@ -153,6 +160,27 @@ def cmd_infer(args: argparse.Namespace) -> int:
     )
     print(f"outputs: {Path(args.out)} (windows.csv, vetoes.csv, vetoes.h5, gated/, summary.json)")
     return 0 if s["windows_written"] else 1
+
+
+def cmd_online(args: argparse.Namespace) -> int:
+    from glitchflow.pipelines.online import run_online
+
+    cfg = _config_on_ray(args)
+    s = run_online(
+        cfg, args.frames, args.model, args.out, args.tracking_uri, args.idle_exit, args.start
+    )
+    print(
+        f"online: {s['frames_in']} frames in = {s['frames_analysed']} analysed + "
+        f"{s['frames_failed']} failed + {s['frames_skipped']} skipped + "
+        f"{s['frames_pending']} pending; latency p50 {s['latency_p50_s']} s, "
+        f"p99 {s['latency_p99_s']} s; model version {s['model_version']}"
+    )
+    for failure in s["failed"]:
+        print(f"  failed: {failure['file']}: {failure['reason']}")
+    for skipped in s["skipped"]:
+        print(f"  skipped: {skipped['file']}: {skipped['reason']}")
+    print(f"outputs: {s['out']} (frames/, segments.jsonl, vetoes.h5, status.json)")
+    return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -282,7 +310,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--writers", type=int, default=1, help="processes encoding GWF frames (default 1)"
     )
+    p.add_argument(
+        "--realtime", action="store_true", help="write each frame when its data end (live twin)"
+    )
+    p.add_argument("--speed", type=float, default=1.0, help="--realtime pace x real time")
+    p.add_argument("--frame-duration", type=int, default=None, help="seconds per frame file")
     p.set_defaults(func=cmd_synth)
+
+    p = sub.add_parser(
+        "online",
+        help="follow a live frame directory: veto state frames within seconds",
+        description="Watch FRAMES for new OBS-TAG-GPS-DUR.gwf files, decide every window with "
+        "MODEL as soon as its data and edges have arrived, and publish OUT/frames/*.gwf "
+        "(state channel: 0 not analysed, 1 analysed clean, 3 vetoed), OUT/segments.jsonl, "
+        "OUT/vetoes.h5 and a status route. Resumes after its last published frame.",
+    )
+    _add_config_args(p)
+    p.add_argument("--frames", type=Path, required=True, help="live frame directory")
+    p.add_argument("--out", type=Path, required=True, help="output directory")
+    _add_model_args(p)
+    p.add_argument("--address", default=None, help="Ray address (default: $RAY_ADDRESS or local)")
+    p.add_argument(
+        "--idle-exit", type=float, default=None, help="stop after this many s without a new frame"
+    )
+    p.add_argument("--start", type=float, default=None, help="first GPS second to publish")
+    p.set_defaults(func=cmd_online)
 
     p = _ray_stage(
         sub,

@@ -27,6 +27,7 @@ from glitchflow.config.stages import (
     EvaluateConfig,
     HvetoConfig,
     InferConfig,
+    OnlineConfig,
     PreprocessConfig,
     ResourcesConfig,
     RetrainConfig,
@@ -45,6 +46,7 @@ __all__ = [
     "EvaluateConfig",
     "HvetoConfig",
     "InferConfig",
+    "OnlineConfig",
     "PreprocessConfig",
     "QTransformConfig",
     "ResourcesConfig",
@@ -78,6 +80,7 @@ class Config(Strict):
     serve: ServeConfig = ServeConfig()
     tune: TuneConfig = TuneConfig()
     retrain: RetrainConfig = RetrainConfig()
+    online: OnlineConfig = OnlineConfig()
 
     def scan_signal(self) -> SignalConfig:
         """The shared signal settings with the scan's rate and Q grid."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from glitchflow.config.base import Strict
 from glitchflow.config.signal import QTransformConfig
@@ -261,3 +261,53 @@ class RetrainConfig(Strict):
         "log_l1", description="log_l1: mean |log1p(real) - log1p(generated)|, lower is better"
     )
     min_improvement: float = Field(0.0, ge=0, description="margin the candidate must beat")
+
+
+class OnlineConfig(Strict):
+    """Following a live frame directory (``glitchflow online``).
+
+    Windows lie on the same GPS grid as ``glitchflow infer`` and are conditioned
+    one owning frame at a time, so ``online`` gives the decisions of ``infer``
+    run with ``infer.frames_per_block=1`` and the same window and stride.
+    """
+
+    window: float = Field(
+        3.0,
+        gt=0,
+        description="decision window (s), a multiple of the model's bin; shorter "
+        "windows publish sooner (a frame waits for the end of its window plus the edge)",
+    )
+    stride: float = Field(3.0, gt=0, description="window start spacing (s), <= window")
+    late_horizon: float = Field(
+        8.0,
+        ge=0,
+        description="data seconds the stream may run past a missing frame before "
+        "its time is published as not analysed; a frame arriving later is skipped",
+    )
+    poll_interval: float = Field(0.05, gt=0, description="directory poll period (s)")
+    veto_padding: float = Field(0.0, ge=0, description="as infer.veto_padding (s)")
+    crop_hop: float = Field(0.5, gt=0, le=1, description="as infer.crop_hop")
+    snr2_threshold: float | None = Field(None, gt=0, description="None: the checkpoint's")
+    min_area: int | None = Field(None, ge=1, description="None: the checkpoint's")
+    workers: int = Field(1, ge=1, description="analyser actors holding the warm model")
+    cpus_per_worker: float = Field(1.0, gt=0)
+    gpus_per_worker: float = Field(0.0, ge=0)
+    max_in_flight: int = Field(4, ge=1, description="frames queued per analyser")
+    model_poll: float = Field(
+        10.0, ge=0, description="registry alias check period (s); 0 = never re-resolve"
+    )
+    flag_every: float = Field(60.0, gt=0, description="rewrite OUT/vetoes.h5 this often (s)")
+    metrics_every: float = Field(10.0, gt=0, description="MLflow/TensorBoard metrics period (s)")
+    status_host: str = Field("127.0.0.1", description="bind address of the status route")
+    status_port: int = Field(0, ge=0, le=65535, description="0: any free port (see status.json)")
+    state_channel: str = Field(
+        "DQ_GLITCHFLOW_STATE", description="state channel of the output frames (prefix added)"
+    )
+    state_rate: float = Field(64.0, gt=0, description="state channel sample rate (Hz)")
+    frame_tag: str = Field("GLITCHFLOW_ONLINE", pattern=r"^[A-Za-z0-9_]+$")
+
+    @model_validator(mode="after")
+    def _stride_within_window(self) -> OnlineConfig:
+        if self.stride > self.window:
+            raise ValueError(f"stride ({self.stride} s) exceeds window ({self.window} s)")
+        return self

@@ -189,3 +189,20 @@ class FrameWindowCutter:
                 }
             )
         return rows, covered
+
+
+def drop_bad_windows(windows: list[dict], reports: Sequence[FrameReport]) -> list[dict]:
+    """Windows with every channel usable; the others are moved to their frame's report as
+    skipped ("bad data in ...: no decision"), so nothing is decided on zeroed channels."""
+    by_name = {Path(r.frame).name: r for r in reports}
+    good = []
+    for w in windows:
+        if not w["bad"]:
+            good.append(w)
+            continue
+        report = by_name[w["frame"]]
+        report.windows_written -= 1
+        report.skipped.append(
+            {"gps_start": w["gps_start"], "reason": f"bad data in {w['bad_channels']}: no decision"}
+        )
+    return good

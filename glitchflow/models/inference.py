@@ -15,12 +15,27 @@ endpoint, so both give the same decision on the same window.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+import numpy as np
 import torch
 from torch import Tensor
 
 from glitchflow.models.checkpoint import build_model
+from glitchflow.models.decisions import WindowDecision, decide, predicted_glitch
 from glitchflow.models.operating_point import OperatingPoint
 from glitchflow.models.scaling import Scaling
+
+
+@dataclass
+class DecidedWindows:
+    """Decisions for a batch of windows and the spectrograms behind them, each
+    ``(batch, crop, bins)`` SNR^2 on :attr:`Predictor.rows` (CPU, float32)."""
+
+    decisions: list[WindowDecision]
+    real: Tensor
+    generated: Tensor
+    cleaned: Tensor
 
 
 class Predictor:
@@ -121,3 +136,19 @@ class Predictor:
             total[..., s : s + self.crop] += pred[:, k] * weight
             norm[s : s + self.crop] += weight
         return (total / norm).cpu()
+
+    @torch.no_grad()
+    def decide_windows(
+        self, spectrograms: Tensor, gps_starts, time_step: float, frequencies: np.ndarray
+    ) -> DecidedWindows:
+        """Generate, decide and clean whole windows ``(batch, channel, n_freq, bins)``
+        (strain first, then the auxiliary channels, SNR^2) whose bin 0 starts at
+        ``gps_starts`` (batch,) GPS s; ``frequencies`` are all ``n_freq`` rows (Hz).
+
+        The one decision path of batch and online inference."""
+        generated = self.generate(spectrograms[:, 1:])
+        real = spectrograms[:, 0, self.rows].float()
+        freqs = np.asarray(frequencies)[self.rows]
+        decisions = decide(real, generated, np.asarray(gps_starts), time_step, freqs, self.point)
+        cleaned = torch.clamp(real - predicted_glitch(generated), min=0.0)
+        return DecidedWindows(decisions, real, generated, cleaned)

@@ -27,6 +27,7 @@ import numpy as np
 
 from glitchflow.config import Config
 from glitchflow.io.frames import FrameFile, find_frames
+from glitchflow.io.windows import drop_bad_windows
 from glitchflow.pipelines.runtime import check_shared_storage, check_stage_resources
 
 log = logging.getLogger(__name__)
@@ -98,20 +99,7 @@ class WindowPredictor:
         for paths in batch["paths"]:
             block = [self.by_path[p] for p in json.loads(paths)]
             windows, reports = self.cutter.process(block)
-            by_name = {Path(r.frame).name: r for r in reports}
-            good = []
-            for w in windows:
-                if w["bad"]:
-                    report = by_name[w["frame"]]
-                    report.windows_written -= 1
-                    report.skipped.append(
-                        {
-                            "gps_start": w["gps_start"],
-                            "reason": f"bad data in {w['bad_channels']}: no decision",
-                        }
-                    )
-                else:
-                    good.append(w)
+            good = drop_bad_windows(windows, reports)
             rows.extend(self._decide(good))
             for report in reports:
                 report.worker = self.node
@@ -122,20 +110,15 @@ class WindowPredictor:
     def _decide(self, windows: list[dict]) -> list[dict]:
         import torch
 
-        from glitchflow.models.decisions import decide, predicted_glitch
-
         if not windows:
             return []
-        pred = self.predictor
         spec = torch.from_numpy(np.stack([w["spectrogram"] for w in windows]))
-        generated = pred.generate(spec[:, 1:])
-        real = spec[:, 0, pred.rows].float()
-        starts = np.array([w["gps_start"] for w in windows])
-        freqs = self.cond.frequencies[pred.rows]
-        decisions = decide(real, generated, starts, self.cond.time_step, freqs, pred.point)
-        cleaned = torch.clamp(real - predicted_glitch(generated), min=0.0)
+        starts = [w["gps_start"] for w in windows]
+        out = self.predictor.decide_windows(
+            spec, starts, self.cond.time_step, self.cond.frequencies
+        )
         rows = []
-        for k, (w, d) in enumerate(zip(windows, decisions)):
+        for k, (w, d) in enumerate(zip(windows, out.decisions)):
             clusters = [vars(c) for c in d.clusters]
             rows.append(
                 {
@@ -146,9 +129,9 @@ class WindowPredictor:
                     "n_clusters": len(clusters),
                     "cluster_times": ";".join(f"{c['gps_time']:.4f}" for c in clusters),
                     "clusters": json.dumps(clusters),
-                    "real": real[k].numpy(),
-                    "generated": generated[k].numpy(),
-                    "cleaned_spectrogram": cleaned[k].numpy(),
+                    "real": out.real[k].numpy(),
+                    "generated": out.generated[k].numpy(),
+                    "cleaned_spectrogram": out.cleaned[k].numpy(),
                 }
             )
         return rows
