@@ -101,7 +101,7 @@ class OnlineService:
         self.actors = [
             actor.remote(
                 self.model.ckpt,
-                self.model.version,
+                model_label(self.model),
                 on.model_dump(mode="json"),
                 max(1, math.floor(on.cpus_per_worker)),
                 on.gpus_per_worker > 0,
@@ -115,7 +115,7 @@ class OnlineService:
             self.out, strain.split(":")[0], strain[0], on.state_channel, on.state_rate, on.frame_tag
         )
         self.metrics = OnlineMetrics()
-        self.metrics.model_version = self.model.version
+        self.metrics.model_version = model_label(self.model)
         self.results: dict[float, object] = {}  # owner frame start -> FrameResult
         self.dispatched: set[float] = set()
         self.in_flight: dict = {}  # ObjectRef -> (actor index, owner start)
@@ -350,6 +350,12 @@ class OnlineService:
     def _signalled(self, signum, _frame) -> None:
         log.info("online: signal %d: finishing the frames in flight", signum)
         self.stop = True
+
+
+def model_label(model) -> str:
+    """The registry version of a model, or ``file:NAME`` for a checkpoint file (whose
+    output frames then carry version -1)."""
+    return model.version if model.run_id else f"file:{Path(model.uri).name}"
 
 
 def run_online(
