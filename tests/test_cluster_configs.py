@@ -93,6 +93,28 @@ def test_rayjob_entrypoints_exist_and_fit_their_workers(stage):
     assert need_gpu <= gpus and need_cpu <= cpus, (need_gpu, gpus, need_cpu, cpus)
 
 
+def test_online_rayjob_runs_the_online_service_within_its_workers():
+    (doc,) = _docs(CLUSTER / "kuberay" / "rayjob-online.yaml")
+    script, options, overrides = _entrypoint_args(doc["spec"]["entrypoint"])
+    assert script == "jobs/online.py" and (REPO / script).is_file()
+    for flag in ("--frames", "--model", "--out", "--config"):
+        assert flag in options
+    cfg = load_config(REPO / options[options.index("--config") + 1], overrides)
+    groups = doc["spec"]["rayClusterSpec"]["workerGroupSpecs"]
+    cpus = sum(
+        g["replicas"] * int(c["resources"]["limits"]["cpu"])
+        for g in groups
+        for c in g["template"]["spec"]["containers"]
+    )
+    assert cfg.online.workers * cfg.online.cpus_per_worker <= cpus
+    assert doc["spec"]["backoffLimit"] > 0  # restarted jobs resume where they stopped
+    for group in [doc["spec"]["rayClusterSpec"]["headGroupSpec"], *groups]:
+        pod = group["template"]["spec"]
+        assert pod["securityContext"]["runAsNonRoot"]
+        mounts = {m["mountPath"]: m for c in pod["containers"] for m in c["volumeMounts"]}
+        assert mounts["/frames"]["readOnly"]
+
+
 def test_rayservice_import_path_and_serve_settings():
     from glitchflow.config import ServeConfig
 

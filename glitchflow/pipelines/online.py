@@ -62,8 +62,9 @@ class OnlineService:
         model_uri: ``models:/NAME@ALIAS`` (followed), ``models:/NAME/VERSION`` or a path.
         out: output directory (resumed when it holds published frames).
         tracking_uri: MLflow URI of the registry and of the metrics run.
-        idle_exit: stop once no frame has appeared for this many wall seconds, after
-            analysing what is left as the end of the stream; None: run until signalled.
+        idle_exit: stop once no frame has appeared for this many wall seconds (counted
+            from the first frame), after analysing what is left as the end of the stream;
+            None: run until signalled.
         start: first GPS second to publish on a fresh start (default: the first frame).
     """
 
@@ -331,8 +332,8 @@ class OnlineService:
                 if self.stop and not self.in_flight:
                     break
                 idle = self.idle_exit is not None and now - self.last_frame_wall > self.idle_exit
-                if idle and not self.in_flight:
-                    if self.timeline.end_of_stream or self.timeline.origin is None:
+                if idle and not self.in_flight and self.timeline.origin is not None:
+                    if self.timeline.end_of_stream:
                         break
                     log.info(
                         "online: no new frame for %.1f s: finishing the stream", self.idle_exit

@@ -206,3 +206,51 @@ def test_configured_gaps_leave_frames_out_and_truth_follows(tmp_path):
     assert not ((truth.gps_peak >= 1400000032) & (truth.gps_peak < 1400000064)).any()
     span = read_span(find_frames(tmp_path / "frames").frames, ["V1:Hrec_hoft_16384Hz"])
     assert span.gaps == [(1400000032.0, 1400000064.0)]
+
+
+def test_live_twin_paces_frames_and_writes_the_same_data(tmp_path, tiny_config):
+    """``synth --realtime``: frame k is written after (k + 1) d / speed wall seconds, each
+    renamed into place, with the same samples and truth as the batch twin."""
+    import threading
+    import time
+
+    from glitchflow.synth.live import stream
+
+    cfg = load_config(
+        CONFIGS / "demo.yaml", ["seed=2", "twin.frame_duration=1", "twin.duration=10"]
+    )
+    frames_dir = tmp_path / "live" / "frames"
+    appeared: dict[str, float] = {}
+    done = threading.Event()
+
+    def look():
+        if frames_dir.is_dir():
+            for path in frames_dir.glob("*.gwf"):
+                appeared.setdefault(path.name, time.perf_counter())
+
+    def watch():  # what a reader of the directory sees, and when
+        while not done.is_set():
+            look()
+            time.sleep(0.005)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    t0 = time.perf_counter()
+    result = stream(cfg, tmp_path / "live", speed=10.0, progress=False)
+    done.set()
+    watcher.join()
+    look()
+    assert len(result.frames) == 10 and result.wall_seconds >= 10 / 10.0
+    names = sorted(p.name for p in result.frames)
+    assert sorted(appeared) == names  # no temporary name was ever visible as a .gwf
+    for k, name in enumerate(names):
+        assert appeared[name] - t0 >= (k + 1) / 10.0 - 0.01
+    batch = generate(cfg, tmp_path / "batch", progress=False)
+    channels = ["V1:Hrec_hoft_16384Hz", "V1:LSC_DARM_CORR"]
+    for live_frame, batch_frame in zip(
+        find_frames(frames_dir).frames, find_frames(batch.frames[0].parent).frames
+    ):
+        a, b = read_frame(live_frame, channels), read_frame(batch_frame, channels)
+        for name in channels:
+            np.testing.assert_array_equal(a[name][0], b[name][0])
+    assert result.truth_path.read_text() == batch.truth_path.read_text()
