@@ -214,8 +214,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
         overrides.append(f"serve.host={args.host}")
     if args.port:
         overrides.append(f"serve.port={args.port}")
+    from glitchflow.serve.runner import check_exposure
+
+    try:
+        check_exposure(load_config(args.config, overrides), insecure=args.insecure)
+    except PermissionError as exc:
+        print(f"glitchflow serve: {exc}", file=sys.stderr)
+        return 2
     cfg = _config_on_ray(argparse.Namespace(**vars(args) | {"overrides": overrides}))
-    url = start_endpoint(cfg, args.model, args.tracking_uri, args.config, overrides)
+    url = start_endpoint(
+        cfg, args.model, args.tracking_uri, args.config, overrides, insecure=args.insecure
+    )
     print(f"serving {args.model} at {url} (OpenAPI docs: {url}/docs); Ctrl-C stops")
     try:
         while True:
@@ -427,6 +436,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(p)
     p.add_argument("--host", default=None, help="bind address (default: serve.host, 127.0.0.1)")
     p.add_argument("--port", type=int, default=None, help="port (default: serve.port, 8000)")
+    p.add_argument(
+        "--insecure", action="store_true", help="allow binding off loopback without a token"
+    )
     p.add_argument("--address", default=None, help="Ray address (default: $RAY_ADDRESS or local)")
     p.set_defaults(func=cmd_serve)
 

@@ -56,6 +56,10 @@ api = FastAPI(
         "[gps_start + pad_before, + window)."
     ),
     version="1",
+    # served by the deployment below, behind the token when one is set
+    docs_url=None,
+    redoc_url=None,
+    openapi_url=None,
 )
 
 
@@ -147,9 +151,13 @@ class GlitchflowEndpoint:
         length = request.headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > self.max_bytes:
             raise RequestError("body", f"{length} bytes exceed {self.max_bytes}", 413)
-        body = await request.body()
-        if len(body) > self.max_bytes:
-            raise RequestError("body", f"{len(body)} bytes exceed {self.max_bytes}", 413)
+        chunks, size = [], 0
+        async for chunk in request.stream():  # counted as it comes: chunked uploads too
+            size += len(chunk)
+            if size > self.max_bytes:
+                raise RequestError("body", f"more than {self.max_bytes} bytes", 413)
+            chunks.append(chunk)
+        body = b"".join(chunks)
         parsed = parse(request.headers.get("content-type"), body)
         item = self.engine.validate(parsed.gps_start, parsed.channels, need_strain)
         item.want_spectrograms = parsed.return_spectrograms and need_strain
@@ -170,6 +178,10 @@ class GlitchflowEndpoint:
         except RequestError as exc:
             return _error(exc)
         result = await self.batched(item)
+        if "error" in result:  # this request's data gave no finite answer
+            return JSONResponse(
+                {"error": result["error"], "field": result["field"]}, status_code=result["status"]
+            )
         return self._model_fields() | result
 
     @api.post("/v1/veto", openapi_extra=BODY_DOC)
@@ -197,6 +209,19 @@ class GlitchflowEndpoint:
         previous = self.resolved.version
         await asyncio.to_thread(self._load)
         return {"previous_version": previous} | self._model_fields()
+
+    @api.get("/openapi.json", include_in_schema=False)
+    async def openapi_spec(self, request: Request):
+        """The OpenAPI description (behind the token when one is set)."""
+        return self._refusal(request) or api.openapi()
+
+    @api.get("/docs", include_in_schema=False)
+    async def docs(self, request: Request):
+        """Swagger UI (behind the token when one is set)."""
+        from fastapi.openapi.docs import get_swagger_ui_html
+
+        refused = self._refusal(request)
+        return refused or get_swagger_ui_html(openapi_url="openapi.json", title="glitchflow")
 
     @api.get("/healthz")
     async def healthz(self):

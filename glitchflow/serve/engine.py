@@ -32,6 +32,9 @@ from glitchflow.models.decisions import WindowDecision, decide, predicted_glitch
 from glitchflow.models.inference import Predictor
 from glitchflow.signal.conditioner import Conditioner
 
+#: samples beyond this magnitude overflow the whitening's power spectrum (squares of 1e154)
+MAX_ABS_SAMPLE = 1e100
+
 
 class RequestError(ValueError):
     """Bad request content; ``field`` names the offending field."""
@@ -157,6 +160,13 @@ class DecisionEngine:
                     f"{int(bad.sum())} NaN/Inf samples (first at index "
                     f"{int(np.flatnonzero(bad)[0])})",
                 )
+            peak = float(np.abs(x).max(initial=0.0))
+            if peak > MAX_ABS_SAMPLE:
+                raise RequestError(
+                    f"{field}.data", f"|sample| up to {peak:.3g}, beyond {MAX_ABS_SAMPLE:g}"
+                )
+            if np.ptp(x) == 0:
+                raise RequestError(f"{field}.data", "flat (constant) data: nothing to whiten")
             data[name] = x
         if not need_strain and strain in data and len(data) == 1:
             raise RequestError("channels", "no auxiliary channel given")
@@ -193,6 +203,9 @@ class DecisionEngine:
         out = []
         for k, (req, d) in enumerate(zip(requests, decisions)):
             result = as_response(d, with_strain[k])
+            if not _finite(result):
+                out.append(NON_FINITE)
+                continue
             if req.want_spectrograms:
                 result["generated"] = generated[k].tolist()
                 if with_strain[k]:
@@ -208,6 +221,27 @@ class DecisionEngine:
         ]
         spec = self.cond.condition(arrays, [self.rates[n] for n in names])
         return spec[..., self.first_bin : self.first_bin + self.bins].float().cpu()
+
+
+#: the answer for a request whose data give non-finite figures (the app sends a 422)
+NON_FINITE = {
+    "error": "the data give non-finite spectrograms (samples far outside the channel's "
+    "noise, e.g. a corrupted stretch): no decision",
+    "field": "channels",
+    "status": 422,
+}
+
+
+def _finite(value) -> bool:
+    """Every number in a JSON-ready structure is finite (NaN where no strain was given
+    never reaches here: those fields are left out)."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, dict):
+        return all(_finite(v) for v in value.values())
+    if isinstance(value, list | tuple):
+        return all(_finite(v) for v in value)
+    return True
 
 
 def as_response(d: WindowDecision, has_real: bool) -> dict:

@@ -36,6 +36,8 @@ MAGIC = b"GFW1"
 HEADER = struct.Struct("<4sIdI")
 CHANNEL = struct.Struct("<BdI")
 DTYPES = {0: np.dtype("<f4"), 1: np.dtype("<f8")}
+#: more channels than any model takes: refused before reading them
+MAX_CHANNELS = 1024
 
 
 class ChannelData(BaseModel):
@@ -63,8 +65,10 @@ class ParsedRequest:
 def parse_json(body: bytes) -> ParsedRequest:
     try:
         raw = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise RequestError("body", f"malformed JSON: {exc}", 400) from None
+    except RecursionError:
+        raise RequestError("body", "JSON nested too deeply", 400) from None
+    except ValueError as exc:  # syntax, bad UTF-8, integers past Python's digit limit
+        raise RequestError("body", f"malformed JSON: {str(exc)[:200]}", 400) from None
     try:
         model = WindowRequestModel.model_validate(raw)
     except ValidationError as exc:
@@ -94,6 +98,8 @@ def parse_binary(body: bytes) -> ParsedRequest:
     magic, flags, gps_start, n_channels = HEADER.unpack_from(view, 0)
     if magic != MAGIC:
         raise RequestError("body", f"bad magic {magic!r}, expected {MAGIC!r}", 400)
+    if n_channels > MAX_CHANNELS:
+        raise RequestError("channels", f"{n_channels} channels declared (at most {MAX_CHANNELS})")
     offset = HEADER.size
     channels: dict[str, tuple[float, np.ndarray]] = {}
     for k in range(n_channels):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
+import os
 import time
 import urllib.request
 
@@ -13,6 +15,28 @@ log = logging.getLogger(__name__)
 APP_NAME = "glitchflow"
 
 
+def is_loopback(host: str) -> bool:
+    """``localhost`` or an address in 127.0.0.0/8 or ::1."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it may resolve anywhere
+        return False
+
+
+def check_exposure(cfg: Config, env_vars: dict | None = None, insecure: bool = False) -> None:
+    """Refuse to bind off loopback without a bearer token (unless ``insecure``)."""
+    s = cfg.serve
+    token = (env_vars or {}).get(s.token_env) or os.environ.get(s.token_env)
+    if not is_loopback(s.host) and not token and not insecure:
+        raise PermissionError(
+            f"serve.host={s.host} is off loopback and ${s.token_env} is unset: anyone who can "
+            f"reach the port could use the endpoint. Set ${s.token_env} (clients then send "
+            "'Authorization: Bearer <token>'), bind 127.0.0.1, or pass --insecure."
+        )
+
+
 def start_endpoint(
     cfg: Config,
     model: str,
@@ -21,13 +45,16 @@ def start_endpoint(
     overrides=(),
     timeout: float = 120.0,
     env_vars: dict | None = None,
+    insecure: bool = False,
 ) -> str:
     """Deploy the application with Serve's HTTP proxy on ``serve.host:serve.port``; wait
-    until ``/healthz`` answers; return the base URL."""
+    until ``/healthz`` answers; return the base URL.  Off loopback a token is required
+    (:func:`check_exposure`)."""
     from ray import serve
 
     from glitchflow.serve.app import ServeArgs, build_app
 
+    check_exposure(cfg, env_vars, insecure)
     s = cfg.serve
     serve.start(http_options={"host": s.host, "port": s.port})
     args = ServeArgs(

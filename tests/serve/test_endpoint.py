@@ -109,6 +109,23 @@ def test_model_description_health_and_auth(endpoint):
     status, body = call(url, "/v1/model", token=None)
     assert status == 401 and body["field"] == "authorization"
     assert call(url, "/v1/model", token="wrong")[0] == 401
+    # the API description follows the token
+    assert call(url, "/openapi.json", token=None)[0] == 401
+    status, spec = call(url, "/openapi.json")
+    assert status == 200 and "/v1/veto" in spec["paths"]
+
+
+def test_off_loopback_needs_a_token_or_insecure(monkeypatch):
+    from glitchflow.serve.runner import check_exposure
+
+    monkeypatch.delenv("GLITCHFLOW_SERVE_TOKEN", raising=False)
+    exposed = load_config(CONFIGS / "demo.yaml", ["serve.host=0.0.0.0"])
+    with pytest.raises(PermissionError, match="GLITCHFLOW_SERVE_TOKEN"):
+        check_exposure(exposed)
+    check_exposure(exposed, {"GLITCHFLOW_SERVE_TOKEN": "t"})  # a token: allowed
+    check_exposure(exposed, insecure=True)  # said out loud: allowed
+    check_exposure(load_config(CONFIGS / "demo.yaml", ["serve.host=127.0.0.1"]))
+    check_exposure(load_config(CONFIGS / "demo.yaml", ["serve.host=::1"]))
 
 
 def test_json_and_binary_agree_and_equal_batch_inference(endpoint, tiny_twin, tmp_path):
@@ -226,6 +243,53 @@ def test_bad_input_is_a_4xx_naming_the_field(endpoint, tiny_twin, case):
     assert status == expect, answer
     assert answer["field"] == field
     assert call(url, "/healthz", token=None)[0] == 200  # the replica survived
+
+
+def _post_raw(url: str, path: str, body: bytes, content_type: str | None):
+    """Status and raw body (a 5xx need not be JSON)."""
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    if content_type:
+        headers["Content-Type"] = content_type
+    req = urllib.request.Request(url + path, data=body, headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(req, timeout=120) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def test_fuzzed_malformed_requests_never_get_a_5xx(endpoint, tiny_twin):
+    """1,200 seeded malformed bodies (JSON and binary: nesting, huge numbers, wrong types,
+    bad layouts, mutated valid bodies, wrong content types): each a 4xx naming the field (a
+    mutation that stays valid may get a 200), never a 5xx; the replica keeps serving."""
+    from collections import Counter
+
+    from tests.serve.fuzz_bodies import malformed_requests
+
+    url, info, _ = endpoint
+    window = _window(tiny_twin, info)
+    cases = list(malformed_requests(info, window, 1200, seed=7))
+
+    def send(case):
+        kind, content_type, body = case
+        route = "/v1/veto" if len(body) % 2 else "/v1/denoise"
+        return (kind, *_post_raw(url, route, body, content_type))
+
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(send, cases))
+    errors = [(kind, status, body[:300]) for kind, status, body in answers if status >= 500]
+    assert not errors, errors[:10]
+    statuses = Counter(status for _, status, _ in answers)
+    assert set(statuses) <= {200, 400, 413, 415, 422}, statuses
+    assert statuses[200] < 0.1 * len(cases)
+    for kind, status, body in answers:
+        if status >= 400:
+            assert json.loads(body)["field"], (kind, body[:300])
+    kinds = Counter(kind.split(":")[0] for kind, _, _ in answers)
+    assert kinds["json"] > 300 and kinds["binary"] > 300, kinds
+    start = T0 - info["pad_before_s"]
+    status, answer = call(url, "/v1/veto", encode_binary(start, window), "application/octet-stream")
+    assert status == 200, answer  # the replica survived and still decides
 
 
 def test_reload_follows_a_moved_alias(endpoint):
