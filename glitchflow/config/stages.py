@@ -189,10 +189,12 @@ class InferConfig(Strict):
     gate_taper: float = Field(
         0.25, ge=0, description="inverse-Tukey taper (s) on each side of a gated segment"
     )
-    veto_channel: str = Field(
-        "DQ_GLITCHFLOW_VETO", description="state channel of the gated frames (prefix added)"
+    state_channel: str = Field(
+        "DQ_GLITCHFLOW_STATE",
+        description="state channel of the gated frames (prefix added): 0 not analysed, "
+        "1 analysed and clean, 3 vetoed",
     )
-    veto_channel_rate: float = Field(16.0, gt=0, description="state channel sample rate (Hz)")
+    state_channel_rate: float = Field(16.0, gt=0, description="state channel sample rate (Hz)")
     frames_per_block: int = Field(4, ge=1)
     resources: ResourcesConfig = ResourcesConfig(workers=1, cpus_per_worker=1.0)
     rows_per_file: int = Field(64, ge=1, description="windows per Parquet file")
@@ -261,6 +263,9 @@ class RetrainConfig(Strict):
         "log_l1", description="log_l1: mean |log1p(real) - log1p(generated)|, lower is better"
     )
     min_improvement: float = Field(0.0, ge=0, description="margin the candidate must beat")
+    min_glitch_windows: int = Field(
+        3, ge=0, description="held-out windows with a strain glitch needed to compare models"
+    )
 
 
 class OnlineConfig(Strict):

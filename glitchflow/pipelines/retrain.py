@@ -71,7 +71,7 @@ def score_on_windows(ckpt: dict, shards: str, channels: list[str], threshold: fl
 
     pred = Predictor(ckpt)
     order = channel_order(pred.channels, channels)
-    n, log_l1, veto, denoise = 0, 0.0, 0.0, 0.0
+    n, log_l1, veto, denoise, glitchy = 0, 0.0, 0.0, 0.0, 0
     for batch in ray.data.read_parquet(shards).iter_batches(batch_size=16, batch_format="numpy"):
         keep = ~np.asarray(batch["bad"], dtype=bool)
         spec = torch.from_numpy(np.asarray(batch["spectrogram"], np.float32)[keep][:, order])
@@ -82,6 +82,7 @@ def score_on_windows(ckpt: dict, shards: str, channels: list[str], threshold: fl
         log_l1 += float((torch.log1p(real) - torch.log1p(gen)).abs().mean((1, 2)).sum())
         veto += float((has_cluster(real, threshold) == has_cluster(gen, threshold)).sum())
         denoise += float((~has_cluster(residual(real, gen).abs(), threshold)).sum())
+        glitchy += int(has_cluster(real, threshold).sum())
         n += len(spec)
     if n == 0:
         raise ValueError(f"{shards}: no usable held-out window")
@@ -90,7 +91,30 @@ def score_on_windows(ckpt: dict, shards: str, channels: list[str], threshold: fl
         "veto_accuracy": veto / n,
         "denoise_accuracy": denoise / n,
         "windows": n,
+        "glitch_windows": glitchy,
+        "background_windows": n - glitchy,
     }
+
+
+def holdout_problems(cfg: Config, scores: dict, has_production: bool) -> list[str]:
+    """Why the held-out comparison cannot be trusted (empty: it can).  A slice without
+    glitches lets a model that never fires score a perfect veto accuracy."""
+    rt = cfg.retrain
+    held = scores["candidate"]
+    problems = [
+        f"{who} {key} is not finite"
+        for who, figures in scores.items()
+        for key, value in figures.items()
+        if not np.isfinite(value)
+    ]
+    if has_production and held["glitch_windows"] < rt.min_glitch_windows:
+        problems.append(
+            f"the held-out slice has {held['glitch_windows']} glitch windows "
+            f"(retrain.min_glitch_windows = {rt.min_glitch_windows})"
+        )
+    if has_production and held["background_windows"] == 0:
+        problems.append("the held-out slice has no glitch-free window")
+    return problems
 
 
 def better(cfg: Config, candidate: dict, production: dict | None) -> bool:
@@ -131,11 +155,18 @@ def compare_and_promote(
         scores["production"] = score_on_windows(
             production.ckpt, shards, manifest["channels"], threshold
         )
-    promote = better(cfg, scores["candidate"], scores.get("production"))
+    problems = holdout_problems(cfg, scores, production is not None)
+    promote = not problems and better(cfg, scores["candidate"], scores.get("production"))
     if promote:
         client.set_registered_model_alias(name, rt.production_alias, candidate_version)
+    reason = "; ".join(problems) or (
+        "better on the held-out slice" if promote else f"not better by {rt.min_improvement}"
+    )
+    if problems:
+        log.warning("retrain: production kept: %s", reason)
     decision = {
         "decision": "promote" if promote else "keep",
+        "reason": reason,
         "candidate_version": candidate_version,
         "production_version": production.version if production else None,
         "metric": rt.metric,

@@ -13,6 +13,7 @@ import logging
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 import yaml
 
@@ -170,6 +171,13 @@ def run_training(
     best_file = out / "best_model.pt"
     torch.save(ckpt, best_file)
     test = score_checkpoint(ckpt, data.datasets["test"], cfg)
+    val_loss = ckpt.get("metrics", {}).get("val_loss", float("nan"))
+    bad = {k: v for k, v in test.items() if not np.isfinite(v)}
+    if bad or not np.isfinite(val_loss):
+        raise ValueError(
+            f"non-finite figures (test {bad}, best val_loss {val_loss}): "
+            "the model is not registered"
+        )
     plot_history(history, out / "loss_curves.png")
     model = build_model(ckpt)
     example = torch.zeros(1, len(data.channels) - 1, tr.crop, tr.crop)

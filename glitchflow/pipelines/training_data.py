@@ -78,6 +78,13 @@ def prepare_training_data(cfg: Config, data_dir: str | Path) -> TrainingData:
         }
         for split in ("train", "val", "test")
     }
+    empty = [split for split, c in counts.items() if c["glitch"] + c["background"] == 0]
+    if empty:
+        raise ValueError(
+            f"{data_dir}: no crop falls in the {' and '.join(empty)} split(s) (GPS blocks of "
+            f"train.split_block={tr.split_block} s); preprocess a longer span or use shorter "
+            "blocks: a model without validation and test data is not trained or registered"
+        )
     n_glitch, n_bg = counts["train"]["glitch"], counts["train"]["background"]
     if n_glitch == 0:
         raise ValueError(

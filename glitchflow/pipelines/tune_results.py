@@ -6,6 +6,7 @@ import logging
 import math
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -47,6 +48,24 @@ def trial_table(cfg: Config, grid) -> pd.DataFrame:
     if len(table):
         table = table.sort_values(f"best_{tn.metric}", ascending=tn.mode == "min")
     return table
+
+
+def best_result(grid, metric: str, mode: str):
+    """The trial with the best finite ``metric`` over its epochs, among trials that did not
+    error (a trial that crashed after a good epoch is never the best); raises if none."""
+    ranked = []
+    for k in range(len(grid)):
+        result = grid[k]
+        frame = result.metrics_dataframe
+        if result.error is not None or frame is None or metric not in frame:
+            continue
+        series = pd.to_numeric(frame[metric], errors="coerce").replace([np.inf, -np.inf], np.nan)
+        series = series.dropna()
+        if len(series):
+            ranked.append((float(series.min() if mode == "min" else -series.max()), k))
+    if not ranked:
+        raise RuntimeError(f"no trial finished without error with a finite {metric}")
+    return grid[min(ranked)[1]]
 
 
 def best_checkpoint(cfg: Config, result) -> str | None:
@@ -151,7 +170,7 @@ def summarise(cfg: Config, grid, data, out: Path, uri: str, parent: str) -> dict
         "tracking_uri": uri,
         "registered": None,
     }
-    best = grid.get_best_result(tn.metric, tn.mode, scope="all", filter_nan_and_inf=True)
+    best = best_result(grid, tn.metric, tn.mode)
     params = {k: v for k, v in (best.config or {}).items()}
     best_id = best.metrics.get("trial_id")
     summary["best"] = {

@@ -44,6 +44,20 @@ class ResolvedModel:
         }
 
 
+class RegistryError(RuntimeError):
+    """The registry could not be asked (outage, timeout, permissions): unlike
+    :class:`LookupError` (the model or alias does not exist), this says nothing about
+    which model is in production, so callers must not act as if there were none."""
+
+
+def _not_found(exc: Exception) -> bool:
+    """An MLflow answer that the name, version or alias does not exist."""
+    code = getattr(exc, "error_code", None)
+    return code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE") and (
+        "not found" in str(exc).lower() or "does not exist" in str(exc).lower()
+    )
+
+
 def resolve_model(uri: str, tracking_uri: str | None = None) -> ResolvedModel:
     """Load the checkpoint behind ``uri``; errors name the URI and what is missing."""
     match = MODEL_URI.match(uri)
@@ -68,8 +82,13 @@ def resolve_model(uri: str, tracking_uri: str | None = None) -> ResolvedModel:
             version = client.get_model_version_by_alias(name, match["alias"])
         else:
             version = client.get_model_version(name, match["version"])
-    except mlflow.exceptions.MlflowException as exc:
-        raise LookupError(f"{uri}: not in the registry at {tracking_uri} ({exc})") from None
+    except Exception as exc:
+        if _not_found(exc):
+            raise LookupError(f"{uri}: not in the registry at {tracking_uri} ({exc})") from None
+        raise RegistryError(
+            f"{uri}: the registry at {tracking_uri} did not answer ({type(exc).__name__}: "
+            f"{str(exc)[:300]}); nothing was changed"
+        ) from exc
     files = [a.path for a in client.list_artifacts(version.run_id, "checkpoint")]
     files = [f for f in files if f.endswith(".pt")]
     if not files:

@@ -53,3 +53,41 @@ def test_retrain_promotes_a_first_model_and_keeps_a_no_better_one(ray_local, tmp
     assert client.get_run(run.info.run_id).data.tags["decision"] == "keep"
     retrain_runs = client.search_runs([experiment], "tags.stage = 'retrain'")
     assert retrain_runs and retrain_runs[0].data.tags["decision"] == "promote"
+    # a held-out slice with too few glitches cannot tell the models apart: production kept
+    strict = cfg.model_copy(
+        update={"retrain": cfg.retrain.model_copy(update={"min_glitch_windows": 10_000})}
+    )
+    run = client.create_run(experiment, run_name="retrain-too-few-glitches")
+    kept = compare_and_promote(
+        strict,
+        uri,
+        summary["candidate_version"],
+        tmp_path / "retrain" / "holdout",
+        run.info.run_id,
+    )
+    assert kept["decision"] == "keep" and "glitch windows" in kept["reason"]
+    held = kept["scores"]["candidate"]
+    assert held["glitch_windows"] + held["background_windows"] == held["windows"]
+
+
+def test_a_registry_outage_is_not_read_as_no_production(monkeypatch, tmp_path):
+    """Only "not found" means there is no production model; any other registry failure
+    stops the promotion with a clear error (production untouched)."""
+    from glitchflow.tracking.model_store import RegistryError, resolve_model
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    mlflow.MlflowClient(uri, registry_uri=uri).create_registered_model("exists")
+    with pytest.raises(LookupError):
+        resolve_model("models:/exists@production", uri)
+    with pytest.raises(LookupError):
+        resolve_model("models:/missing/3", uri)
+
+    def outage(*args, **kwargs):
+        raise mlflow.exceptions.MlflowException(
+            "503 Service Unavailable", "TEMPORARILY_UNAVAILABLE"
+        )
+
+    monkeypatch.setattr(mlflow.MlflowClient, "get_model_version_by_alias", outage)
+    with pytest.raises(RegistryError, match="did not answer"):
+        resolve_model("models:/exists@production", uri)
+    assert not issubclass(RegistryError, LookupError)

@@ -87,6 +87,12 @@ def test_too_many_workers_fail_fast(tiny_dataset, tmp_path):
         run_training(_cfg("train.workers=8"), tiny_dataset, tmp_path)
 
 
+def test_data_too_short_for_three_splits_is_refused_and_nothing_registered(tiny_dataset, tmp_path):
+    with pytest.raises(ValueError, match="no crop falls in the"):
+        run_training(_cfg("train.split_block=100000"), tiny_dataset, tmp_path)
+    assert not (tmp_path / "mlflow.db").exists()  # refused before a run or a model exists
+
+
 @pytest.mark.slow
 def test_ddp_training_on_a_two_node_cluster(tiny_dataset, tmp_path):
     result = run_on_cluster(

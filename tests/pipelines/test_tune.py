@@ -173,3 +173,27 @@ def test_search_space_trial_configs_and_searchers():
     )
     with pytest.raises(ConfigError, match="transformer"):
         check_space(bad)
+
+
+def test_an_errored_trial_is_never_the_best():
+    """A trial that crashed after its best epoch, or reported only NaN/Inf, is not chosen."""
+    from types import SimpleNamespace
+
+    import numpy as np
+    import pandas as pd
+
+    from glitchflow.pipelines.tune_results import best_result
+
+    def trial(name, losses, error=None):
+        frame = pd.DataFrame({"val_loss": losses})
+        return SimpleNamespace(name=name, error=error, metrics_dataframe=frame)
+
+    grid = [
+        trial("finished", [0.5, 0.3]),
+        trial("crashed", [0.1], error=RuntimeError("worker died")),
+        trial("diverged", [np.nan, np.inf]),
+    ]
+    assert best_result(grid, "val_loss", "min").name == "finished"
+    assert best_result(grid, "val_loss", "max").name == "finished"
+    with pytest.raises(RuntimeError, match="no trial finished"):
+        best_result(grid[1:], "val_loss", "min")
