@@ -115,6 +115,39 @@ def test_online_rayjob_runs_the_online_service_within_its_workers():
         assert mounts["/frames"]["readOnly"]
 
 
+def _pod_specs(node):
+    """Every pod spec (a dict holding ``containers``) in a YAML tree."""
+    if isinstance(node, dict):
+        if "containers" in node:
+            yield node
+        for value in node.values():
+            yield from _pod_specs(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _pod_specs(item)
+
+
+@pytest.mark.parametrize(
+    "path", sorted((CLUSTER / "kuberay").glob("ray*.yaml")), ids=lambda p: p.name
+)
+def test_kuberay_pods_run_unprivileged(path):
+    pods = [pod for doc in _docs(path) for pod in _pod_specs(doc)]
+    assert pods
+    for pod in pods:
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        for container in pod["containers"]:
+            assert container["securityContext"]["allowPrivilegeEscalation"] is False
+
+
+def test_network_policy_keeps_ray_ports_inside_the_cluster():
+    (policy,) = _docs(CLUSTER / "kuberay" / "networkpolicy.yaml")
+    assert policy["kind"] == "NetworkPolicy" and policy["spec"]["policyTypes"] == ["Ingress"]
+    rules = policy["spec"]["ingress"]
+    opened = {p["port"] for rule in rules if "ports" in rule for p in rule["ports"]}
+    assert opened <= {6379, 8265, 8000}  # no rule opens a Ray port to everyone
+    assert all("from" in rule and rule["from"] for rule in rules)
+
+
 def test_rayservice_import_path_and_serve_settings():
     from glitchflow.config import ServeConfig
 

@@ -76,35 +76,42 @@ def write_flag(path: Path, name: str, active: np.ndarray, known: np.ndarray) -> 
     flag.write(str(path), format="hdf5", overwrite=True)
 
 
-def _gate_frame(frame: tuple, strain: str, segments, taper: float, state: tuple, out_dir: str):
+def _gate_frame(
+    frame: tuple, strain: str, segments, live, taper: float, state: tuple, out_dir: str
+):
     from glitchflow.io.frames import FrameFile, frame_name, read_frame, write_frame
-    from glitchflow.signal.gating import gate_window, state_vector
+    from glitchflow.signal.gating import gate_window, state_bits
 
     f = FrameFile(frame[1], frame[2], frame[0])
     data, rate, t0 = read_frame(f, [strain])[strain]
     gated = data * gate_window(len(data), rate, t0, segments, taper)
     state_name, state_rate = state
     n_state = round(f.duration * state_rate)
-    flags = state_vector(n_state, state_rate, f.start, segments)
+    flags = state_bits(n_state, state_rate, f.start, live, segments)
     obs = Path(f.path).name.split("-")[0]
     path = Path(out_dir) / frame_name(obs, "GLITCHFLOW_GATED", f.start, f.duration)
     write_frame(path, f.start, {strain: (gated, rate), state_name: (flags, state_rate)})
     return str(path)
 
 
-def write_gated_frames(cfg: Config, frames, written: set[str], strain: str, segments, out: Path):
-    """Gated strain and the veto state channel for every written frame (Ray tasks)."""
+def write_gated_frames(
+    cfg: Config, frames, written: set[str], strain: str, segments, live, out: Path
+):
+    """Gated strain and the state channel (0 not analysed, 1 analysed clean, 3 vetoed:
+    :func:`~glitchflow.signal.gating.state_bits`) for every written frame (Ray tasks)."""
     import ray
 
     out_dir = out / GATED
     out_dir.mkdir(parents=True, exist_ok=True)
     out_dir = str(out_dir)
     inf = cfg.infer
-    state = (f"{strain.split(':')[0]}:{inf.veto_channel}", inf.veto_channel_rate)
+    state = (f"{strain.split(':')[0]}:{inf.state_channel}", inf.state_channel_rate)
     task = ray.remote(num_cpus=0.5, max_retries=1)(_gate_frame)
-    seg_ref = ray.put(np.asarray(segments))
+    seg_ref, live_ref = ray.put(np.asarray(segments)), ray.put(np.asarray(live))
     refs = [
-        task.remote((f.path, f.start, f.duration), strain, seg_ref, inf.gate_taper, state, out_dir)
+        task.remote(
+            (f.path, f.start, f.duration), strain, seg_ref, live_ref, inf.gate_taper, state, out_dir
+        )
         for f in frames
         if f.path in written
     ]
@@ -216,7 +223,7 @@ def write_products(cfg: Config, out: Path, model, found, accounting: dict, hveto
     write_flag(out / "vetoes.h5", f"{strain.split(':')[0]}:GLITCHFLOW-VETO:1", segments, live)
     written = set(accounting["frames_written_files"])
     gated = (
-        write_gated_frames(cfg, found.frames, written, strain, segments, out)
+        write_gated_frames(cfg, found.frames, written, strain, segments, live, out)
         if inf.write_gated_frames
         else {"frames": 0, "failed": [], "state_channel": None}
     )

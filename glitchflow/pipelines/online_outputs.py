@@ -32,12 +32,10 @@ import numpy as np
 
 from glitchflow.evaluate.hveto import intersect, merge_segments
 from glitchflow.io.frames import FrameFile, frame_name, write_frame
-from glitchflow.signal.gating import state_vector
+from glitchflow.signal.gating import state_bits
 
 log = logging.getLogger(__name__)
 
-STATE_ANALYSED = 1
-STATE_VETOED = 2
 FRAMES = "frames"
 LOG = "segments.jsonl"
 
@@ -145,8 +143,7 @@ class OnlinePublisher:
     def publish(self, slot: Slot) -> dict:
         """Log line (synced), then the output frame (atomic rename); returns the log record."""
         n = max(1, round((slot.end - slot.start) * self.state_rate))
-        state = STATE_ANALYSED * state_vector(n, self.state_rate, slot.start, slot.analysed)
-        state |= STATE_VETOED * state_vector(n, self.state_rate, slot.start, slot.vetoes)
+        state = state_bits(n, self.state_rate, slot.start, slot.analysed, slot.vetoes)
         n_version = max(1, round(slot.end - slot.start))
         version = np.full(n_version, _version_number(slot.model_version), dtype=np.int32)
         record = {

@@ -42,3 +42,24 @@ def state_vector(n: int, sample_rate: float, t0: float, segments: np.ndarray) ->
     for start, end in np.asarray(segments, dtype=float).reshape(-1, 2):
         state[(ends > start) & (starts < end)] = 1
     return state
+
+
+#: bits of the glitchflow state channels (gated frames of ``infer``, frames of ``online``)
+STATE_ANALYSED = 1
+STATE_VETOED = 2
+
+
+def state_bits(
+    n: int, sample_rate: float, t0: float, analysed: np.ndarray, vetoed: np.ndarray
+) -> np.ndarray:
+    """State channel ``(n,)`` int32: bit 0 where a sample lies wholly in ``analysed``, bit 1
+    where it overlaps ``vetoed`` (within analysed time); so 0 = not analysed, 1 = analysed
+    and clean, 3 = vetoed.  A search keeps the samples equal to 1."""
+    starts = t0 + np.arange(n) / sample_rate
+    ends = starts + 1.0 / sample_rate
+    inside = np.zeros(n, dtype=bool)
+    for start, end in np.asarray(analysed, dtype=float).reshape(-1, 2):
+        inside |= (starts >= start - 1e-9) & (ends <= end + 1e-9)
+    state = inside.astype(np.int32) * STATE_ANALYSED
+    state |= (state_vector(n, sample_rate, t0, vetoed) * STATE_VETOED) * inside
+    return state.astype(np.int32)

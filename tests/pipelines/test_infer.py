@@ -76,10 +76,10 @@ def test_inference_writes_every_product_and_counts_everything(inferred, tiny_twi
     gated = sorted((out / "gated").glob("*.gwf"))
     assert len(gated) == 2
     frame = FrameFile.from_path(gated[0])
-    data = read_frame(frame, [STRAIN, "V1:DQ_GLITCHFLOW_VETO"])
+    data = read_frame(frame, [STRAIN, "V1:DQ_GLITCHFLOW_STATE"])
     strain, rate, t0 = data[STRAIN]
     raw = read_frame(FrameFile.from_path(tiny_twin.frames[0]), [STRAIN])[STRAIN][0]
-    state = data["V1:DQ_GLITCHFLOW_VETO"][0]
+    state = data["V1:DQ_GLITCHFLOW_STATE"][0]
     t = t0 + np.arange(len(strain)) / rate
     in_veto = np.zeros(len(t), dtype=bool)
     far = np.ones(len(t), dtype=bool)
@@ -88,7 +88,18 @@ def test_inference_writes_every_product_and_counts_everything(inferred, tiny_twi
         far &= (t < a - cfg.infer.gate_taper) | (t >= b + cfg.infer.gate_taper)
     assert np.all(strain[in_veto] == 0)
     np.testing.assert_array_equal(strain[far], raw[far])
-    assert state.max() == (1 if in_veto.any() else 0)
+    # state: 0 = not analysed, 1 = analysed and clean, 3 = vetoed (never "clean" by default)
+    live = pd.read_csv(out / "live.csv").to_numpy()
+    lo = frame.start + np.arange(len(state)) / cfg.infer.state_channel_rate
+    hi = lo + 1 / cfg.infer.state_channel_rate
+    analysed = np.zeros(len(state), dtype=bool)
+    for a, b in live:
+        analysed |= (lo >= a) & (hi <= b)
+    vetoed = np.zeros(len(state), dtype=bool)
+    for a, b in vetoes.to_numpy():
+        vetoed |= (hi > a) & (lo < b)
+    assert set(np.unique(state)) <= {0, 1, 3} and (state == 0).any()  # the first window's pad
+    np.testing.assert_array_equal(state, np.where(analysed, 1 + 2 * vetoed, 0))
     # spectrogram shards, TensorBoard, MLflow, baseline
     assert any((out / "spectrograms").glob("*.parquet"))
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
