@@ -260,7 +260,7 @@ def cmd_retrain(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from glitchflow.workflow import run_pipeline
 
-    return run_pipeline(args.file, args.pipeline, args.steps, args.overrides, args.address)
+    return run_pipeline(args.file, main, args.pipeline, args.steps, args.overrides, args.address)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

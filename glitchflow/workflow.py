@@ -113,9 +113,9 @@ def step_argv(spec: PipelineFile, name: str, base: Path, overrides=()) -> list[s
     return argv + [o.replace("{workdir}", workdir) for o in step.overrides] + list(overrides)
 
 
-def run_pipeline(path, pipeline=None, steps=None, overrides=(), address=None) -> int:
-    """Run the chosen steps in order; stop at the first failing step (its exit code)."""
-    from glitchflow.cli import main
+def run_pipeline(path, run_step, pipeline=None, steps=None, overrides=(), address=None) -> int:
+    """Run the chosen steps in order with ``run_step(argv) -> exit code`` (the CLI's
+    ``main``); stop at the first failing step (its exit code)."""
 
     path = Path(path).resolve()
     spec = load_pipeline(path)
@@ -128,7 +128,7 @@ def run_pipeline(path, pipeline=None, steps=None, overrides=(), address=None) ->
         t0 = time.perf_counter()
         log.info("step %s: glitchflow %s", name, " ".join(argv))
         try:
-            code = main(argv)
+            code = run_step(argv)
         except Exception:
             log.error("pipeline stopped: step %s raised", name)
             raise

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from glitchflow.cli import build_parser
+from glitchflow.cli import build_parser, main
 from glitchflow.config import ConfigError
 from glitchflow.workflow import load_pipeline, run_pipeline, select_steps, step_argv
 from tests.conftest import CONFIGS
@@ -64,6 +64,6 @@ def test_steps_run_in_order_and_a_failing_step_stops_the_pipeline(tmp_path):
     path = tmp_path / "pipeline.yaml"
     path.write_text(yaml.safe_dump(spec))
     with pytest.raises(FileNotFoundError, match="not an inference directory"):
-        run_pipeline(path, "all", None, ["seed=5"])
+        run_pipeline(path, main, "all", None, ["seed=5"])
     assert len(list((tmp_path / "run" / "twin" / "frames").glob("*.gwf"))) == 2
     assert not (tmp_path / "run" / "never").exists()

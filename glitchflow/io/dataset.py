@@ -24,6 +24,15 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import torch
+
+#: torch dtypes of the training-sample columns (GPS times stay float64)
+COLUMN_DTYPES = {
+    "x": torch.float32,
+    "y": torch.float32,
+    "gps_start": torch.float64,
+    "is_glitch": torch.bool,
+}
 
 SPLITS = ("train", "val", "test")
 

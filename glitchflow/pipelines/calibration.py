@@ -15,9 +15,9 @@ import logging
 import torch
 
 from glitchflow.config import Config
+from glitchflow.io.dataset import COLUMN_DTYPES
 from glitchflow.models.inference import Predictor
 from glitchflow.models.operating_point import calibrate_veto
-from glitchflow.pipelines.train_loop import COLUMN_DTYPES
 
 log = logging.getLogger(__name__)
 

@@ -28,27 +28,12 @@ import numpy as np
 from glitchflow.config import Config
 from glitchflow.io.frames import FrameFile, find_frames
 from glitchflow.io.windows import drop_bad_windows
+from glitchflow.pipelines.infer_products import SCALAR_COLUMNS, SPECTROGRAMS, write_products
 from glitchflow.pipelines.runtime import check_shared_storage, check_stage_resources
 
 log = logging.getLogger(__name__)
 
-SPECTROGRAMS = "spectrograms"
 REPORTS = "reports"
-SCALAR_COLUMNS = [
-    "gps_start",
-    "gps_end",
-    "frame",
-    "veto",
-    "cleaned",
-    "max_generated_snr2",
-    "max_real_snr2",
-    "max_residual_snr2",
-    "residual_area_pixels",
-    "residual_area_hz_s",
-    "n_clusters",
-    "cluster_times",
-    "clusters",
-]
 
 
 def check_grid(value: float, step: float, key: str) -> None:
@@ -171,7 +156,6 @@ def run_inference(
     """Infer over every frame in ``frames_dir``; write the products; return the summary."""
     import ray
 
-    from glitchflow.pipelines.infer_products import write_products
     from glitchflow.pipelines.preprocess import WRITE_CPUS, build_manifest, make_blocks
     from glitchflow.tracking.model_store import resolve_model
 

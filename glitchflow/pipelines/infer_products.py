@@ -29,13 +29,30 @@ from glitchflow.models.operating_point import OperatingPoint
 
 log = logging.getLogger(__name__)
 
+#: per-window spectrogram shards under OUT, and their scalar columns
+SPECTROGRAMS = "spectrograms"
+SCALAR_COLUMNS = [
+    "gps_start",
+    "gps_end",
+    "frame",
+    "veto",
+    "cleaned",
+    "max_generated_snr2",
+    "max_real_snr2",
+    "max_residual_snr2",
+    "residual_area_pixels",
+    "residual_area_hz_s",
+    "n_clusters",
+    "cluster_times",
+    "clusters",
+]
+
 GATED = "gated"
 BASELINE = "baseline"
 
 
 def read_windows(out: Path) -> pd.DataFrame:
     from glitchflow.io.spectrograms import read_columns
-    from glitchflow.pipelines.infer import SCALAR_COLUMNS, SPECTROGRAMS
 
     shards = out / SPECTROGRAMS
     if not shards.is_dir() or not any(shards.glob("*.parquet")):
@@ -158,7 +175,6 @@ def log_images(out: Path, windows: pd.DataFrame, n: int, shape: tuple[int, int])
     from torch.utils.tensorboard import SummaryWriter
 
     from glitchflow.io.spectrograms import read_columns, tensor_column
-    from glitchflow.pipelines.infer import SPECTROGRAMS
     from glitchflow.tracking.images import panel_figure
 
     tb = out / "tensorboard"

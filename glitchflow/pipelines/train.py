@@ -18,13 +18,14 @@ import torch
 import yaml
 
 from glitchflow.config import Config, config_hash
+from glitchflow.io.dataset import COLUMN_DTYPES
 from glitchflow.models.checkpoint import build_model, read_checkpoint
 from glitchflow.models.losses import SpectrogramLoss
 from glitchflow.models.scaling import Scaling
 from glitchflow.models.unet import count_parameters
 from glitchflow.pipelines.calibration import calibrate_checkpoint
 from glitchflow.pipelines.runtime import check_resources, check_shared_storage
-from glitchflow.pipelines.train_loop import COLUMN_DTYPES, evaluate, train_loop_per_worker
+from glitchflow.pipelines.train_loop import evaluate, train_loop_per_worker
 from glitchflow.pipelines.training_data import TrainingData, prepare_training_data
 from glitchflow.tracking.mlflow_tracking import (
     MlflowTrainCallback,

@@ -16,19 +16,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from glitchflow.io.dataset import COLUMN_DTYPES
 from glitchflow.models.checkpoint import make_checkpoint, read_checkpoint, save_checkpoint
 from glitchflow.models.clusters import veto_denoise_accuracy
 from glitchflow.models.losses import SpectrogramLoss
 from glitchflow.models.registry import create_model
 from glitchflow.models.scaling import Scaling
-
-#: torch dtypes of the training-sample columns (GPS times stay float64)
-COLUMN_DTYPES = {
-    "x": torch.float32,
-    "y": torch.float32,
-    "gps_start": torch.float64,
-    "is_glitch": torch.bool,
-}
 
 
 def _batches(shard, batch_size: int, seed: int | None, device):

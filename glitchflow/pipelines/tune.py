@@ -23,14 +23,13 @@ import logging
 import time
 from pathlib import Path
 
-import yaml
-
-from glitchflow.config import Config, config_hash, validate_config, with_overrides
+from glitchflow.config import Config, config_hash, validate_config
 from glitchflow.pipelines.runtime import (
     check_resources,
     check_shared_storage,
     release_orphaned_placement_groups,
 )
+from glitchflow.pipelines.tune_space import default_point, trial_config
 
 log = logging.getLogger(__name__)
 
@@ -80,18 +79,6 @@ def search_space(cfg: Config) -> dict:
     return space
 
 
-def trial_config(base: Config, params: dict) -> Config:
-    """The base config with a trial's sampled values; epochs = the ASHA ``max_t``."""
-    params = dict(params)
-    if "train.loss.ssim_weight" in params and "train.loss.l1_weight" not in params:
-        params["train.loss.l1_weight"] = 1.0 - float(params["train.loss.ssim_weight"])
-    elif "train.loss.l1_weight" in params and "train.loss.ssim_weight" not in params:
-        params["train.loss.ssim_weight"] = 1.0 - float(params["train.loss.l1_weight"])
-    params["train.epochs"] = base.tune.scheduler.max_t
-    items = [f"{k}={json.dumps(v)}" for k, v in params.items()]
-    return with_overrides(base, items, "tune trial")
-
-
 def tune_trial(params: dict, base: dict, data, out: str, tracking_uri: str, parent: str) -> None:
     """One trial: fit the training code with the sampled values (runs in a Tune actor)."""
     from ray import tune
@@ -117,18 +104,6 @@ def tune_trial(params: dict, base: dict, data, out: str, tracking_uri: str, pare
         )
     callbacks = [TuneReportCallback(), MlflowTrainCallback(tracking_uri, run_id, False)]
     make_trainer(cfg, data, trial_out, loop, callbacks, name=f"trial_{trial_id}").fit()
-
-
-def default_point(cfg: Config) -> dict:
-    """The base config's own values of the searched keys (the default architecture)."""
-    data = cfg.model_dump(mode="json")
-    point = {}
-    for key in cfg.tune.space:
-        node = data
-        for part in key.split("."):
-            node = node[part]
-        point[key] = node
-    return point
 
 
 def child_run(tracking_uri: str, parent: str, trial_id: str) -> str | None:
@@ -286,8 +261,3 @@ def _corner_samples(cfg: Config) -> list[dict]:
         else:
             low[key], high[key] = dim.low, dim.high
     return [low, high]
-
-
-def write_best_config(cfg: Config, params: dict, path: Path) -> None:
-    best = trial_config(cfg, params)
-    path.write_text(yaml.safe_dump(best.model_dump(mode="json"), sort_keys=False))

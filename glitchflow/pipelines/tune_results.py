@@ -11,6 +11,7 @@ import pandas as pd
 import torch
 
 from glitchflow.config import Config
+from glitchflow.pipelines.tune_space import default_point, write_best_config
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +149,6 @@ def summarise(cfg: Config, grid, data, out: Path, uri: str, parent: str) -> dict
 
     from glitchflow.models.checkpoint import build_model, read_checkpoint
     from glitchflow.pipelines.calibration import calibrate_checkpoint
-    from glitchflow.pipelines.tune import default_point, write_best_config
     from glitchflow.tracking.mlflow_tracking import log_and_register
 
     tn = cfg.tune

@@ -52,7 +52,7 @@ def spectrogram_figure(real, generated, aux, titles: tuple[str, ...] = ()):
 
 def log_spectrogram_images(writer, model, val_shard, scaling, epoch, n: int = 4):
     """Fixed validation samples (the first ``n`` of the unshuffled shard) every call."""
-    from glitchflow.pipelines.train_loop import COLUMN_DTYPES
+    from glitchflow.io.dataset import COLUMN_DTYPES
 
     batch = next(iter(val_shard.iter_torch_batches(batch_size=n, dtypes=COLUMN_DTYPES)), None)
     if batch is None:
