@@ -105,7 +105,7 @@ def main() -> int:
         )
         plain = plain_loop(cfg, frames, model)
         t0 = time.perf_counter()
-        summary = run_inference(cfg, frames, str(model), tmp / f"infer-{stride}")
+        summary = run_inference(cfg, frames, str(model), tmp / f"infer-{stride}", overwrite=True)
         total = time.perf_counter() - t0
         live = summary["figures"]["livetime_s"]
         rows.append(

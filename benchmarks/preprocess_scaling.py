@@ -71,7 +71,7 @@ def child(args: argparse.Namespace) -> None:
     thread = threading.Thread(target=sample, daemon=True)
     thread.start()
     t0 = time.perf_counter()
-    manifest = run_preprocess(cfg, sub, Path(args.out) / "dataset")
+    manifest = run_preprocess(cfg, sub, Path(args.out) / "dataset", overwrite=True)
     wall = time.perf_counter() - t0
     stop.set()
     thread.join()

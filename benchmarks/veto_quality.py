@@ -61,7 +61,9 @@ def train_science(work: Path) -> tuple[Path, Path, dict]:
     run_scan(cfg, frames, work / "scan")
     walls["scan_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    run_preprocess(cfg, frames, work / "dataset", str(work / "scan" / "selected_channels.json"))
+    run_preprocess(
+        cfg, frames, work / "dataset", str(work / "scan" / "selected_channels.json"), overwrite=True
+    )
     walls["preprocess_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     trained = run_training(cfg, work / "dataset", work / "train")
@@ -98,7 +100,9 @@ def score_span(
     truth_path = span / "twin" / "truth.csv"
     if not (reuse and (span / "infer" / "summary.json").is_file() and truth_path.is_file()):
         twin = generate(cfg, span / "twin", writers=2)
-        run_inference(cfg, twin.frames[0].parent, str(model), span / "infer", hveto=hveto)
+        run_inference(
+            cfg, twin.frames[0].parent, str(model), span / "infer", hveto=hveto, overwrite=True
+        )
     report = run_evaluate(cfg, truth_path, span / "infer", span / "evaluate")
     learned, base = report["learned"], report["baseline"]
     live = read_segments(span / "infer" / "live.csv")

@@ -89,7 +89,7 @@ def cmd_preprocess(args: argparse.Namespace) -> int:
     from glitchflow.pipelines.preprocess import run_preprocess
 
     cfg = _config_on_ray(args)
-    manifest = run_preprocess(cfg, args.frames, args.out, args.channels)
+    manifest = run_preprocess(cfg, args.frames, args.out, args.channels, args.overwrite)
     _print_accounting("preprocess", manifest, f"{manifest['wall_seconds']:.1f} s")
     print(f"manifest: {Path(args.out) / 'manifest.json'}")
     return 0 if manifest["frames_written"] else 1
@@ -149,7 +149,9 @@ def cmd_infer(args: argparse.Namespace) -> int:
     from glitchflow.pipelines.infer import run_inference
 
     cfg = _config_on_ray(args)
-    s = run_inference(cfg, args.frames, args.model, args.out, args.tracking_uri, args.hveto)
+    s = run_inference(
+        cfg, args.frames, args.model, args.out, args.tracking_uri, args.hveto, args.overwrite
+    )
     f = s["figures"]
     _print_accounting(
         "infer",
@@ -288,6 +290,14 @@ def _ray_stage(sub, name: str, func, source: str, summary: str, description: str
     return p
 
 
+def _add_overwrite_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a previous run's products in OUT (refused otherwise: they would mix)",
+    )
+
+
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--model", required=True, help="models:/NAME@ALIAS, models:/NAME/VERSION or a .pt path"
@@ -366,6 +376,7 @@ def build_parser() -> argparse.ArgumentParser:
         "windows and write OUT/shards/*.parquet and OUT/manifest.json.",
     )
     p.add_argument("--channels", default=None, help="selected_channels.json from `scan`")
+    _add_overwrite_arg(p)
     _ray_stage(
         sub,
         "train",
@@ -425,6 +436,7 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument(
                 "--hveto", default=None, help="hveto.json of `glitchflow scan`: baseline vetoes"
             )
+            _add_overwrite_arg(p)
 
     p = sub.add_parser(
         "serve",

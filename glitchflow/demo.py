@@ -71,7 +71,11 @@ def run_demo(
         f"({workdir / 'scan' / 'report.txt'})"
     )
     manifest = run_preprocess(
-        cfg, frames, workdir / "dataset", str(workdir / "scan" / "selected_channels.json")
+        cfg,
+        frames,
+        workdir / "dataset",
+        str(workdir / "scan" / "selected_channels.json"),
+        overwrite=True,  # the demo owns its workdir: a re-run replaces the last one
     )
     lines.append(
         f"[preprocess] {manifest['frames_written']}/{manifest['frames_in']} frames -> "
@@ -125,6 +129,7 @@ def held_out_scorecard(config, overrides, cfg, workdir: Path, trained: dict) -> 
         workdir / "infer",
         tracking_uri=trained["tracking_uri"],
         hveto=workdir / "scan" / "hveto.json",
+        overwrite=True,
     )
     f = infer["figures"]
     report = run_evaluate(cfg, held.truth_path, workdir / "infer", workdir / "evaluate")

@@ -29,11 +29,25 @@ from glitchflow.config import Config
 from glitchflow.io.frames import FrameFile, find_frames
 from glitchflow.io.windows import drop_bad_windows
 from glitchflow.pipelines.infer_products import SCALAR_COLUMNS, SPECTROGRAMS, write_products
-from glitchflow.pipelines.runtime import check_shared_storage, check_stage_resources
+from glitchflow.pipelines.runtime import check_shared_storage, check_stage_resources, claim_out
 
 log = logging.getLogger(__name__)
 
 REPORTS = "reports"
+#: what a run writes under OUT (a re-run must not mix with them)
+INFER_PRODUCTS = [
+    SPECTROGRAMS,
+    REPORTS,
+    "gated",
+    "baseline",
+    "tensorboard",
+    "summary.json",
+    "windows.csv",
+    "windows.parquet",
+    "vetoes.csv",
+    "vetoes.h5",
+    "live.csv",
+]
 
 
 def check_grid(value: float, step: float, key: str) -> None:
@@ -152,15 +166,19 @@ def run_inference(
     out: str | Path,
     tracking_uri: str | None = None,
     hveto: str | Path | None = None,
+    overwrite: bool = False,
 ) -> dict:
-    """Infer over every frame in ``frames_dir``; write the products; return the summary."""
+    """Infer over every frame in ``frames_dir``; write the products; return the summary.
+
+    A previous run's products in ``out`` are refused (its spectrogram shards would mix
+    with this run's) unless ``overwrite`` replaces them."""
     import ray
 
     from glitchflow.pipelines.preprocess import WRITE_CPUS, build_manifest, make_blocks
     from glitchflow.tracking.model_store import resolve_model
 
     t0 = time.perf_counter()
-    out = Path(out).resolve()
+    out = claim_out(out, INFER_PRODUCTS, "infer", overwrite)
     (out / REPORTS).mkdir(parents=True, exist_ok=True)
     inf = cfg.infer
     model = resolve_model(model_uri, tracking_uri)

@@ -19,7 +19,7 @@ import numpy as np
 
 from glitchflow.config import Config, config_hash
 from glitchflow.io.frames import FrameFile, find_frames, frame_channels
-from glitchflow.pipelines.runtime import check_shared_storage, check_stage_resources
+from glitchflow.pipelines.runtime import check_shared_storage, check_stage_resources, claim_out
 
 log = logging.getLogger(__name__)
 
@@ -141,13 +141,20 @@ def make_blocks(frames: list[FrameFile], per_block: int) -> list[list[FrameFile]
 
 
 def run_preprocess(
-    cfg: Config, frames_dir: str | Path, out: str | Path, channels_file: str | None = None
+    cfg: Config,
+    frames_dir: str | Path,
+    out: str | Path,
+    channels_file: str | None = None,
+    overwrite: bool = False,
 ) -> dict:
-    """Run the preprocessing stage on the current Ray cluster; returns the manifest."""
+    """Run the preprocessing stage on the current Ray cluster; returns the manifest.
+
+    A previous run's shards, reports and manifest in ``out`` are refused (they would
+    mix with this run's) unless ``overwrite`` replaces them."""
     import ray
 
     t0 = time.perf_counter()
-    out = Path(out)
+    out = claim_out(out, [SHARDS, REPORTS, MANIFEST], "preprocess", overwrite)
     report_dir = out / REPORTS
     report_dir.mkdir(parents=True, exist_ok=True)
     found = find_frames(frames_dir)

@@ -218,7 +218,8 @@ def run_retrain(cfg: Config, frames_dir: str | Path, out: str | Path) -> dict:
         artifact_location=default_artifact_location(out),
     )
     scan = run_scan(cfg, train_dir, out / "scan")
-    run_preprocess(cfg, train_dir, out / "dataset", str(out / "scan" / "selected_channels.json"))
+    selected = str(out / "scan" / "selected_channels.json")
+    run_preprocess(cfg, train_dir, out / "dataset", selected, overwrite=True)
     trained = run_training(cfg, out / "dataset", out / "train")
     version = str(trained["registered"]["version"])
     channels = list(resolve_model(trained["registered"]["uri"], uri).ckpt["channels"])
@@ -231,7 +232,7 @@ def run_retrain(cfg: Config, frames_dir: str | Path, out: str | Path) -> dict:
         pass
     holdout_channels = out / "holdout_channels.json"
     holdout_channels.write_text(json.dumps({"channels": channels[1:]}))
-    run_preprocess(cfg, held_dir, out / "holdout", str(holdout_channels))
+    run_preprocess(cfg, held_dir, out / "holdout", str(holdout_channels), overwrite=True)
     decision = compare_and_promote(cfg, uri, version, out / "holdout", run_id)
     summary = {
         "span": span,

@@ -167,3 +167,28 @@ def release_orphaned_placement_groups() -> list[str]:
     if removed:
         log.warning("released %d placement groups left by dead drivers", len(removed))
     return removed
+
+
+def claim_out(out: str | Path, products: list[str], stage: str, overwrite: bool) -> Path:
+    """Make ``out`` ready for a stage that writes ``products`` (names under ``out``).
+
+    Products of a previous run would mix with this run's (Ray writes shards next to the
+    ones already there, readers take them all), so they are refused with a clear error,
+    or removed first when ``overwrite`` is set.  Other files in ``out`` are left alone.
+    """
+    import shutil
+
+    out = Path(out).resolve()
+    present = sorted(name for name in products if (out / name).exists())
+    if present and not overwrite:
+        raise FileExistsError(
+            f"{out}: holds the {', '.join(present)} of a previous {stage} run, which would mix "
+            "with this run's; pass --overwrite to replace them, or choose another --out"
+        )
+    for name in present:
+        path = out / name
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    if present:
+        log.info("%s: replaced the previous run's %s in %s", stage, ", ".join(present), out)
+    out.mkdir(parents=True, exist_ok=True)
+    return out

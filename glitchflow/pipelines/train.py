@@ -162,7 +162,11 @@ def run_training(
         {"config_hash": config_hash(cfg), "data": str(Path(data_dir).resolve())},
         artifact_location=default_artifact_location(out),
     )
-    trainer = make_trainer(cfg, data, out, loop, [MlflowTrainCallback(uri, run_id)])
+    # one Ray run per training run: a second `train` into the same OUT must not restore
+    # the first one's checkpoints (Ray Train resumes a run of the same name and storage)
+    trainer = make_trainer(
+        cfg, data, out, loop, [MlflowTrainCallback(uri, run_id)], name=f"train-{run_id[:12]}"
+    )
     result = fit_releasing_controller(trainer)
     history = metric_history(uri, run_id)
     best_ckpt = min(result.best_checkpoints, key=lambda cm: cm[1]["val_loss"])[0]

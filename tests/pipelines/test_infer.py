@@ -114,6 +114,21 @@ def test_inference_writes_every_product_and_counts_everything(inferred, tiny_twi
     assert (out / "baseline" / "vetoes.csv").is_file()
 
 
+def test_a_second_inference_into_the_same_out_is_refused(inferred, tiny_twin, tiny_model):
+    _, out, cfg = inferred
+    summary, _ = tiny_model
+    shards = sorted((out / "spectrograms").glob("*.parquet"))
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        run_inference(
+            cfg,
+            tiny_twin.frames[0].parent,
+            summary["registered"]["uri"],
+            out,
+            tracking_uri=summary["tracking_uri"],
+        )
+    assert sorted((out / "spectrograms").glob("*.parquet")) == shards  # untouched
+
+
 def test_evaluate_scores_against_the_truth(inferred, tiny_twin, tmp_path):
     _, out, cfg = inferred
     report = run_evaluate(cfg, tiny_twin.truth_path, out, tmp_path)

@@ -136,6 +136,23 @@ def test_gap_between_frames_is_reported(tmp_path, ray_local):
     assert rows.gap.any()
 
 
+def test_a_second_run_into_the_same_out_is_refused_or_replaces_never_mixes(tmp_path, ray_local):
+    """Ray's write_parquet adds shards beside old ones: a re-run is refused unless
+    --overwrite, which replaces the products (and leaves the user's own files)."""
+    write_test_frames(tmp_path / "frames", [T0, T0 + 16])
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    first = run_preprocess(_config(), tmp_path / "frames", out)
+    with pytest.raises(FileExistsError, match="--overwrite") as refused:
+        run_preprocess(_config(), tmp_path / "frames", out)
+    assert "shards" in str(refused.value) and str(out) in str(refused.value)
+    assert len(_rows(out)) == first["windows_written"]  # the refused run wrote nothing
+    again = run_preprocess(_config(), tmp_path / "frames", out, overwrite=True)
+    assert len(_rows(out)) == again["windows_written"] == first["windows_written"]
+    assert (out / "notes.txt").read_text() == "mine"
+
+
 def test_channel_file_from_scan_selects_and_orders_channels(tmp_path, ray_local):
     write_test_frames(tmp_path / "frames", [T0, T0 + 16])
     selected = tmp_path / "selected_channels.json"
