@@ -178,10 +178,8 @@ def run_inference(
     from glitchflow.tracking.model_store import resolve_model
 
     t0 = time.perf_counter()
-    out = claim_out(out, INFER_PRODUCTS, "infer", overwrite)
-    (out / REPORTS).mkdir(parents=True, exist_ok=True)
     inf = cfg.infer
-    model = resolve_model(model_uri, tracking_uri)
+    model = resolve_model(model_uri, tracking_uri)  # fails fast, before OUT is touched
     ckpt = model.ckpt
     step = float(ckpt["signal"]["qtransform"]["time_step"])
     check_grid(inf.window, step, "infer.window")
@@ -198,6 +196,8 @@ def run_inference(
     blocks = make_blocks(found.frames, inf.frames_per_block)
     res = inf.resources
     check_stage_resources(res, "infer", WRITE_CPUS)
+    out = claim_out(out, INFER_PRODUCTS, "infer", overwrite)
+    (out / REPORTS).mkdir(parents=True, exist_ok=True)
     check_shared_storage(frames_dir, out)
     log.info(
         "infer: %s (%s) on %d frames in %d blocks, %d channels",

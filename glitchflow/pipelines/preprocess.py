@@ -154,9 +154,6 @@ def run_preprocess(
     import ray
 
     t0 = time.perf_counter()
-    out = claim_out(out, [SHARDS, REPORTS, MANIFEST], "preprocess", overwrite)
-    report_dir = out / REPORTS
-    report_dir.mkdir(parents=True, exist_ok=True)
     found = find_frames(frames_dir)
     frames = found.frames
     channels = resolve_channels(cfg, frames, channels_file)
@@ -166,6 +163,10 @@ def run_preprocess(
     )
     res = cfg.preprocess.resources
     check_stage_resources(res, "preprocess", WRITE_CPUS)
+    # checks above fail before OUT is touched
+    out = claim_out(out, [SHARDS, REPORTS, MANIFEST], "preprocess", overwrite)
+    report_dir = out / REPORTS
+    report_dir.mkdir(parents=True, exist_ok=True)
     check_shared_storage(frames_dir, out)
     if blocks:
         items = [{"paths": json.dumps([f.path for f in b])} for b in blocks]
