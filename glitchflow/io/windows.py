@@ -60,6 +60,12 @@ def window_starts(start: float, end: float, stride: float) -> np.ndarray:
     return np.arange(first, last) * stride
 
 
+def read_grid_unit(time_step: float) -> int:
+    """Seconds between read starts on which every integer-rate channel and every output bin
+    has a sample: the least common multiple of 1 s and the bin width (3 s for 3/128 s)."""
+    return Fraction(time_step).limit_denominator(1 << 20).numerator
+
+
 class FrameWindowCutter:
     """Turns a frame into window rows with one shared :class:`Conditioner`.
 
@@ -83,9 +89,7 @@ class FrameWindowCutter:
         self.stride = stride
         self.device = device
         self.bins_per_window = round(window / conditioner.time_step)
-        # reads start on a grid where every integer-rate channel and every output bin has
-        # a sample: the least common multiple of 1 s and the bin width
-        self.unit = Fraction(conditioner.time_step).limit_denominator(1 << 20).numerator
+        self.unit = read_grid_unit(conditioner.time_step)
 
     def process(self, block: Sequence[FrameFile]) -> tuple[list[dict], list[FrameReport]]:
         """Window rows for a run of consecutive frames, and one report per frame.

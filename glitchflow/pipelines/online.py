@@ -308,7 +308,6 @@ class OnlineService:
         for s in handlers:
             signal.signal(s, self._signalled)
         next_metrics = next_flag = next_model = time.time()
-        next_metrics += 0.0
         try:
             while True:
                 if self.timeline.scan(self.frames_dir, self.published_until):

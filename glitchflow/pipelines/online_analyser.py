@@ -25,7 +25,12 @@ import torch
 from glitchflow.config import OnlineConfig, SignalConfig
 from glitchflow.config.base import validate_model
 from glitchflow.io.frames import FrameFile
-from glitchflow.io.windows import FrameWindowCutter, drop_bad_windows, window_starts
+from glitchflow.io.windows import (
+    FrameWindowCutter,
+    drop_bad_windows,
+    read_grid_unit,
+    window_starts,
+)
 from glitchflow.models.inference import Predictor
 from glitchflow.signal.conditioner import Conditioner
 
@@ -100,11 +105,9 @@ class FrameAnalyser:
     def geometry(self) -> dict:
         """What the service needs to schedule frames: the edge (s), the read grid unit (s)
         and the channels."""
-        from fractions import Fraction
-
         return {
             "edge": self.cond.edge_seconds,
-            "unit": float(Fraction(self.cond.time_step).limit_denominator(1 << 20).numerator),
+            "unit": float(read_grid_unit(self.cond.time_step)),
             "time_step": self.cond.time_step,
             "channels": list(self.predictor.channels),
         }

@@ -32,6 +32,11 @@ import numpy as np
 
 from glitchflow.evaluate.hveto import intersect, merge_segments
 from glitchflow.io.frames import FrameFile, frame_name, write_frame
+from glitchflow.pipelines.infer_products import (
+    veto_segments_from_clusters,
+    write_flag,
+    write_segments,
+)
 from glitchflow.signal.gating import state_bits
 
 log = logging.getLogger(__name__)
@@ -64,18 +69,12 @@ def slot_segments(
     """Analysed and veto segments (GPS s, ``(k, 2)``) inside ``[start, end)`` from the
     decided windows around it: as ``glitchflow infer``, vetoes are the clusters' time
     extents +- ``padding`` merged and clipped to the analysed time."""
-    span = np.array([[start, end]], dtype=float)
     if not windows:
         return np.zeros((0, 2)), np.zeros((0, 2))
+    span = np.array([[start, end]], dtype=float)
     live = merge_segments(np.array([[w["gps_start"], w["gps_end"]] for w in windows], float))
-    analysed = intersect(live, span)
-    raw = [
-        (c["gps_start"] - padding, c["gps_end"] + padding) for w in windows for c in w["clusters"]
-    ]
-    if not raw:
-        return analysed, np.zeros((0, 2))
-    vetoes = intersect(intersect(merge_segments(np.array(raw, float)), live), span)
-    return analysed, vetoes
+    vetoes = veto_segments_from_clusters([w["clusters"] for w in windows], padding, live)
+    return intersect(live, span), intersect(vetoes, span)
 
 
 def _version_number(label: str) -> int:
@@ -182,8 +181,6 @@ class OnlinePublisher:
 
     def roll_flag(self) -> dict:
         """Rewrite ``vetoes.h5``, ``live.csv`` and ``vetoes.csv`` from the log (atomically)."""
-        from glitchflow.pipelines.infer_products import write_flag, write_segments
-
         records = self.records()
         live = _merged([s for r in records for s in r["analysed"]])
         vetoes = _merged([s for r in records for s in r["vetoes"]])

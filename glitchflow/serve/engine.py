@@ -21,13 +21,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from fractions import Fraction
 
 import numpy as np
 import torch
 
 from glitchflow.config import SignalConfig
 from glitchflow.config.base import validate_model
+from glitchflow.io.windows import read_grid_unit
 from glitchflow.models.decisions import WindowDecision, decide, predicted_glitch
 from glitchflow.models.inference import Predictor
 from glitchflow.signal.conditioner import Conditioner
@@ -93,7 +93,7 @@ class DecisionEngine:
                 f"window {self.window} s must be a multiple of {step} s and at least "
                 f"{self.predictor.crop} bins"
             )
-        unit = Fraction(step).limit_denominator(1 << 20).numerator
+        unit = read_grid_unit(step)
         edge = self.cond.edge_seconds
         self.pad_before = math.ceil(edge / unit - 1e-9) * unit
         self.pad_after = edge
