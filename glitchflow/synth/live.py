@@ -5,7 +5,8 @@
 low-latency frame writer does when the data of a frame are complete.  Each
 frame is written under a temporary name and renamed into place
 (:func:`~glitchflow.io.frames.write_frame`), so a reader never sees half a
-file.  The truth catalogue is written first: the whole span's glitches are
+file; the companion truth frame (the injected glitch strain) is written just
+before its data frame.  The truth catalogue is written first: the whole span's glitches are
 known before the first frame.  Frames falling in configured gaps are not
 written (a gap in the stream).
 """
@@ -21,7 +22,7 @@ from tqdm.auto import tqdm
 from glitchflow.config import Config
 from glitchflow.io.frames import frame_name, write_frame
 from glitchflow.io.truth import write_truth
-from glitchflow.synth.twin import DetectorTwin, TwinResult
+from glitchflow.synth.twin import TRUTH_DIR, DetectorTwin, TwinResult
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,8 @@ def stream(cfg: Config, out: str | Path, speed: float = 1.0, progress: bool = Tr
     out = Path(out)
     frame_dir = out / "frames"
     frame_dir.mkdir(parents=True, exist_ok=True)
+    truth_dir = out / TRUTH_DIR
+    truth_dir.mkdir(exist_ok=True)
     twin = DetectorTwin(cfg)
     spec = cfg.twin
     truth_path = out / "truth.csv"
@@ -62,6 +65,8 @@ def stream(cfg: Config, out: str | Path, speed: float = 1.0, progress: bool = Tr
             continue
         name = frame_name(spec.observatory, spec.frame_tag, start, spec.frame_duration)
         channels = {n: (x.astype(dtypes[n]), twin.rates[n]) for n, x in data.items()}
+        truth_name, truth, truth_units = twin.truth_frame(start)
+        write_frame(truth_dir / truth_name, start, truth, truth_units)
         write_frame(frame_dir / name, start, channels, twin.units)
         written.append(frame_dir / name)
     wall = time.perf_counter() - t0

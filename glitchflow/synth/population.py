@@ -17,6 +17,31 @@ from glitchflow.config.twin import TwinConfig
 from glitchflow.synth.noise import PsdFunction, snr
 from glitchflow.synth.waveforms import Component, render
 
+#: Hz; the linear couplings are high-passed below this (no coupling of seismic drifts)
+COUPLING_HIGHPASS = 10.0
+
+
+@dataclass(frozen=True)
+class AsdRatioTransfer:
+    """The linear families' coupling shape ``|H(f)| = ASD_strain(f) / ASD_witness(f)``,
+    high-passed at ``COUPLING_HIGHPASS`` (4th order, zero phase).
+
+    A fixed (LTI) transfer function, chosen so that a witness glitch and the
+    strain glitch it causes have the same SNR ratio at every frequency: the
+    family's ``witness_snr_ratio`` means what it says, and whitened strain is the
+    whitened witness times a constant (and the environmental low-pass).
+    """
+
+    strain_psd: PsdFunction
+    witness_psd: PsdFunction
+
+    def __call__(self, freqs: np.ndarray) -> np.ndarray:
+        f = np.asarray(freqs, dtype=float)
+        ratio = np.sqrt(self.strain_psd(f) / self.witness_psd(f))
+        x = (f / COUPLING_HIGHPASS) ** 4
+        return ratio * x / (1.0 + x)
+
+
 FAMILIES = ("blip", "scattered_light", "environmental", "unwitnessed", "witness_only", "decoy")
 
 
@@ -131,15 +156,20 @@ class PopulationBuilder:
             strain_snr * spec.witness_snr_ratio * float(np.exp(rng.normal(0, spec.ratio_scatter)))
         )
 
-    def _linear(self, rng, t, spec, family, shape, extra=()) -> Glitch:
+    def _linear(self, rng, t, spec, family, corner: float = 0.0) -> Glitch:
+        """A witness sine-Gaussian and the strain glitch it causes through a fixed linear
+        coupling (:class:`AsdRatioTransfer`, and a two-pole low-pass at ``corner`` Hz
+        when > 0); the gain scatters from glitch to glitch by ``ratio_scatter``."""
         f, q, phase = self._sg_params(rng, spec)
-        params = (f, q, phase, *extra)
+        transfer = AsdRatioTransfer(self.psds[self.strain], self.psds[spec.witness])
         rho = _power_law(rng, spec.snr.low, spec.snr.high, spec.snr.index)
         delay = getattr(spec, "delay", 0.0)
-        strain_shape = shape if family == "environmental" else "sine_gaussian"
-        strain = self._at_snr(Component(self.strain, strain_shape, 1.0, t + delay, params), rho)
+        strain_params = (f, q, phase, corner, transfer)
+        strain = Component(self.strain, "coupled_sine_gaussian", 1.0, t + delay, strain_params)
+        strain = self._at_snr(strain, rho)
         w_snr = self._witness_snr(rng, rho, spec)
-        witness = self._at_snr(Component(spec.witness, "sine_gaussian", 1.0, t, params), w_snr)
+        witness = Component(spec.witness, "sine_gaussian", 1.0, t, (f, q, phase))
+        witness = self._at_snr(witness, w_snr)
         tau = q / (np.sqrt(2) * np.pi * f)
         return Glitch(
             0,
@@ -156,12 +186,10 @@ class PopulationBuilder:
         )
 
     def _blip(self, rng, t, spec) -> Glitch:
-        return self._linear(rng, t, spec, "blip", "sine_gaussian")
+        return self._linear(rng, t, spec, "blip")
 
     def _environmental(self, rng, t, spec) -> Glitch:
-        return self._linear(
-            rng, t, spec, "environmental", "lowpassed_sine_gaussian", (spec.corner,)
-        )
+        return self._linear(rng, t, spec, "environmental", spec.corner)
 
     def _scattered_light(self, rng, t, spec) -> Glitch:
         f_fringe = float(rng.uniform(*spec.fringe_frequency))

@@ -35,6 +35,19 @@ log = logging.getLogger(__name__)
 
 STRAIN_RATE = 16384.0
 FILTER_SECONDS = 8.0
+#: families whose strain glitch has a witness (what a subtraction can remove)
+WITNESSED_FAMILIES = ("blip", "scattered_light", "environmental")
+#: companion truth frames: the strain the twin injected from glitches, sample by sample
+TRUTH_TAG = "GLITCHFLOW_TRUTH"
+TRUTH_DIR = "truth_frames"
+
+
+def truth_channels(detector: str) -> dict[str, str]:
+    """Channel names of the truth frames: every glitch's strain, and the witnessed ones'."""
+    return {
+        "all": f"{detector}:GLITCHFLOW_TRUTH_GLITCH",
+        "witnessed": f"{detector}:GLITCHFLOW_TRUTH_WITNESSED",
+    }
 
 
 @dataclass
@@ -113,12 +126,12 @@ class DetectorTwin:
             self._inject(start, start + twin.frame_duration, data)
             yield start, data, not self._in_gap(start, start + twin.frame_duration)
 
-    def _inject(self, start: float, end: float, data: dict[str, np.ndarray]) -> None:
+    def _inject(self, start: float, end: float, data: dict[str, np.ndarray], glitches=None) -> None:
         epoch = self.cfg.twin.gps_start
-        for glitch in self.glitches:
+        for glitch in self.glitches if glitches is None else glitches:
             for comp in glitch.components:
                 lo, hi = comp.support()
-                if hi < start or lo > end:
+                if hi < start or lo > end or comp.channel not in data:
                     continue
                 rate = self.rates[comp.channel]
                 k0, values = render(comp, epoch, rate)
@@ -127,6 +140,43 @@ class DetectorTwin:
                 b = min(k0 - offset + len(values), len(data[comp.channel]))
                 if b > a:
                     data[comp.channel][a:b] += values[a - (k0 - offset) : b - (k0 - offset)]
+
+    def glitch_strain(self, start: float, end: float) -> dict[str, np.ndarray]:
+        """The strain injected from glitches over ``[start, end)`` (strain units, 16384 Hz).
+
+        ``{"all": every family's strain glitches, "witnessed": those of the witnessed
+        families}``; raw strain minus ``all`` is the glitch-free strain exactly.
+        """
+        n = round(STRAIN_RATE * (end - start))
+        out = {"all": np.zeros(n), "witnessed": np.zeros(n)}
+        only = {
+            "all": [g for g in self.glitches],
+            "witnessed": [g for g in self.glitches if g.family in WITNESSED_FAMILIES],
+        }
+        for key, glitches in only.items():
+            strain_only = [
+                Glitch(
+                    g.id,
+                    g.family,
+                    g.gps_peak,
+                    g.duration,
+                    g.frequency,
+                    g.q,
+                    components=[c for c in g.components if c.channel == self.strain],
+                )
+                for g in glitches
+            ]
+            self._inject(start, end, {self.strain: out[key]}, strain_only)
+        return out
+
+    def truth_frame(self, start: float) -> tuple[str, dict, dict]:
+        """``(file name, {channel: (samples, rate)}, units)`` of the truth frame at ``start``."""
+        twin = self.cfg.twin
+        names = truth_channels(self.cfg.signal.detector)
+        strain = self.glitch_strain(start, start + twin.frame_duration)
+        channels = {names[k]: (strain[k], STRAIN_RATE) for k in names}
+        name = frame_name(twin.observatory, TRUTH_TAG, start, twin.frame_duration)
+        return name, channels, dict.fromkeys(channels, "strain")
 
     def truth_rows(self) -> list[dict]:
         """Truth rows for glitches whose peak lies in a written frame."""
@@ -146,7 +196,8 @@ def _write_one(path: Path, start: int, channels: dict, units: dict) -> Path:
 
 
 def generate(cfg: Config, out: str | Path, progress: bool = True, writers: int = 1) -> TwinResult:
-    """Write the twin's frames under ``out/frames/`` and its truth as ``out/truth.csv``.
+    """Write the twin's frames under ``out/frames/``, its truth as ``out/truth.csv`` and the
+    injected glitch strain as companion frames under ``out/truth_frames/``.
 
     Generation is sequential (the noise streams carry state across frames);
     ``writers > 1`` hands the GWF encoding, the slow part, to that many worker
@@ -155,6 +206,8 @@ def generate(cfg: Config, out: str | Path, progress: bool = True, writers: int =
     out = Path(out)
     frame_dir = out / "frames"
     frame_dir.mkdir(parents=True, exist_ok=True)
+    truth_dir = out / TRUTH_DIR
+    truth_dir.mkdir(exist_ok=True)
     t_start = time.perf_counter()
     twin = DetectorTwin(cfg)
     spec = cfg.twin
@@ -174,14 +227,19 @@ def generate(cfg: Config, out: str | Path, progress: bool = True, writers: int =
                 continue
             name = frame_name(spec.observatory, spec.frame_tag, start, spec.frame_duration)
             channels = {n: (x.astype(dtypes[n]), twin.rates[n]) for n, x in data.items()}
+            truth = twin.truth_frame(start)
             if pool is None:
                 written.append(_write_one(frame_dir / name, start, channels, twin.units))
+                _write_one(truth_dir / truth[0], start, truth[1], truth[2])
                 continue
             pending.append(pool.submit(_write_one, frame_dir / name, start, channels, twin.units))
-            while len(pending) >= 2 * writers:
+            pending.append(pool.submit(_write_one, truth_dir / truth[0], start, *truth[1:]))
+            while len(pending) >= 4 * writers:
                 written.append(pending.popleft().result())
+                pending.popleft().result()
         while pending:
             written.append(pending.popleft().result())
+            pending.popleft().result()
     finally:
         if pool is not None:
             pool.shutdown(cancel_futures=True)

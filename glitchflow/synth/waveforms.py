@@ -9,7 +9,10 @@ Shapes
 ------
 ``sine_gaussian``            ``exp(-(t-t0)^2/tau^2) cos(2 pi f (t-t0) + phi)``,
                              ``tau = Q/(sqrt2 pi f)``
-``lowpassed_sine_gaussian``  the same through ``H(f) = 1 / (1 + i f/fc)^2`` (environmental coupling)
+``lowpassed_sine_gaussian``  the same through ``H(f) = 1 / (1 + i f/fc)^2``
+``coupled_sine_gaussian``    a witness's sine-Gaussian through a coupling transfer function
+                             ``H(f) = transfer(f) / (1 + i f/fc)^2`` (``fc = 0``: no low-pass):
+                             how a linearly witnessed glitch appears in strain
 ``scatter_fringe``           ``w(t) sin(4 pi x(t)/lambda + phi)``: scattered-light arches in strain
 ``scatter_motion``           ``x(t)`` plus a band-limited burst: the witness's motion transient
 with ``x(t) = A_x w(t) sin(2 pi f_m (t-t0))``, ``A_x = f_fringe lambda / (4 pi f_m)`` and
@@ -23,13 +26,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
+#: extra support (s) each side for the ringing of a coupling transfer function
+COUPLING_RING_SECONDS = 0.25
+
 
 @dataclass(frozen=True)
 class Component:
     """One glitch in one channel.
 
     ``params`` (by shape): sine_gaussian ``(f, q, phase)``; lowpassed_sine_gaussian
-    ``(f, q, phase, corner)``; scatter_fringe / scatter_motion
+    ``(f, q, phase, corner)``; coupled_sine_gaussian ``(f, q, phase, corner, transfer)``
+    with ``transfer(freqs_Hz) -> response`` (a callable); scatter_fringe / scatter_motion
     ``(f_fringe, f_motion, duration, phase, wavelength, burst_seed)``.
     """
 
@@ -41,11 +48,13 @@ class Component:
 
     def support(self) -> tuple[float, float]:
         """GPS interval (s) outside which the waveform is negligible (< 1e-6 of peak)."""
-        if self.shape in ("sine_gaussian", "lowpassed_sine_gaussian"):
+        if self.shape in ("sine_gaussian", "lowpassed_sine_gaussian", "coupled_sine_gaussian"):
             f, q = self.params[0], self.params[1]
             half = 4.0 * q / (np.sqrt(2.0) * np.pi * f)
-            if self.shape == "lowpassed_sine_gaussian":
+            if self.shape != "sine_gaussian" and self.params[3] > 0:
                 half += 8.0 / (2 * np.pi * self.params[3])
+            if self.shape == "coupled_sine_gaussian":
+                half += COUPLING_RING_SECONDS
             return self.t_peak - half, self.t_peak + half
         duration = self.params[2]
         return self.t_peak - duration / 2, self.t_peak + duration / 2
@@ -81,6 +90,17 @@ def _lowpassed_sine_gaussian(t: np.ndarray, fs: float, p: tuple) -> np.ndarray:
     n = 2 * len(x)  # zero-pad against wrap-around
     freqs = np.fft.rfftfreq(n, 1.0 / fs)
     response = 1.0 / (1.0 + 1j * freqs / corner) ** 2
+    return np.fft.irfft(np.fft.rfft(x, n) * response, n)[: len(x)]
+
+
+def _coupled_sine_gaussian(t: np.ndarray, fs: float, p: tuple) -> np.ndarray:
+    f, q, phase, corner, transfer = p
+    x = _sine_gaussian(t, fs, (f, q, phase))
+    n = 2 * len(x)  # zero-pad against wrap-around; the zero-phase part wraps to the end
+    freqs = np.fft.rfftfreq(n, 1.0 / fs)
+    response = np.asarray(transfer(freqs), dtype=complex)
+    if corner > 0:
+        response = response / (1.0 + 1j * freqs / corner) ** 2
     return np.fft.irfft(np.fft.rfft(x, n) * response, n)[: len(x)]
 
 
@@ -122,6 +142,7 @@ def _scatter_motion(t: np.ndarray, fs: float, p: tuple) -> np.ndarray:
 _SHAPES = {
     "sine_gaussian": _sine_gaussian,
     "lowpassed_sine_gaussian": _lowpassed_sine_gaussian,
+    "coupled_sine_gaussian": _coupled_sine_gaussian,
     "scatter_fringe": _scatter_fringe,
     "scatter_motion": _scatter_motion,
 }
