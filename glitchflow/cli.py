@@ -12,6 +12,7 @@ import logging
 import sys
 from pathlib import Path
 
+from glitchflow.cli_clean import add_clean_commands
 from glitchflow.config import Config, ConfigError, load_config
 
 log = logging.getLogger("glitchflow")
@@ -188,7 +189,7 @@ def cmd_online(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from glitchflow.evaluate.report import run_evaluate
 
-    run_evaluate(_config(args), args.truth, args.infer, args.out)
+    run_evaluate(_config(args), args.truth, args.infer, args.out, args.clean)
     print((Path(args.out) / "report.md").read_text())
     return 0
 
@@ -438,6 +439,8 @@ def build_parser() -> argparse.ArgumentParser:
             )
             _add_overwrite_arg(p)
 
+    add_clean_commands(sub, _ray_stage, _add_model_args, _add_overwrite_arg)
+
     p = sub.add_parser(
         "serve",
         help="veto/denoise HTTP endpoint on Ray Serve",
@@ -463,6 +466,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p, required=False)
     p.add_argument("--truth", type=Path, required=True, help="truth.csv of the twin")
     p.add_argument("--infer", type=Path, required=True, help="output of `glitchflow infer`")
+    p.add_argument(
+        "--clean",
+        type=Path,
+        default=None,
+        help="output of `glitchflow clean`: score the subtraction against the truth frames",
+    )
     p.add_argument("--out", type=Path, required=True, help="output directory")
     p.set_defaults(func=cmd_evaluate)
 

@@ -26,6 +26,7 @@ RANKS = {
     "serve": 3,
     "tracking": 3,
     "cli": 4,
+    "cli_clean": 4,
     "workflow": 4,
     "demo": 4,
     "__init__": 0,

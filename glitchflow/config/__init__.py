@@ -22,6 +22,7 @@ from glitchflow.config.base import (
     read_yaml,
     validate_model,
 )
+from glitchflow.config.clean import CleanConfig
 from glitchflow.config.signal import ConditioningConfig, QTransformConfig, SignalConfig
 from glitchflow.config.stages import (
     EvaluateConfig,
@@ -40,6 +41,7 @@ from glitchflow.config.twin import ChannelSpec, TwinConfig
 
 __all__ = [
     "ChannelSpec",
+    "CleanConfig",
     "ConditioningConfig",
     "Config",
     "ConfigError",
@@ -81,6 +83,7 @@ class Config(Strict):
     tune: TuneConfig = TuneConfig()
     retrain: RetrainConfig = RetrainConfig()
     online: OnlineConfig = OnlineConfig()
+    clean: CleanConfig = CleanConfig()
 
     def scan_signal(self) -> SignalConfig:
         """The shared signal settings with the scan's rate and Q grid."""

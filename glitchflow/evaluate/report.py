@@ -28,6 +28,7 @@ from glitchflow.evaluate.scorecard import (
     local_bins,
     veto_figures,
 )
+from glitchflow.evaluate.subtraction import evaluate_subtraction
 from glitchflow.io.spectrograms import tensor_column
 from glitchflow.io.truth import read_truth
 from glitchflow.models.clusters import cluster_areas, has_cluster
@@ -167,8 +168,16 @@ def denoise_figures(per_glitch: list[dict], snr2: float, energy: np.ndarray) -> 
     }
 
 
-def run_evaluate(cfg: Config, truth_path: str | Path, infer_dir: str | Path, out: str | Path):
-    """Score an inference run against the truth; write the report; return it."""
+def run_evaluate(
+    cfg: Config,
+    truth_path: str | Path,
+    infer_dir: str | Path,
+    out: str | Path,
+    clean_dir: str | Path | None = None,
+):
+    """Score an inference run (and a ``glitchflow clean`` run) against the truth; write the
+    report; return it.  The subtraction is scored against the truth frames beside
+    ``truth_path`` (key ``subtraction``)."""
     infer_dir, out = Path(infer_dir), Path(out)
     out.mkdir(parents=True, exist_ok=True)
     summary_path = infer_dir / "summary.json"
@@ -243,10 +252,49 @@ def run_evaluate(cfg: Config, truth_path: str | Path, infer_dir: str | Path, out
             ),
         }
     report["per_family"] = family_table(report)
+    if clean_dir is not None:
+        report["subtraction"] = evaluate_subtraction(
+            Path(truth_path).parent,
+            clean_dir,
+            cfg.signal.strain_channel,
+            cfg.signal,
+            ev.strain_snr_threshold,
+        )
     (out / "report.json").write_text(json.dumps(report, indent=2, default=float))
     write_markdown(report, out / "report.md")
+    if clean_dir is not None:
+        with open(out / "report.md", "a") as md:
+            md.write(subtraction_markdown(report["subtraction"]))
     plot_report(report, out)
     return report
+
+
+def subtraction_markdown(sub: dict) -> str:
+    """The ``subtraction`` section of report.md: per family and the glitch-free PSD ratio."""
+    lines = [
+        "",
+        "## Subtraction (witnessed glitches, residual = cleaned - glitch-free strain)",
+        "",
+        "| family | glitches | residual SNR < 5 | median SNR reduction | median SNR in -> out |",
+        "|---|---|---|---|---|",
+    ]
+    for family, f in sub["families"].items():
+        if not f["glitches"]:
+            lines.append(f"| {family} | 0 | - | - | - |")
+            continue
+        lines.append(
+            f"| {family} | {f['glitches']} | {100 * f['fraction_below_snr5']:.0f}% | "
+            f"{100 * f['median_reduction']:.0f}% | {f['median_injected_snr']:.1f} -> "
+            f"{f['median_residual_snr']:.1f} |"
+        )
+    dev = sub["psd_ratio_max_deviation"]
+    lines += [
+        "",
+        f"Glitch-free PSD ratio cleaned/raw, 1/3-octave bands 20-1000 Hz: max |ratio - 1| = "
+        f"{'n/a' if dev is None else f'{dev:.4f}'}",
+        "",
+    ]
+    return "\n".join(lines)
 
 
 def at_deadtimes(roc: list[dict], deadtimes) -> dict:

@@ -137,3 +137,37 @@ def whiten_segment(
     half = ntaps // 2
     same = full[..., start : start + n]
     return same[..., half : n - half] * math.sqrt(2.0 / sample_rate)
+
+
+def unwhiten(
+    white: Tensor,
+    psd: Tensor,
+    psd_df: float,
+    n_whitened: int,
+    sample_rate: float,
+    filter_duration: float,
+    band: tuple[float, float],
+    highpass: float | None = None,
+) -> Tensor:
+    """Invert :func:`whiten_segment` for a localised signal: whitened ``(time,)`` -> data units.
+
+    ``psd`` ``(freq,)`` on a ``psd_df`` Hz grid and ``n_whitened`` (the length of
+    the data that was whitened) rebuild the same FIR; the signal is divided by
+    its frequency response inside ``band`` (Hz) and zeroed outside it, where the
+    filter is tapered, cut or too small to invert.  Whitening ``unwhiten(w)``
+    again gives back ``w`` band-limited to ``band``.
+    """
+    fir = whitening_filter(
+        psd[None, None], psd_df, n_whitened, sample_rate, filter_duration, highpass
+    )[0, 0]
+    ntaps = fir.shape[-1]
+    n = white.shape[-1]
+    nfft = next_fast_len(n + ntaps, real=True)
+    centre = (ntaps - 1) // 2  # the 'same' alignment of whiten_segment
+    response = torch.fft.rfft(torch.roll(torch.nn.functional.pad(fir, (0, nfft - ntaps)), -centre))
+    response = response * math.sqrt(2.0 / sample_rate)
+    freqs = torch.fft.rfftfreq(nfft, 1.0 / sample_rate, dtype=torch.float64)
+    inside = (freqs >= band[0]) & (freqs <= band[1]) & (response.abs() > 0)
+    inverse = torch.where(inside, 1.0 / torch.where(inside, response, 1.0), 0.0)
+    spectrum = torch.fft.rfft(white.double(), nfft) * inverse
+    return torch.fft.irfft(spectrum, nfft)[..., :n]

@@ -109,3 +109,48 @@ def current_version(uri: str, tracking_uri: str | None = None) -> str | None:
     tracking_uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
     client = mlflow.MlflowClient(tracking_uri, registry_uri=tracking_uri)
     return str(client.get_model_version_by_alias(match["name"], match["alias"]).version)
+
+
+def resolve_subtraction(uri: str, tracking_uri: str | None = None):
+    """Load the :class:`~glitchflow.models.subtraction.SubtractionModel` behind ``uri``
+    (a ``model.pt`` path, its directory, or ``models:/NAME@ALIAS`` / ``models:/NAME/VERSION``)
+    and return ``(model, description)``; errors name the URI."""
+    from glitchflow.models.subtraction import SubtractionModel
+
+    match = MODEL_URI.match(uri)
+    if match is None:
+        path = Path(uri)
+        path = path / "model.pt" if path.is_dir() else path
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"{uri}: neither a subtraction checkpoint (model.pt) nor a models:/NAME@ALIAS "
+                "or models:/NAME/VERSION URI"
+            )
+        model = SubtractionModel.load(path)
+        return model, {"uri": uri, "name": path.stem, "version": "", "run_id": None}
+    import mlflow
+
+    tracking_uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if not tracking_uri:
+        raise ValueError(f"{uri}: a registry URI needs --tracking-uri or $MLFLOW_TRACKING_URI")
+    client = mlflow.MlflowClient(tracking_uri, registry_uri=tracking_uri)
+    try:
+        if match["alias"]:
+            version = client.get_model_version_by_alias(match["name"], match["alias"])
+        else:
+            version = client.get_model_version(match["name"], match["version"])
+    except Exception as exc:
+        if _not_found(exc):
+            raise LookupError(f"{uri}: not in the registry at {tracking_uri} ({exc})") from None
+        raise RegistryError(
+            f"{uri}: the registry at {tracking_uri} did not answer ({exc})"
+        ) from exc
+    with tempfile.TemporaryDirectory() as tmp:
+        local = client.download_artifacts(version.run_id, "checkpoint/model.pt", tmp)
+        model = SubtractionModel.load(local)
+    return model, {
+        "uri": uri,
+        "name": match["name"],
+        "version": str(version.version),
+        "run_id": version.run_id,
+    }

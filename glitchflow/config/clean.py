@@ -1,0 +1,79 @@
+"""Configuration of witness-driven glitch subtraction (``glitchflow fit-clean`` / ``clean``).
+
+Times in seconds, rates in Hz, SNRs as matched-filter SNR (whitened norm),
+trigger thresholds in SNR^2 of the one Conditioner's Q-tiles.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from glitchflow.config.base import Strict
+from glitchflow.config.stages import ResourcesConfig
+
+
+class CleanConfig(Strict):
+    """How witness triggers become subtracted strain, and how the couplings are fitted."""
+
+    channels: list[str] | None = Field(
+        None, description="witness channels; None = those selected by the scan (--channels)"
+    )
+    trigger_snr2: float = Field(
+        25.0, gt=0, description="witness tiles above this SNR^2 make a trigger"
+    )
+    cluster_window: float = Field(0.1, gt=0, description="tiles closer than this are one trigger")
+    segment: float = Field(
+        1.0, gt=0, description="analysis segment around each trigger (s); longer than the gate"
+    )
+    gate_extra: float = Field(
+        0.02, ge=0, description="flat part of the witness gate beyond the trigger's extent (s)"
+    )
+    gate_ramp: float = Field(0.03, gt=0, description="cosine ramp of the witness gate (s)")
+    mask_kappa: float = Field(
+        4.0,
+        ge=0,
+        description="spectral mask: witness bins below kappa x their noise power are dropped",
+    )
+    fir_before: float = Field(0.02, ge=0, description="coupling FIR taps before zero lag (s)")
+    fir_after: float = Field(0.08, gt=0, description="coupling FIR taps after zero lag (s)")
+    ridge: float = Field(0.1, ge=0, description="ridge strength relative to the mean tap power")
+    ridge_lag_scale: float = Field(
+        0.005, gt=0, description="lag (s) at which the ridge penalty doubles (short FIRs)"
+    )
+    min_fit_snr: float = Field(
+        4.5, ge=0, description="subtract only when the fitted glitch has at least this SNR"
+    )
+    train_fit_snr: float = Field(
+        5.0, ge=0, description="second pass of the fit uses triggers fitted above this SNR"
+    )
+    validation_fraction: float = Field(
+        0.25, ge=0, lt=1, description="GPS blocks held out to score the fitted couplings"
+    )
+    band: tuple[float, float] = Field(
+        (15.0, 1800.0), description="band of the subtracted signal (Hz)"
+    )
+    frames_per_block: int = Field(2, ge=1, description="consecutive frames cleaned together")
+    resources: ResourcesConfig = ResourcesConfig(workers=2, cpus_per_worker=0.5)
+    frame_tag: str = Field("GLITCHFLOW_CLEAN", pattern=r"^[A-Za-z0-9_]+$")
+    output_dtype: Literal["float32", "float64"] = Field(
+        "float32",
+        description="sample type of the cleaned frames: float32 rounds strain to 2^-24 of "
+        "its largest values (~1e-29 /sqrt(Hz) for the twin, far below detector noise) and "
+        "writes ~9x faster than float64, whose random mantissas lalframe compresses slowly",
+    )
+    model_name: str = Field(
+        "glitchflow-clean", description="registered model name of the subtraction model"
+    )
+
+    @model_validator(mode="after")
+    def _segment_holds_the_filter(self) -> CleanConfig:
+        if self.fir_before + self.fir_after >= self.segment / 2:
+            raise ValueError(
+                f"clean.segment ({self.segment} s) must exceed twice the coupling FIR "
+                f"({self.fir_before} + {self.fir_after} s)"
+            )
+        if not 0 < self.band[0] < self.band[1]:
+            raise ValueError(f"clean.band must satisfy 0 < low < high, got {self.band}")
+        return self

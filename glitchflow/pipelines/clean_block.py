@@ -1,0 +1,235 @@
+"""One block of frames through the subtraction: whiten, find witness triggers, fit, subtract.
+
+Ray-free: :mod:`glitchflow.pipelines.clean` and :mod:`glitchflow.pipelines.clean_fit`
+map these functions over blocks of frames.  A block is read with
+:data:`PAD` seconds of its neighbours on each side, so the whitening filter's
+edges and the subtraction segments of glitches near a frame boundary see
+real data.
+
+Times: ``WhitenedBlock.t0`` is the GPS time of the first whitened sample;
+trigger times are GPS seconds; arrays are at the Conditioner's analysis rate.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from glitchflow.evaluate.triggers import tile_triggers
+from glitchflow.io.frames import FrameFile
+from glitchflow.io.span import Segment, read_padded
+from glitchflow.models.subtraction import NormalEquations, SubtractionModel, segment_at
+from glitchflow.signal.conditioner import Conditioner
+from glitchflow.signal.resample import resample
+from glitchflow.signal.whitening import unwhiten, welch_psd, whiten_segment
+
+#: seconds of neighbouring data read around a block (whitening edge + segment + margin)
+PAD = 4.0
+
+
+@dataclass
+class WitnessTrigger:
+    """A witness channel's trigger: GPS ``time`` (s), ``duration`` (s), ``frequency`` (Hz),
+    ``snr2`` (the loudest tile's SNR^2)."""
+
+    channel: str
+    time: float
+    duration: float
+    frequency: float
+    snr2: float
+
+
+@dataclass
+class WhitenedBlock:
+    """Strain and witnesses whitened by the one Conditioner over a contiguous segment."""
+
+    t0: float
+    sample_rate: float
+    strain: np.ndarray  # (n,)
+    witnesses: dict[str, np.ndarray]  # channel -> (n,)
+    triggers: list[WitnessTrigger]
+    psd: torch.Tensor  # (freq,) strain PSD at the analysis rate, on a psd_df grid
+    psd_df: float
+    n_input: int  # samples of the analysis-rate data that was whitened
+    start: float  # GPS of the first analysis-rate input sample
+    filter_duration: float  # s, of the whitening FIR
+    highpass: float | None
+    raw_strain: np.ndarray = field(repr=False, default=None)  # native-rate strain
+
+
+def whiten_block(
+    cond: Conditioner, seg: Segment, strain: str, witnesses: list[str], clean
+) -> WhitenedBlock:
+    """Whiten ``seg`` and list the triggers of each witness above ``clean.trigger_snr2``."""
+    names = [strain, *witnesses]
+    rates = [seg.rates[c] for c in names]
+    x = cond.stack([torch.from_numpy(np.asarray(seg.data[c], float))[None] for c in names], rates)
+    x = x.double()
+    cfg = cond.signal.conditioning
+    fs = cond.sample_rate
+    psd = welch_psd(x, fs, cfg.fftlength, cfg.overlap, cfg.average)
+    limits = cond.band_limits(rates)
+    white = whiten_segment(
+        x, psd, 1.0 / cfg.fftlength, fs, cfg.filter_duration, cfg.highpass, limits
+    )
+    white = white[0].numpy()
+    t0 = seg.start + (x.shape[-1] - white.shape[-1]) / 2 / fs
+    triggers = []
+    if witnesses:
+        tiles = cond.tile_peaks(torch.from_numpy(white[None, 1:]), clean.trigger_snr2, rates[1:])[0]
+        for name, found in zip(witnesses, tiles):
+            found = found.copy()
+            found[:, 0] -= cond.whiten_edge  # tile_peaks counts from the unwhitened start
+            trig = tile_triggers(found, t0, clean.cluster_window)
+            triggers += [
+                WitnessTrigger(name, float(t), float(d), float(f), float(s))
+                for t, d, f, s in zip(trig.time, trig.duration, trig.frequency, trig.snr2)
+            ]
+    triggers.sort(key=lambda tr: tr.time)
+    return WhitenedBlock(
+        t0,
+        fs,
+        white[0],
+        dict(zip(witnesses, white[1:])),
+        triggers,
+        psd[0, 0],
+        1.0 / cfg.fftlength,
+        x.shape[-1],
+        seg.start,
+        cfg.filter_duration,
+        cfg.highpass,
+        np.asarray(seg.data[strain], float),
+    )
+
+
+def _segment_start(block: WhitenedBlock, time: float, n: int) -> int:
+    return round((time - block.t0) * block.sample_rate) - n // 2
+
+
+def accumulate(
+    model_lags: np.ndarray, localiser, block: WhitenedBlock, keep=None
+) -> dict[str, NormalEquations]:
+    """Normal equations of each witness's coupling FIR from the block's triggers.
+
+    ``keep(trigger) -> bool`` restricts the triggers (the fit's second pass)."""
+    eqs: dict[str, NormalEquations] = {}
+    n = localiser.n
+    for trig in block.triggers:
+        if keep is not None and not keep(trig):
+            continue
+        start = _segment_start(block, trig.time, n)
+        m = localiser(segment_at(block.witnesses[trig.channel], start, n), trig.duration)
+        y = segment_at(block.strain, start, n)
+        eqs.setdefault(trig.channel, NormalEquations(model_lags)).add(m, y)
+    return eqs
+
+
+def subtract_block(model: SubtractionModel, block: WhitenedBlock) -> tuple[np.ndarray, list[dict]]:
+    """Whitened subtracted signal ``(n,)`` and one row per trigger (fit SNR, subtracted or not).
+
+    Triggers are handled in time order against strain with the earlier fits
+    already removed, so overlapping glitches are not subtracted twice."""
+    loc = model.localiser
+    n = loc.n
+    sub = np.zeros_like(block.strain)
+    rows = []
+    for trig in block.triggers:
+        if trig.channel not in model.firs:
+            continue
+        start = _segment_start(block, trig.time, n)
+        m = loc(segment_at(block.witnesses[trig.channel], start, n), trig.duration)
+        prediction = model.predict(trig.channel, m)
+        row = {
+            "channel": trig.channel,
+            "gps": round(trig.time, 4),
+            "frequency": round(trig.frequency, 2),
+            "witness_snr2": round(trig.snr2, 2),
+            "duration": round(trig.duration, 4),
+            "fit_snr": 0.0,
+            "gain": 0.0,
+            "quadrature": 0.0,
+            "subtracted": False,
+        }
+        if float(prediction @ prediction) > 0:
+            y = segment_at(block.strain, start, n) - segment_at(sub, start, n)
+            fit = model.fit(prediction, y)
+            row |= {
+                "fit_snr": round(fit.snr, 3),
+                "gain": fit.coefficients[0],
+                "quadrature": fit.coefficients[1],
+                "subtracted": fit.snr >= model.settings["min_fit_snr"],
+            }
+            if row["subtracted"]:
+                a, b = max(start, 0), min(start + n, len(sub))
+                sub[a:b] += fit.fitted[a - start : b - start]
+        rows.append(row)
+    return sub, rows
+
+
+def subtracted_strain(
+    block: WhitenedBlock, sub_white: np.ndarray, strain_rate: float, band: tuple[float, float]
+) -> np.ndarray:
+    """The whitened subtraction in strain units at ``strain_rate``, aligned with
+    ``block.raw_strain`` (zero outside the whitened range)."""
+    fs = block.sample_rate
+    if not np.any(sub_white):
+        return np.zeros_like(block.raw_strain)
+    raw = unwhiten(
+        torch.from_numpy(sub_white),
+        block.psd,
+        block.psd_df,
+        block.n_input,
+        fs,
+        block.filter_duration,
+        band,
+        block.highpass,
+    )
+    lead = round((block.t0 - block.start) * fs)
+    full = torch.zeros(block.n_input, dtype=torch.float64)
+    full[lead : lead + raw.shape[-1]] = raw
+    up = resample(full, fs, strain_rate).numpy()
+    out = np.zeros_like(block.raw_strain)
+    k = min(len(up), len(out))
+    out[:k] = up[:k]
+    return out
+
+
+@dataclass
+class BlockRead:
+    """A block's contiguous pieces (padded by :data:`PAD`), the witnesses usable in all of
+    them, and what went wrong: ``bad[channel] = (frame, reason)``, ``errors[frame] = reason``."""
+
+    segments: list[Segment]
+    witnesses: list[str]
+    bad: dict[str, tuple[str, str]]
+    errors: dict[str, str]
+    start: float  # GPS span the block owns
+    end: float
+
+
+def read_block(
+    paths: list[str], frames: list[tuple[str, float, float]], strain: str, witnesses: list[str]
+) -> BlockRead:
+    """Read the block of frame ``paths`` with :data:`PAD` s from its neighbours in ``frames``
+    (``(path, gps_start, duration)`` of the whole span); strain is required."""
+    every = [FrameFile(start, duration, path) for path, start, duration in frames]
+    mine = [f for f in every if f.path in set(paths)]
+    start, end = min(f.start for f in mine), max(f.end for f in mine)
+    read = read_padded(mine, every, [strain, *witnesses], start - PAD, end + PAD, [strain])
+    usable = [c for c in witnesses if c in read.channels]
+    return BlockRead(read.span.segments, usable, read.bad, read.errors, start, end)
+
+
+def owned(block: WhitenedBlock, start: float, end: float, segment: float) -> WhitenedBlock:
+    """Keep the triggers the block owns (``[start, end)``) whose segment lies in whitened data."""
+    last = block.t0 + len(block.strain) / block.sample_rate
+    block.triggers = [
+        t
+        for t in block.triggers
+        if start <= t.time < end
+        and t.time - segment / 2 >= block.t0
+        and t.time + segment / 2 <= last
+    ]
+    return block

@@ -1,0 +1,265 @@
+"""``glitchflow fit-clean``: fit the witness-to-strain coupling FIRs over a span (Ray tasks).
+
+The fit is linear least squares, so it distributes exactly: each Ray task reads
+one block of frames (padded by its neighbours), whitens it with the one
+Conditioner, finds the witness triggers and returns the normal equations of
+each witness's FIR; the driver sums and solves them.  Two passes: the second
+keeps only triggers whose first-pass fit has SNR >= ``clean.train_fit_snr``
+(witness glitches that do not reach strain would pull the gain to zero).
+
+GPS-block split: every ``round(1 / validation_fraction)``-th block is held out
+and scored with the final FIRs (fit SNR, excess strain power removed), which
+the run logs to MLflow beside the self-describing checkpoint
+(:class:`~glitchflow.models.subtraction.SubtractionModel`).
+
+Products in OUT: ``model.pt``, ``summary.json``, ``validation.csv``,
+``couplings.png`` (FIRs and held-out fits), ``tensorboard/``, and an MLflow run
+whose checkpoint is registered as ``clean.model_name`` under ``--alias``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+
+from glitchflow.config import Config
+from glitchflow.io.frames import find_frames
+from glitchflow.models.subtraction import (
+    Localiser,
+    NormalEquations,
+    SubtractionModel,
+    fir_lags,
+    segment_at,
+)
+from glitchflow.pipelines.clean_block import (
+    accumulate,
+    owned,
+    read_block,
+    subtract_block,
+    whiten_block,
+)
+from glitchflow.pipelines.runtime import check_resources, claim_out
+
+log = logging.getLogger(__name__)
+
+FIT_PRODUCTS = ["model.pt", "summary.json", "validation.csv", "couplings.png", "tensorboard"]
+
+
+def _localiser(cfg: Config) -> Localiser:
+    c = cfg.clean
+    return Localiser(cfg.signal.sample_rate, c.segment, c.gate_extra, c.gate_ramp, c.mask_kappa)
+
+
+def _model(cfg: Config, witnesses: list[str], firs: dict, meta: dict) -> SubtractionModel:
+    c = cfg.clean
+    return SubtractionModel(
+        cfg.signal.strain_channel,
+        list(witnesses),
+        firs,
+        fir_lags(c.fir_before, c.fir_after, cfg.signal.sample_rate),
+        float(cfg.signal.sample_rate),
+        c.model_dump(mode="json"),
+        cfg.signal.model_dump(mode="json"),
+        meta,
+    )
+
+
+def block_pass(
+    cfg_json: dict, paths: list[str], frames: list, witnesses: list[str], model_state=None
+) -> dict:
+    """One block: normal equations (first pass, ``model_state`` None) or, with a model,
+    the fits of its triggers and the equations of those fitted above ``train_fit_snr``."""
+    from glitchflow.config import validate_config
+    from glitchflow.signal.conditioner import Conditioner
+
+    cfg = validate_config(cfg_json)
+    c = cfg.clean
+    cond = Conditioner(cfg.signal)
+    loc = _localiser(cfg)
+    lags = fir_lags(c.fir_before, c.fir_after, cfg.signal.sample_rate)
+    read = read_block(paths, frames, cfg.signal.strain_channel, witnesses)
+    eqs: dict[str, NormalEquations] = {}
+    rows, examples = [], []
+    min_len = 2 * cfg.signal.conditioning.filter_duration + c.segment
+    for seg in read.segments:
+        if seg.duration < max(min_len, cfg.signal.conditioning.fftlength):
+            continue
+        block = whiten_block(cond, seg, cfg.signal.strain_channel, read.witnesses, c)
+        block = owned(block, read.start, read.end, c.segment)
+        keep = None
+        if model_state is not None:
+            model = _model(cfg, witnesses, model_state, {})
+            _, fits = subtract_block(model, block)
+            good = {(f["channel"], f["gps"]) for f in fits if f["fit_snr"] >= c.train_fit_snr}
+            rows += fits
+            examples += _examples(model, block, fits, loc)
+
+            def keep(trig, good=good):
+                return (trig.channel, round(trig.time, 4)) in good
+
+        for name, eq in accumulate(lags, loc, block, keep).items():
+            eqs[name] = eqs[name].merge(eq) if name in eqs else eq
+    return {
+        "eqs": {k: (v.R, v.b, v.count) for k, v in eqs.items()},
+        "rows": rows,
+        "examples": examples,
+        "bad": {k: list(v) for k, v in read.bad.items()},
+        "errors": read.errors,
+        "frames": list(paths),
+    }
+
+
+def _examples(model, block, fits, loc, n: int = 2) -> list[dict]:
+    """The ``n`` loudest subtracted fits as waveforms (whitened strain, fitted) for plots."""
+    out = []
+    best = sorted((f for f in fits if f["subtracted"]), key=lambda f: -f["fit_snr"])[:n]
+    for f in best:
+        start = round((f["gps"] - block.t0) * block.sample_rate) - loc.n // 2
+        m = loc(segment_at(block.witnesses[f["channel"]], start, loc.n), f["duration"])
+        fit = model.fit(model.predict(f["channel"], m), segment_at(block.strain, start, loc.n))
+        y = segment_at(block.strain, start, loc.n)
+        out.append(dict(f, strain=y.astype(np.float32), fitted=fit.fitted.astype(np.float32)))
+    return out
+
+
+def _solve(results: list[dict], lags, cfg: Config, witnesses: list[str]) -> tuple[dict, dict]:
+    total: dict[str, NormalEquations] = {}
+    for res in results:
+        for name, (R, b, count) in res["eqs"].items():
+            eq = NormalEquations(lags, R, b, count)
+            total[name] = total[name].merge(eq) if name in total else eq
+    c = cfg.clean
+    scale = c.ridge_lag_scale * cfg.signal.sample_rate
+    firs = {
+        w: total[w].solve(c.ridge, scale) if w in total else np.zeros(len(lags)) for w in witnesses
+    }
+    return firs, {w: (total[w].count if w in total else 0) for w in witnesses}
+
+
+def validation_metrics(rows: list[dict], witnesses: list[str]) -> dict:
+    """Per witness: held-out triggers, how many were subtracted, their median fit SNR."""
+    out = {}
+    for w in witnesses:
+        mine = [r for r in rows if r["channel"] == w]
+        done = [r["fit_snr"] for r in mine if r["subtracted"]]
+        out[w] = {
+            "triggers": len(mine),
+            "subtracted": len(done),
+            "median_fit_snr": round(float(np.median(done)), 3) if done else 0.0,
+        }
+    return out
+
+
+def witness_channels(cfg: Config, channels_file: str | None) -> list[str]:
+    """Witnesses from a scan report / channel file, else ``clean.channels``; unsafe refused."""
+    if channels_file:
+        data = json.loads(Path(channels_file).read_text())
+        entries = data.get("channels") if isinstance(data, dict) else None
+        if not isinstance(entries, list):
+            raise ValueError(f"{channels_file}: expected a JSON object with a 'channels' list")
+        names = [e["name"] if isinstance(e, dict) else str(e) for e in entries]
+    elif cfg.clean.channels:
+        names = list(cfg.clean.channels)
+    else:
+        raise ValueError("no witness channels: pass --channels (scan report) or set clean.channels")
+    names = [n for n in names if n != cfg.signal.strain_channel]
+    unsafe = sorted(set(names) & set(cfg.scan.unsafe_channels))
+    if unsafe:
+        raise ValueError(
+            f"{unsafe}: strain-derived (scan.unsafe_channels); subtracting them would "
+            "remove gravitational waves too"
+        )
+    if not names:
+        raise ValueError("no witness channels left to fit")
+    return names
+
+
+def run_fit_clean(
+    cfg: Config,
+    frames_dir: str | Path,
+    channels_file: str | None,
+    out: str | Path,
+    tracking_uri: str | None = None,
+    alias: str = "candidate",
+    overwrite: bool = False,
+) -> dict:
+    """Fit the couplings over ``frames_dir``; write the products; return the summary."""
+    import ray
+
+    from glitchflow.pipelines.clean_report import log_fit, plot_couplings
+    from glitchflow.pipelines.preprocess import make_blocks
+
+    t0 = time.perf_counter()
+    c = cfg.clean
+    witnesses = witness_channels(cfg, channels_file)
+    found = find_frames(frames_dir)
+    if not found.frames:
+        raise FileNotFoundError(f"{frames_dir}: no frames to fit the couplings on")
+    check_resources(c.resources.cpus_per_worker, 0.0, "fit-clean")
+    out = claim_out(out, FIT_PRODUCTS, "fit-clean", overwrite)
+    blocks = make_blocks(found.frames, c.frames_per_block)
+    every = max(2, round(1 / c.validation_fraction)) if c.validation_fraction > 0 else 0
+    val = [b for i, b in enumerate(blocks) if every and i % every == every - 1]
+    train = [b for i, b in enumerate(blocks) if not (every and i % every == every - 1)]
+    if not train:
+        raise ValueError(f"{frames_dir}: every block is held out; lower clean.validation_fraction")
+    frames = [(f.path, f.start, f.duration) for f in found.frames]
+    cfg_json = cfg.model_dump(mode="json")
+    task = ray.remote(num_cpus=c.resources.cpus_per_worker)(block_pass)
+    lags = fir_lags(c.fir_before, c.fir_after, cfg.signal.sample_rate)
+
+    def run(blocks_, state=None):
+        refs = [
+            task.remote(cfg_json, [f.path for f in b], frames, witnesses, state) for b in blocks_
+        ]
+        return ray.get(refs)
+
+    first = run(train)
+    firs, _ = _solve(first, lags, cfg, witnesses)
+    second = run(train, firs)
+    firs, counts = _solve(second, lags, cfg, witnesses)
+    held = run(val, firs) if val else []
+    rows = [r for res in held for r in res["rows"]]
+    failed = {p: why for res in first + held for p, why in res["errors"].items()}
+    meta = {
+        "frames": len(found.frames),
+        "train_blocks": len(train),
+        "validation_blocks": len(val),
+        "training_triggers": counts,
+        "span": [found.frames[0].start, found.frames[-1].end],
+    }
+    model = _model(cfg, witnesses, firs, meta)
+    model.save(out / "model.pt")
+    summary = {
+        "witnesses": witnesses,
+        "frames_in": len(found.frames),
+        "frames_failed": [{"file": p, "reason": why} for p, why in sorted(failed.items())],
+        "frames_rejected": [{"file": e.path, "reason": e.reason} for e in found.failures],
+        "training_triggers": counts,
+        "validation": validation_metrics(rows, witnesses),
+        "peak_lag_ms": {
+            w: round(float(lags[np.argmax(np.abs(firs[w]))] / cfg.signal.sample_rate * 1e3), 3)
+            for w in witnesses
+        },
+        "wall_seconds": round(time.perf_counter() - t0, 2),
+        "model": str(out / "model.pt"),
+    }
+    _write_csv(rows, out / "validation.csv")
+    examples = [e for res in held for e in res["examples"]][:4]
+    plot_couplings(model, examples, out / "couplings.png", out / "tensorboard")
+    if tracking_uri is not False:
+        summary["registered"] = log_fit(cfg, out, summary, tracking_uri, alias)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    return summary
+
+
+def _write_csv(rows: list[dict], path: Path) -> None:
+    import pandas as pd
+
+    cols = ["channel", "gps", "frequency", "witness_snr2", "duration", "fit_snr", "gain",
+            "quadrature", "subtracted"]  # fmt: skip
+    pd.DataFrame(rows, columns=cols).to_csv(path, index=False)

@@ -1,0 +1,97 @@
+"""Witness-driven subtraction end to end: fit-clean, clean, and the figures against truth."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from glitchflow.config import with_overrides
+from glitchflow.evaluate.subtraction import SUBTRACTED, evaluate_subtraction
+from glitchflow.io.frames import FrameFile, find_frames, read_frame
+from glitchflow.pipelines.clean import run_clean
+from glitchflow.pipelines.clean_fit import run_fit_clean
+
+pytestmark = pytest.mark.timeout(900)
+
+STRAIN = "V1:Hrec_hoft_16384Hz"
+WITNESSES = ["V1:LSC_DARM_CORR", "V1:ENV_CEB_MAG_N", "V1:Sa_NE_F0_Z_500Hz"]
+
+
+@pytest.fixture(scope="module")
+def cleaned(tiny_config, tiny_twin, ray_local, tmp_path_factory):
+    """Couplings fitted on the tiny twin, then the twin cleaned (plus one truncated frame)."""
+    cfg = with_overrides(tiny_config, ["clean.validation_fraction=0", "clean.frames_per_block=1"])
+    root = tmp_path_factory.mktemp("clean")
+    channels = root / "channels.json"
+    channels.write_text(json.dumps({"channels": [{"name": c} for c in WITNESSES]}))
+    tracking = f"sqlite:///{root / 'mlflow.db'}"
+    fit = run_fit_clean(cfg, tiny_twin.frames[0].parent, str(channels), root / "fit", tracking)
+    frames = root / "frames"
+    frames.mkdir()
+    for path in tiny_twin.frames:
+        shutil.copy(path, frames / path.name)
+    last = tiny_twin.frames[-1]
+    broken = frames / f"V-V1_GLITCHFLOW_TWIN-{int(FrameFile.from_path(last).end)}-32.gwf"
+    broken.write_bytes(last.read_bytes()[:5000])
+    summary = run_clean(cfg, frames, fit["registered"]["uri"], root / "out", tracking)
+    return cfg, fit, summary, root
+
+
+def test_fit_registers_a_model_whose_blip_coupling_has_the_twin_delay(cleaned):
+    cfg, fit, _, root = cleaned
+    assert fit["registered"]["uri"] == f"models:/{cfg.clean.model_name}@candidate"
+    assert fit["training_triggers"]["V1:LSC_DARM_CORR"] >= 3
+    # the twin's blips reach strain 5 ms after their witness
+    assert fit["peak_lag_ms"]["V1:LSC_DARM_CORR"] == pytest.approx(
+        1e3 * cfg.twin.families.blip.delay, abs=0.5
+    )
+    assert (root / "fit" / "couplings.png").stat().st_size > 0
+    assert list((root / "fit" / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_clean_accounts_for_every_frame_and_splits_strain_exactly(cleaned, tiny_twin):
+    _, _, summary, root = cleaned
+    assert summary["frames_in"] == summary["frames_written"] + len(summary["frames_failed"])
+    assert summary["frames_written"] == len(tiny_twin.frames)
+    assert [f["file"].split("/")[-1] for f in summary["frames_failed"]] == [
+        f"V-V1_GLITCHFLOW_TWIN-{int(FrameFile.from_path(tiny_twin.frames[-1]).end)}-32.gwf"
+    ]
+    out = find_frames(root / "out" / "frames").frames
+    assert [f.tag for f in out] == ["GLITCHFLOW_CLEAN"] * len(tiny_twin.frames)
+    for raw_path, clean in zip(tiny_twin.frames, out):
+        raw = read_frame(FrameFile.from_path(raw_path), [STRAIN])[STRAIN][0]
+        got = read_frame(clean, [STRAIN, f"V1:{SUBTRACTED}"])
+        rebuilt = got[STRAIN][0] + got[f"V1:{SUBTRACTED}"][0]
+        # float32 frames: rounding at 2^-24 of the largest strain values
+        np.testing.assert_allclose(rebuilt, raw, rtol=0, atol=2**-23 * np.abs(raw).max())
+    table = pd.read_csv(root / "out" / "glitches.csv")
+    assert set(table.channel) <= set(WITNESSES)
+    assert table.subtracted.sum() == summary["glitches_subtracted"] > 0
+
+
+def test_subtraction_removes_witnessed_glitches_and_leaves_glitch_free_noise(
+    cleaned, tiny_twin, tiny_config
+):
+    _, _, _, root = cleaned
+    report = evaluate_subtraction(
+        tiny_twin.truth_path.parent, root / "out", STRAIN, tiny_config.signal
+    )
+    glitches = pd.DataFrame(report["glitches"])
+    linear = glitches[glitches.family.isin(["blip", "environmental"])]
+    assert len(linear) >= 4
+    # in-sample on a 64 s twin: most of each linear glitch is gone
+    assert linear.reduction.median() > 0.6
+    assert (linear.injected_snr / linear.strain_snr).between(0.9, 1.1).all()
+    assert report["psd_ratio_max_deviation"] is None or report["psd_ratio_max_deviation"] < 0.02
+
+
+def test_clean_refuses_a_used_out_and_names_a_missing_model(cleaned, tmp_path):
+    cfg, fit, _, root = cleaned
+    with pytest.raises(FileExistsError):
+        run_clean(cfg, root / "frames", fit["model"], root / "out")
+    with pytest.raises(FileNotFoundError, match=r"nowhere\.pt"):
+        run_clean(cfg, root / "frames", str(tmp_path / "nowhere.pt"), tmp_path / "o")
