@@ -25,7 +25,7 @@ def cmd_fit_clean(args: argparse.Namespace) -> int:
     )
     print(
         f"fit-clean: {s['frames_in']} frames, {len(s['frames_failed'])} failed; training "
-        f"triggers {s['training_triggers']}; coupling peak lag (ms) {s['peak_lag_ms']}"
+        f"triggers {s['training_triggers']}; group delay 40-250 Hz (ms) {s['group_delay_ms']}"
     )
     for w, v in s["validation"].items():
         print(

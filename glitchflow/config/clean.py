@@ -36,11 +36,23 @@ class CleanConfig(Strict):
         ge=0,
         description="spectral mask: witness bins below kappa x their noise power are dropped",
     )
-    fir_before: float = Field(0.02, ge=0, description="coupling FIR taps before zero lag (s)")
-    fir_after: float = Field(0.08, gt=0, description="coupling FIR taps after zero lag (s)")
-    ridge: float = Field(0.1, ge=0, description="ridge strength relative to the mean tap power")
-    ridge_lag_scale: float = Field(
-        0.005, gt=0, description="lag (s) at which the ridge penalty doubles (short FIRs)"
+    gate_q: float = Field(
+        12.0, gt=0, description="the gate spans >= 2 e-folds of a sine-Gaussian of this Q"
+    )
+    fir_before: float = Field(0.15, ge=0, description="coupling FIR taps before zero lag (s)")
+    fir_after: float = Field(0.2, gt=0, description="coupling FIR taps after zero lag (s)")
+    coupling_bumps: tuple[float, float, int] = Field(
+        (15.0, 1.5, 10),
+        description="smooth coupling basis: first centre (Hz), ratio between centres, count",
+    )
+    coupling_delays: tuple[float, float] = Field(
+        (-0.01, 0.04), description="range of the coupling's pure delay searched (s)"
+    )
+    ridge: float = Field(1e-3, ge=0, description="ridge strength relative to the mean power")
+    fit_tilt: bool = Field(
+        True,
+        description="per-glitch fit also takes a spectral tilt of the coupling around the "
+        "trigger frequency (4 coefficients instead of 2)",
     )
     min_fit_snr: float = Field(
         4.5, ge=0, description="subtract only when the fitted glitch has at least this SNR"

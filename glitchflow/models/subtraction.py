@@ -11,19 +11,21 @@ Conditioner's tiles):
    ``gate_ramp``), then a spectral Wiener-like mask that drops frequency bins
    whose power is below ``mask_kappa`` x the gated noise power.  Without it the
    prediction would carry ``~2 B T`` degrees of witness noise into strain.
-2. **Predict** the strain glitch with the channel's coupling FIR ``g`` (taps at
-   lags ``-fir_before .. +fir_after``), fitted by ridge-regularised least
-   squares over training triggers (normal equations summed over GPS blocks,
-   so the fit distributes and merges exactly); the ridge grows with lag, which
-   keeps ``G`` smooth in frequency where training glitches were sparse.
+2. **Predict** the strain glitch with the channel's coupling ``G`` (stored as FIR
+   taps at lags ``-fir_before .. +fir_after``): a pure delay times a smooth
+   complex response (Gaussian bumps in log frequency), fitted by ridge-regularised
+   least squares over training triggers, the delay by the best fit over a grid
+   (:class:`CouplingEquations`; sums over GPS blocks merge exactly, so the fit
+   distributes).  The smooth basis carries the response across frequencies where
+   training glitches were sparse.
 3. **Fit** the prediction and its Hilbert transform to the strain segment
-   (two coefficients: the glitch-to-glitch gain and phase scatter of the
-   coupling) and subtract when the fitted glitch's SNR is at least
-   ``min_fit_snr``; a witness glitch that does not couple (witness-only) fits
-   at noise level and is left alone.
+   (the glitch-to-glitch gain and phase scatter of the coupling), and a local
+   spectral tilt around the trigger's frequency (``fit_tilt``), and subtract when
+   the fitted glitch's SNR is at least ``min_fit_snr``; a witness glitch that does
+   not couple (witness-only) fits at noise level and is left alone.
 
 Shapes: segments are ``(L,)`` with ``L = round(segment * fs)``; FIR taps
-``(n_taps,)``; normal equations ``R (n_taps, n_taps)``, ``b (n_taps,)``.
+``(n_taps,)``; ``K`` bumps give ``2K`` real regressors.
 """
 
 from __future__ import annotations
@@ -34,7 +36,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from scipy.linalg import toeplitz
 from scipy.signal import hilbert
 
 #: format version of subtraction checkpoints
@@ -51,20 +52,29 @@ class Localiser:
     gate_extra: float
     gate_ramp: float
     mask_kappa: float
+    gate_q: float = 12.0
+
+    def half_width(self, duration: float, frequency: float | None) -> float:
+        """Flat half-width (s): the trigger's extent, at least two e-folds of a
+        sine-Gaussian of Q ``gate_q`` at ``frequency`` (low-frequency glitches ring long)."""
+        half = duration / 2
+        if frequency:
+            half = max(half, 2 * self.gate_q / (math.sqrt(2) * math.pi * frequency))
+        return half + self.gate_extra
 
     @property
     def n(self) -> int:
         return round(self.segment * self.sample_rate)
 
-    def gate(self, duration: float) -> np.ndarray:
+    def gate(self, duration: float, frequency: float | None = None) -> np.ndarray:
         """Cosine-ramped gate ``(L,)`` centred on the segment, flat over the trigger."""
         t = (np.arange(self.n) - self.n // 2) / self.sample_rate
-        x = (np.abs(t) - (duration / 2 + self.gate_extra)) / self.gate_ramp
+        x = (np.abs(t) - self.half_width(duration, frequency)) / self.gate_ramp
         return np.where(x > 0, 0.5 + 0.5 * np.cos(np.pi * np.clip(x, 0, 1)), 1.0)
 
-    def __call__(self, u: np.ndarray, duration: float) -> np.ndarray:
+    def __call__(self, u: np.ndarray, duration: float, frequency: float | None = None):
         """The witness glitch in the whitened segment ``u`` ``(L,)``, noise masked out."""
-        g = self.gate(duration)
+        g = self.gate(duration, frequency)
         spectrum = np.fft.rfft(u * g, 2 * self.n)
         noise = float(np.sum(g**2))  # expected |U|^2 of unit-variance white noise
         power = np.maximum(np.abs(spectrum) ** 2, 1e-300)
@@ -81,43 +91,73 @@ def segment_at(x: np.ndarray, start: int, n: int) -> np.ndarray:
     return out
 
 
-@dataclass
-class NormalEquations:
-    """Least-squares sums for one channel's coupling FIR: ``R g = b`` (lags ``lags``)."""
+def log_bumps(freqs: np.ndarray, first: float, ratio: float, count: int) -> np.ndarray:
+    """``(count, len(freqs))`` Gaussian bumps in log frequency centred at ``first * ratio**k``
+    Hz, each ``0.6 ln(ratio)`` wide: a smooth basis for transfer functions."""
+    centres = first * ratio ** np.arange(count)
+    width = 0.6 * np.log(ratio)
+    with np.errstate(divide="ignore"):
+        logf = np.log(np.maximum(freqs, 1e-3))
+    return np.exp(-0.5 * ((logf[None, :] - np.log(centres)[:, None]) / width) ** 2)
 
-    lags: np.ndarray  # (n_taps,) integer sample lags
-    R: np.ndarray = None  # (n_taps, n_taps)
-    b: np.ndarray = None  # (n_taps,)
+
+@dataclass
+class CouplingEquations:
+    """Least-squares sums for one witness's coupling ``G(f) = exp(-2 pi i f tau) sum_k c_k
+    B_k(f)``: a pure delay ``tau`` (searched over ``delays``, samples) times a smooth complex
+    response on the bumps ``B_k`` (``basis``, on the rfft grid of ``2 L`` samples).
+
+    Regressors ``q_k = B_k * m`` and ``i B_k * m`` (``2K``); ``R = sum q q^T`` does not
+    depend on the delay, and ``X[:, d] = sum_t y(t) q(t - delays[d])`` is one correlation,
+    so every delay is solved from the same sums.  Sums merge exactly across blocks.
+    """
+
+    basis: np.ndarray  # (K, n_freq)
+    delays: np.ndarray  # (D,) integer samples
+    R: np.ndarray = None  # (2K, 2K)
+    X: np.ndarray = None  # (2K, D)
     count: int = 0
 
     def __post_init__(self) -> None:
-        n = len(self.lags)
-        self.R = np.zeros((n, n)) if self.R is None else self.R
-        self.b = np.zeros(n) if self.b is None else self.b
+        k = 2 * len(self.basis)
+        self.R = np.zeros((k, k)) if self.R is None else self.R
+        self.X = np.zeros((k, len(self.delays))) if self.X is None else self.X
 
     def add(self, m: np.ndarray, y: np.ndarray) -> None:
         """Add one trigger: localised witness ``m`` ``(L,)`` and whitened strain ``y`` ``(L,)``."""
         nfft = 2 * len(m)
         spec_m = np.fft.rfft(m, nfft)
-        auto = np.fft.irfft(np.abs(spec_m) ** 2, nfft)
-        cross = np.fft.irfft(np.fft.rfft(y, nfft) * spec_m.conj(), nfft)
-        self.R += toeplitz(auto[np.arange(len(self.lags))])
-        self.b += cross[self.lags % nfft]
+        spec_q = np.concatenate([self.basis * spec_m, 1j * self.basis * spec_m])
+        q = np.fft.irfft(spec_q, nfft)
+        self.R += q @ q.T
+        cross = np.fft.irfft(np.fft.rfft(y, nfft)[None] * spec_q.conj(), nfft)
+        self.X += cross[:, self.delays % nfft]
         self.count += 1
 
-    def merge(self, other: NormalEquations) -> NormalEquations:
-        return NormalEquations(
-            self.lags, self.R + other.R, self.b + other.b, self.count + other.count
+    def merge(self, other: CouplingEquations) -> CouplingEquations:
+        return CouplingEquations(
+            self.basis, self.delays, self.R + other.R, self.X + other.X, self.count + other.count
         )
 
-    def solve(self, ridge: float, lag_scale_samples: float) -> np.ndarray:
-        """Ridge solution; the penalty on tap ``k`` is ``ridge * mean(diag R) * (1 + (k/s)^2)``."""
-        n = len(self.lags)
+    def solve(self, ridge: float) -> tuple[np.ndarray, int]:
+        """``(coefficients (2K,), delay in samples)`` explaining the most strain power."""
+        k = self.R.shape[0]
         if self.count == 0:
-            return np.zeros(n)
-        scale = ridge * np.trace(self.R) / n
-        penalty = scale * (1.0 + (self.lags / lag_scale_samples) ** 2) + 1e-12
-        return np.linalg.solve(self.R + np.diag(penalty), self.b)
+            return np.zeros(k), 0
+        penalty = ridge * np.trace(self.R) / k + 1e-300
+        coef = np.linalg.solve(self.R + penalty * np.eye(k), self.X)  # (2K, D)
+        best = int(np.argmax(np.sum(coef * self.X, axis=0)))
+        return coef[:, best], int(self.delays[best])
+
+    def fir(self, coef: np.ndarray, delay: int, lags: np.ndarray) -> np.ndarray:
+        """Taps of ``G`` at ``lags`` (samples)."""
+        n_freq = self.basis.shape[1]
+        nfft = 2 * (n_freq - 1)
+        k = len(self.basis)
+        response = (coef[:k, None] + 1j * coef[k:, None]) * self.basis
+        shift = np.exp(-2j * np.pi * np.arange(n_freq) * delay / nfft)
+        impulse = np.fft.irfft(response.sum(axis=0) * shift, nfft)
+        return impulse[lags % nfft]
 
 
 @dataclass
@@ -151,7 +191,12 @@ class SubtractionModel:
     def localiser(self) -> Localiser:
         s = self.settings
         return Localiser(
-            self.sample_rate, s["segment"], s["gate_extra"], s["gate_ramp"], s["mask_kappa"]
+            self.sample_rate,
+            s["segment"],
+            s["gate_extra"],
+            s["gate_ramp"],
+            s["mask_kappa"],
+            s.get("gate_q", 12.0),
         )
 
     def predict(self, channel: str, m: np.ndarray) -> np.ndarray:
@@ -161,13 +206,31 @@ class SubtractionModel:
         first = -int(self.lags[0])
         return full[first : first + len(m)]
 
-    @staticmethod
-    def fit(prediction: np.ndarray, y: np.ndarray) -> Fit:
-        """Least-squares fit of ``[prediction, Hilbert(prediction)]`` to the strain ``y``."""
-        basis = np.stack([prediction, np.imag(hilbert(prediction))], axis=1)
+    def fit(self, prediction: np.ndarray, y: np.ndarray, frequency: float | None = None) -> Fit:
+        """Least-squares fit of the prediction to the strain ``y``: its gain and phase
+        (``[p, Hilbert(p)]``) and, with ``settings["fit_tilt"]`` and the trigger's
+        ``frequency``, a local spectral tilt (``p`` filtered by ``ln(f / frequency)``, and
+        its Hilbert pair): the coupling's gain may change across a glitch's band from one
+        glitch to the next.  Coefficients reported: gain and quadrature."""
+        columns = [prediction]
+        if self.settings.get("fit_tilt") and frequency:
+            n = len(prediction)
+            freqs = np.fft.rfftfreq(n, 1.0 / self.sample_rate)
+            tilt = np.log(np.maximum(freqs, 1.0) / frequency)
+            columns.append(np.fft.irfft(np.fft.rfft(prediction) * tilt, n))
+        basis = np.stack(columns + [np.imag(hilbert(c)) for c in columns], axis=1)
         coef, *_ = np.linalg.lstsq(basis, y, rcond=None)
         fitted = basis @ coef
-        return Fit(fitted, math.sqrt(max(float(fitted @ y), 0.0)), (float(coef[0]), float(coef[1])))
+        gain, quadrature = float(coef[0]), float(coef[len(columns)])
+        return Fit(fitted, math.sqrt(max(float(fitted @ y), 0.0)), (gain, quadrature))
+
+    def group_delay(self, channel: str, band: tuple[float, float] = (40.0, 250.0)) -> float:
+        """Group delay (s) of a channel's coupling over ``band`` (Hz): the slope of its
+        unwrapped phase (strain after witness is positive)."""
+        freqs = np.linspace(band[0], band[1], 64)
+        response = np.exp(-2j * np.pi * freqs[:, None] * self.lags[None, :] / self.sample_rate)
+        phase = np.unwrap(np.angle(response @ self.firs[channel]))
+        return float(-np.polyfit(2 * np.pi * freqs, phase, 1)[0])
 
     # ------------------------------------------------------------ checkpoint
     def save(self, path: str | Path) -> Path:
@@ -214,6 +277,17 @@ class SubtractionModel:
             dict(state["signal"]),
             dict(state.get("meta", {})),
         )
+
+
+def coupling_equations(settings: dict, sample_rate: float) -> CouplingEquations:
+    """Empty :class:`CouplingEquations` for the ``clean`` settings."""
+    n = round(settings["segment"] * sample_rate)
+    freqs = np.fft.rfftfreq(2 * n, 1.0 / sample_rate)
+    first, ratio, count = settings["coupling_bumps"]
+    basis = log_bumps(freqs, first, ratio, int(count))
+    lo, hi = settings["coupling_delays"]
+    delays = np.arange(round(lo * sample_rate), round(hi * sample_rate) + 1)
+    return CouplingEquations(basis, delays)
 
 
 def fir_lags(before: float, after: float, sample_rate: float) -> np.ndarray:

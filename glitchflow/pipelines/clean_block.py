@@ -20,7 +20,7 @@ import torch
 from glitchflow.evaluate.triggers import tile_triggers
 from glitchflow.io.frames import FrameFile
 from glitchflow.io.span import Segment, read_padded
-from glitchflow.models.subtraction import NormalEquations, SubtractionModel, segment_at
+from glitchflow.models.subtraction import CouplingEquations, SubtractionModel, segment_at
 from glitchflow.signal.conditioner import Conditioner
 from glitchflow.signal.resample import resample
 from glitchflow.signal.whitening import unwhiten, welch_psd, whiten_segment
@@ -108,21 +108,22 @@ def _segment_start(block: WhitenedBlock, time: float, n: int) -> int:
     return round((time - block.t0) * block.sample_rate) - n // 2
 
 
-def accumulate(
-    model_lags: np.ndarray, localiser, block: WhitenedBlock, keep=None
-) -> dict[str, NormalEquations]:
-    """Normal equations of each witness's coupling FIR from the block's triggers.
-
-    ``keep(trigger) -> bool`` restricts the triggers (the fit's second pass)."""
-    eqs: dict[str, NormalEquations] = {}
+def accumulate(empty, localiser, block: WhitenedBlock, keep=None) -> dict[str, CouplingEquations]:
+    """Coupling sums of each witness from the block's triggers; ``empty()`` makes a fresh
+    :class:`CouplingEquations`.  ``keep(trigger) -> bool`` restricts the triggers (the
+    fit's second pass)."""
+    eqs: dict[str, CouplingEquations] = {}
     n = localiser.n
     for trig in block.triggers:
         if keep is not None and not keep(trig):
             continue
         start = _segment_start(block, trig.time, n)
-        m = localiser(segment_at(block.witnesses[trig.channel], start, n), trig.duration)
+        u = segment_at(block.witnesses[trig.channel], start, n)
+        m = localiser(u, trig.duration, trig.frequency)
         y = segment_at(block.strain, start, n)
-        eqs.setdefault(trig.channel, NormalEquations(model_lags)).add(m, y)
+        if trig.channel not in eqs:
+            eqs[trig.channel] = empty()
+        eqs[trig.channel].add(m, y)
     return eqs
 
 
@@ -139,7 +140,7 @@ def subtract_block(model: SubtractionModel, block: WhitenedBlock) -> tuple[np.nd
         if trig.channel not in model.firs:
             continue
         start = _segment_start(block, trig.time, n)
-        m = loc(segment_at(block.witnesses[trig.channel], start, n), trig.duration)
+        m = loc(segment_at(block.witnesses[trig.channel], start, n), trig.duration, trig.frequency)
         prediction = model.predict(trig.channel, m)
         row = {
             "channel": trig.channel,
@@ -154,7 +155,7 @@ def subtract_block(model: SubtractionModel, block: WhitenedBlock) -> tuple[np.nd
         }
         if float(prediction @ prediction) > 0:
             y = segment_at(block.strain, start, n) - segment_at(sub, start, n)
-            fit = model.fit(prediction, y)
+            fit = model.fit(prediction, y, trig.frequency)
             row |= {
                 "fit_snr": round(fit.snr, 3),
                 "gain": fit.coefficients[0],

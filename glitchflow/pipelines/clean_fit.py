@@ -29,9 +29,10 @@ import numpy as np
 from glitchflow.config import Config
 from glitchflow.io.frames import find_frames
 from glitchflow.models.subtraction import (
+    CouplingEquations,
     Localiser,
-    NormalEquations,
     SubtractionModel,
+    coupling_equations,
     fir_lags,
     segment_at,
 )
@@ -51,7 +52,9 @@ FIT_PRODUCTS = ["model.pt", "summary.json", "validation.csv", "couplings.png", "
 
 def _localiser(cfg: Config) -> Localiser:
     c = cfg.clean
-    return Localiser(cfg.signal.sample_rate, c.segment, c.gate_extra, c.gate_ramp, c.mask_kappa)
+    return Localiser(
+        cfg.signal.sample_rate, c.segment, c.gate_extra, c.gate_ramp, c.mask_kappa, c.gate_q
+    )
 
 
 def _model(cfg: Config, witnesses: list[str], firs: dict, meta: dict) -> SubtractionModel:
@@ -80,9 +83,9 @@ def block_pass(
     c = cfg.clean
     cond = Conditioner(cfg.signal)
     loc = _localiser(cfg)
-    lags = fir_lags(c.fir_before, c.fir_after, cfg.signal.sample_rate)
+    settings = c.model_dump(mode="json")
     read = read_block(paths, frames, cfg.signal.strain_channel, witnesses)
-    eqs: dict[str, NormalEquations] = {}
+    eqs: dict[str, CouplingEquations] = {}
     rows, examples = [], []
     min_len = 2 * cfg.signal.conditioning.filter_duration + c.segment
     for seg in read.segments:
@@ -101,10 +104,11 @@ def block_pass(
             def keep(trig, good=good):
                 return (trig.channel, round(trig.time, 4)) in good
 
-        for name, eq in accumulate(lags, loc, block, keep).items():
+        empty = lambda: coupling_equations(settings, cfg.signal.sample_rate)  # noqa: E731
+        for name, eq in accumulate(empty, loc, block, keep).items():
             eqs[name] = eqs[name].merge(eq) if name in eqs else eq
     return {
-        "eqs": {k: (v.R, v.b, v.count) for k, v in eqs.items()},
+        "eqs": {k: (v.R, v.X, v.count) for k, v in eqs.items()},
         "rows": rows,
         "examples": examples,
         "bad": {k: list(v) for k, v in read.bad.items()},
@@ -119,25 +123,34 @@ def _examples(model, block, fits, loc, n: int = 2) -> list[dict]:
     best = sorted((f for f in fits if f["subtracted"]), key=lambda f: -f["fit_snr"])[:n]
     for f in best:
         start = round((f["gps"] - block.t0) * block.sample_rate) - loc.n // 2
-        m = loc(segment_at(block.witnesses[f["channel"]], start, loc.n), f["duration"])
-        fit = model.fit(model.predict(f["channel"], m), segment_at(block.strain, start, loc.n))
+        u = segment_at(block.witnesses[f["channel"]], start, loc.n)
+        m = loc(u, f["duration"], f["frequency"])
+        y = segment_at(block.strain, start, loc.n)
+        fit = model.fit(model.predict(f["channel"], m), y, f["frequency"])
         y = segment_at(block.strain, start, loc.n)
         out.append(dict(f, strain=y.astype(np.float32), fitted=fit.fitted.astype(np.float32)))
     return out
 
 
-def _solve(results: list[dict], lags, cfg: Config, witnesses: list[str]) -> tuple[dict, dict]:
-    total: dict[str, NormalEquations] = {}
+def _solve(results: list[dict], lags, cfg: Config, witnesses: list[str]):
+    """Sum the blocks' coupling sums per witness and solve: ``(FIR taps, trigger counts,
+    fitted pure delays in ms)`` per witness."""
+    settings = cfg.clean.model_dump(mode="json")
+    total: dict[str, CouplingEquations] = {}
     for res in results:
-        for name, (R, b, count) in res["eqs"].items():
-            eq = NormalEquations(lags, R, b, count)
+        for name, (R, X, count) in res["eqs"].items():
+            eq = coupling_equations(settings, cfg.signal.sample_rate)
+            eq = eq.merge(CouplingEquations(eq.basis, eq.delays, R, X, count))
             total[name] = total[name].merge(eq) if name in total else eq
-    c = cfg.clean
-    scale = c.ridge_lag_scale * cfg.signal.sample_rate
-    firs = {
-        w: total[w].solve(c.ridge, scale) if w in total else np.zeros(len(lags)) for w in witnesses
-    }
-    return firs, {w: (total[w].count if w in total else 0) for w in witnesses}
+    firs, delays = {}, {}
+    for w in witnesses:
+        if w not in total:
+            firs[w] = np.zeros(len(lags))
+            continue
+        coef, delay = total[w].solve(cfg.clean.ridge)
+        firs[w] = total[w].fir(coef, delay, lags)
+        delays[w] = round(1e3 * delay / cfg.signal.sample_rate, 3)
+    return firs, {w: (total[w].count if w in total else 0) for w in witnesses}, delays
 
 
 def validation_metrics(rows: list[dict], witnesses: list[str]) -> dict:
@@ -219,9 +232,9 @@ def run_fit_clean(
         return ray.get(refs)
 
     first = run(train)
-    firs, _ = _solve(first, lags, cfg, witnesses)
+    firs, _, _ = _solve(first, lags, cfg, witnesses)
     second = run(train, firs)
-    firs, counts = _solve(second, lags, cfg, witnesses)
+    firs, counts, delays = _solve(second, lags, cfg, witnesses)
     held = run(val, firs) if val else []
     rows = [r for res in held for r in res["rows"]]
     failed = {p: why for res in first + held for p, why in res["errors"].items()}
@@ -230,6 +243,7 @@ def run_fit_clean(
         "train_blocks": len(train),
         "validation_blocks": len(val),
         "training_triggers": counts,
+        "coupling_delay_ms": delays,
         "span": [found.frames[0].start, found.frames[-1].end],
     }
     model = _model(cfg, witnesses, firs, meta)
@@ -241,10 +255,8 @@ def run_fit_clean(
         "frames_rejected": [{"file": e.path, "reason": e.reason} for e in found.failures],
         "training_triggers": counts,
         "validation": validation_metrics(rows, witnesses),
-        "peak_lag_ms": {
-            w: round(float(lags[np.argmax(np.abs(firs[w]))] / cfg.signal.sample_rate * 1e3), 3)
-            for w in witnesses
-        },
+        "coupling_delay_ms": delays,
+        "group_delay_ms": {w: round(1e3 * model.group_delay(w), 3) for w in witnesses},
         "wall_seconds": round(time.perf_counter() - t0, 2),
         "model": str(out / "model.pt"),
     }

@@ -46,7 +46,7 @@ def test_fit_registers_a_model_whose_blip_coupling_has_the_twin_delay(cleaned):
     assert fit["registered"]["uri"] == f"models:/{cfg.clean.model_name}@candidate"
     assert fit["training_triggers"]["V1:LSC_DARM_CORR"] >= 3
     # the twin's blips reach strain 5 ms after their witness
-    assert fit["peak_lag_ms"]["V1:LSC_DARM_CORR"] == pytest.approx(
+    assert fit["group_delay_ms"]["V1:LSC_DARM_CORR"] == pytest.approx(
         1e3 * cfg.twin.families.blip.delay, abs=0.5
     )
     assert (root / "fit" / "couplings.png").stat().st_size > 0
@@ -85,7 +85,7 @@ def test_subtraction_removes_witnessed_glitches_and_leaves_glitch_free_noise(
     assert len(linear) >= 4
     # in-sample on a 64 s twin: most of each linear glitch is gone
     assert linear.reduction.median() > 0.6
-    assert (linear.injected_snr / linear.strain_snr).between(0.9, 1.1).all()
+    assert (linear.injected_snr / linear.strain_snr).between(0.85, 1.15).all()
     assert report["psd_ratio_max_deviation"] is None or report["psd_ratio_max_deviation"] < 0.02
 
 
