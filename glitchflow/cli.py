@@ -217,6 +217,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         overrides.append(f"serve.host={args.host}")
     if args.port:
         overrides.append(f"serve.port={args.port}")
+    if args.clean_model:
+        from glitchflow.tracking.model_store import resolve_subtraction
+
+        resolve_subtraction(args.clean_model, args.tracking_uri)  # fails fast, before Serve
+        overrides.append(f"serve.clean_model={args.clean_model}")
     from glitchflow.serve.runner import check_exposure
 
     try:
@@ -453,6 +458,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=None, help="port (default: serve.port, 8000)")
     p.add_argument(
         "--insecure", action="store_true", help="allow binding off loopback without a token"
+    )
+    p.add_argument(
+        "--clean-model",
+        default=None,
+        help="subtraction model (fit-clean): /v1/denoise also returns the strain cleaned of "
+        "witnessed glitches",
     )
     p.add_argument("--address", default=None, help="Ray address (default: $RAY_ADDRESS or local)")
     p.set_defaults(func=cmd_serve)

@@ -150,3 +150,22 @@ def tiny_model(tmp_path_factory, tiny_dataset):
     out = tmp_path_factory.mktemp("tiny_model")
     cfg = load_config(CONFIGS / "demo.yaml", TRAIN_OVERRIDES)
     return run_training(cfg, tiny_dataset, out), out
+
+
+@pytest.fixture(scope="session")
+def tiny_subtraction(tmp_path_factory, tiny_config, tiny_twin, ray_local):
+    """Witness couplings fitted on the tiny twin (fit-clean): (summary, config used)."""
+    import json
+
+    from glitchflow.config import with_overrides
+    from glitchflow.pipelines.clean_fit import run_fit_clean
+
+    cfg = with_overrides(tiny_config, ["clean.validation_fraction=0", "clean.frames_per_block=1"])
+    root = tmp_path_factory.mktemp("tiny_subtraction")
+    channels = root / "channels.json"
+    witnesses = ["V1:LSC_DARM_CORR", "V1:ENV_CEB_MAG_N", "V1:Sa_NE_F0_Z_500Hz"]
+    channels.write_text(json.dumps({"channels": [{"name": c} for c in witnesses]}))
+    tracking = f"sqlite:///{root / 'mlflow.db'}"
+    return run_fit_clean(
+        cfg, tiny_twin.frames[0].parent, str(channels), root / "fit", tracking
+    ), cfg

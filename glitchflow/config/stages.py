@@ -249,6 +249,11 @@ class ServeConfig(Strict):
     watch_interval_s: float = Field(
         0.0, ge=0, description="poll the registry alias for a new version (s); 0 = only on reload"
     )
+    clean_model: str | None = Field(
+        None,
+        description="subtraction model (fit-clean's model.pt or models:/NAME@ALIAS): "
+        "/v1/denoise then also subtracts witnessed glitches from strain",
+    )
 
 
 class RetrainConfig(Strict):

@@ -27,6 +27,8 @@ import math
 import time
 from pathlib import Path
 
+import numpy as np
+
 from glitchflow.config import Config, SignalConfig
 from glitchflow.evaluate.subtraction import SUBTRACTED
 from glitchflow.io.frames import find_frames, frame_name, write_frame
@@ -78,13 +80,7 @@ def clean_block(
 ):
     """Clean one block, writing frames of ``dtype`` samples; returns (trigger rows, one
     report per frame of the block)."""
-    from glitchflow.pipelines.clean_block import (
-        owned,
-        read_block,
-        subtract_block,
-        subtracted_strain,
-        whiten_block,
-    )
+    from glitchflow.pipelines.clean_block import clean_segment, read_block
 
     s = model.settings
     strain = model.strain_channel
@@ -104,21 +100,15 @@ def clean_block(
             for f in inside:
                 reports[f[0]]["reason"] = f"contiguous data too short to whiten ({seg.duration} s)"
             continue
-        block = owned(
-            whiten_block(cond, seg, strain, read.witnesses, _Settings(s)),
-            read.start,
-            read.end,
-            s["segment"],
-        )
-        sub_white, fits = subtract_block(model, block)
+        sub, fits = clean_segment(model, cond, seg, (read.start, read.end))
         rate = seg.rates[strain]
-        sub = subtracted_strain(block, sub_white, rate, tuple(s["band"]))
         for path, start, duration in inside:
             a = round((start - seg.start) * rate)
             b = a + round(duration * rate)
             name = frame_name(detector[0], tag, start, duration)
             removed = sub[a:b].astype(dtype)
-            cleaned = (block.raw_strain[a:b] - removed).astype(dtype)
+            raw = np.asarray(seg.data[strain][a:b], dtype=np.float64)
+            cleaned = (raw - removed).astype(dtype)
             write_frame(
                 out / "frames" / name,
                 start,
@@ -133,13 +123,6 @@ def clean_block(
         if not rep["written"] and not rep["reason"]:
             rep["reason"] = "no readable strain covering the frame"
     return rows, list(reports.values())
-
-
-class _Settings:
-    """The model's clean settings with attribute access (what :func:`whiten_block` reads)."""
-
-    def __init__(self, settings: dict) -> None:
-        self.__dict__.update(settings)
 
 
 def run_clean(

@@ -197,6 +197,30 @@ def subtracted_strain(
     return out
 
 
+class Settings:
+    """A ``clean`` settings dict with attribute access (what :func:`whiten_block` reads)."""
+
+    def __init__(self, settings: dict) -> None:
+        self.__dict__.update(settings)
+
+
+def clean_segment(
+    model: SubtractionModel, cond: Conditioner, seg: Segment, own: tuple[float, float]
+) -> tuple[np.ndarray, list[dict]]:
+    """Subtract the witnessed glitches of ``seg`` whose triggers lie in ``own`` (GPS s).
+
+    Returns the subtracted signal in strain units at the strain's own rate, aligned
+    with ``seg.data[strain]`` (cleaned = raw - subtracted), and one row per trigger.
+    Witnesses missing from ``seg`` are skipped."""
+    s = model.settings
+    strain = model.strain_channel
+    witnesses = [c for c in model.channels if c in seg.data]
+    block = whiten_block(cond, seg, strain, witnesses, Settings(s))
+    block = owned(block, own[0], own[1], s["segment"])
+    sub_white, fits = subtract_block(model, block)
+    return subtracted_strain(block, sub_white, seg.rates[strain], tuple(s["band"])), fits
+
+
 @dataclass
 class BlockRead:
     """A block's contiguous pieces (padded by :data:`PAD`), the witnesses usable in all of

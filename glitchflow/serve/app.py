@@ -106,8 +106,19 @@ class GlitchflowEndpoint:
 
         resolved = resolve_model(self.model_uri, self.tracking_uri)
         cfg = self.cfg
+        subtraction = None
+        if cfg.clean_model:
+            from glitchflow.tracking.model_store import resolve_subtraction
+
+            subtraction = resolve_subtraction(cfg.clean_model, self.tracking_uri)
         self.engine = DecisionEngine(
-            resolved.ckpt, cfg.window, self.device, cfg.snr2_threshold, cfg.min_area, cfg.crop_hop
+            resolved.ckpt,
+            cfg.window,
+            self.device,
+            cfg.snr2_threshold,
+            cfg.min_area,
+            cfg.crop_hop,
+            subtraction,
         )
         self.resolved = resolved
         log.info("serving %s version %s", resolved.uri, resolved.version)
@@ -161,6 +172,7 @@ class GlitchflowEndpoint:
         parsed = parse(request.headers.get("content-type"), body)
         item = self.engine.validate(parsed.gps_start, parsed.channels, need_strain)
         item.want_spectrograms = parsed.return_spectrograms and need_strain
+        item.want_cleaned_strain = parsed.return_cleaned_strain and need_strain
         return item
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.005)

@@ -53,6 +53,7 @@ class WindowRequest:
     gps_start: float
     data: dict[str, np.ndarray]
     want_spectrograms: bool = False
+    want_cleaned_strain: bool = False
 
 
 class DecisionEngine:
@@ -64,6 +65,9 @@ class DecisionEngine:
         device: torch device.
         snr2_threshold, min_area: decision thresholds; None: the checkpoint's.
         crop_hop: crop hop / crop, as ``infer.crop_hop`` (equal settings, equal answers).
+        subtraction: ``(SubtractionModel, description)`` from
+            :func:`~glitchflow.tracking.model_store.resolve_subtraction`, or None: denoise
+            requests then also get the witnessed glitches subtracted from strain.
     """
 
     def __init__(
@@ -74,6 +78,7 @@ class DecisionEngine:
         snr2_threshold: float | None = None,
         min_area: int | None = None,
         crop_hop: float = 0.5,
+        subtraction: tuple | None = None,
     ) -> None:
         self.ckpt = ckpt
         self.signal = validate_model(SignalConfig, ckpt["signal"], "checkpoint")
@@ -99,6 +104,18 @@ class DecisionEngine:
         self.pad_after = edge
         self.first_bin = round((self.pad_before - edge) / step)
         self.frequencies = self.cond.frequencies[self.predictor.rows]
+        self.subtraction = None
+        if subtraction is not None:
+            sub, described = subtraction
+            missing = [c for c in sub.channels if c not in self.channels[1:]]
+            if sub.strain_channel != self.channels[0] or missing:
+                raise ValueError(
+                    f"subtraction model {described['uri']}: strain {sub.strain_channel} and "
+                    f"witnesses {sub.channels} must be channels of the veto model "
+                    f"({self.channels}); missing {missing}"
+                )
+            sub_cond = Conditioner(validate_model(SignalConfig, sub.signal, "subtraction"))
+            self.subtraction = (sub, sub_cond, described)
 
     @property
     def duration(self) -> float:
@@ -123,6 +140,9 @@ class DecisionEngine:
             "frequencies_hz": [float(f) for f in self.frequencies],
             "thresholds": self.predictor.point.describe(),
             "model": self.ckpt["model"],
+            "subtraction": None
+            if self.subtraction is None
+            else self.subtraction[2] | {"witnesses": self.subtraction[0].channels},
         }
 
     # ------------------------------------------------------------------ validation
@@ -206,12 +226,49 @@ class DecisionEngine:
             if not _finite(result):
                 out.append(NON_FINITE)
                 continue
+            if with_strain[k] and self.subtraction is not None:
+                result["subtraction"] = self._subtract(req)
             if req.want_spectrograms:
                 result["generated"] = generated[k].tolist()
                 if with_strain[k]:
                     glitch = predicted_glitch(generated[k : k + 1])[0]
                     result["cleaned"] = torch.clamp(real[k] - glitch, min=0.0).tolist()
             out.append(result)
+        return out
+
+    def _subtract(self, req: WindowRequest) -> dict:
+        """Witnessed glitches of the decision window subtracted from the request's strain:
+        the fits, the spectrogram figure recomputed on the cleaned strain and, when asked,
+        the cleaned samples of the decision window."""
+        from glitchflow.io.span import Segment
+        from glitchflow.pipelines.clean_block import clean_segment
+
+        sub, cond, _ = self.subtraction
+        strain = self.channels[0]
+        names = [strain, *(c for c in sub.channels if c in req.data)]
+        seg = Segment(
+            req.gps_start,
+            req.gps_start + self.duration,
+            {c: req.data[c] for c in names},
+            {c: self.rates[c] for c in names},
+        )
+        start = req.gps_start + self.pad_before
+        removed, fits = clean_segment(sub, cond, seg, (start, start + self.window))
+        cleaned = req.data[strain] - removed
+        spec = self._condition([WindowRequest(req.gps_start, {strain: cleaned})], [strain])
+        out = {
+            "glitches": fits,
+            "subtracted": sum(f["subtracted"] for f in fits),
+            "max_cleaned_snr2": float(spec[0, 0][self.predictor.rows].max()),
+        }
+        if req.want_cleaned_strain:
+            rate = self.rates[strain]
+            a = round(self.pad_before * rate)
+            out["cleaned_strain"] = {
+                "gps_start": start,
+                "sample_rate": rate,
+                "data": cleaned[a : a + round(self.window * rate)].tolist(),
+            }
         return out
 
     def _condition(self, requests: list[WindowRequest], names: list[str]) -> torch.Tensor:

@@ -3,13 +3,13 @@
 JSON (``application/json``)::
 
     {"gps_start": 1400000000.0,
-     "return_spectrograms": false,
+     "return_spectrograms": false, "return_cleaned_strain": false,
      "channels": {"V1:LSC_DARM_CORR": {"sample_rate": 1024.0, "data": [..]}, ...}}
 
 Binary (``application/octet-stream``), little-endian::
 
     header   4s  magic b"GFW1"
-             I   flags (bit 0: return spectrograms)
+             I   flags (bit 0: return spectrograms, bit 1: return cleaned strain)
              d   gps_start (GPS s)
              I   number of channels
     channel  H   name length in bytes, then the UTF-8 name
@@ -53,6 +53,9 @@ class WindowRequestModel(BaseModel):
     gps_start: float = Field(description="GPS time of the first sample of every channel (s)")
     channels: dict[str, ChannelData] = Field(description="channel name -> samples")
     return_spectrograms: bool = Field(False, description="denoise: include the spectrograms")
+    return_cleaned_strain: bool = Field(
+        False, description="denoise: include the cleaned strain samples of the decision window"
+    )
 
 
 @dataclass
@@ -60,6 +63,7 @@ class ParsedRequest:
     gps_start: float
     channels: dict[str, tuple[float, np.ndarray]]
     return_spectrograms: bool
+    return_cleaned_strain: bool = False
 
 
 def parse_json(body: bytes) -> ParsedRequest:
@@ -82,6 +86,7 @@ def parse_json(body: bytes) -> ParsedRequest:
             for n, c in model.channels.items()
         },
         model.return_spectrograms,
+        model.return_cleaned_strain,
     )
 
 
@@ -132,7 +137,7 @@ def parse_binary(body: bytes) -> ParsedRequest:
         raise RequestError(
             "body", f"{len(view) - offset} trailing bytes after the last channel", 400
         )
-    return ParsedRequest(float(gps_start), channels, bool(flags & 1))
+    return ParsedRequest(float(gps_start), channels, bool(flags & 1), bool(flags & 2))
 
 
 def encode_binary(
@@ -140,10 +145,12 @@ def encode_binary(
     channels: dict[str, tuple[float, np.ndarray]],
     return_spectrograms: bool = False,
     dtype: str = "float64",
+    return_cleaned_strain: bool = False,
 ) -> bytes:
     """Client side: the binary body for ``channels`` ``{name: (rate, samples)}``."""
     code = 1 if dtype == "float64" else 0
-    parts = [HEADER.pack(MAGIC, int(return_spectrograms), float(gps_start), len(channels))]
+    flags = int(return_spectrograms) | 2 * int(return_cleaned_strain)
+    parts = [HEADER.pack(MAGIC, flags, float(gps_start), len(channels))]
     for name, (rate, data) in channels.items():
         raw = name.encode("utf-8")
         values = np.ascontiguousarray(data, dtype=DTYPES[code])

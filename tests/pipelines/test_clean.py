@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from glitchflow.config import with_overrides
 from glitchflow.evaluate.subtraction import SUBTRACTED, evaluate_subtraction
 from glitchflow.io.frames import FrameFile, find_frames, read_frame
 from glitchflow.pipelines.clean import run_clean
-from glitchflow.pipelines.clean_fit import run_fit_clean
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -22,14 +20,10 @@ WITNESSES = ["V1:LSC_DARM_CORR", "V1:ENV_CEB_MAG_N", "V1:Sa_NE_F0_Z_500Hz"]
 
 
 @pytest.fixture(scope="module")
-def cleaned(tiny_config, tiny_twin, ray_local, tmp_path_factory):
-    """Couplings fitted on the tiny twin, then the twin cleaned (plus one truncated frame)."""
-    cfg = with_overrides(tiny_config, ["clean.validation_fraction=0", "clean.frames_per_block=1"])
+def cleaned(tiny_subtraction, tiny_twin, ray_local, tmp_path_factory):
+    """The tiny twin cleaned (plus one truncated frame) with the couplings fitted on it."""
+    fit, cfg = tiny_subtraction
     root = tmp_path_factory.mktemp("clean")
-    channels = root / "channels.json"
-    channels.write_text(json.dumps({"channels": [{"name": c} for c in WITNESSES]}))
-    tracking = f"sqlite:///{root / 'mlflow.db'}"
-    fit = run_fit_clean(cfg, tiny_twin.frames[0].parent, str(channels), root / "fit", tracking)
     frames = root / "frames"
     frames.mkdir()
     for path in tiny_twin.frames:
@@ -37,12 +31,14 @@ def cleaned(tiny_config, tiny_twin, ray_local, tmp_path_factory):
     last = tiny_twin.frames[-1]
     broken = frames / f"V-V1_GLITCHFLOW_TWIN-{int(FrameFile.from_path(last).end)}-32.gwf"
     broken.write_bytes(last.read_bytes()[:5000])
+    tracking = fit["registered"]["tracking_uri"]
     summary = run_clean(cfg, frames, fit["registered"]["uri"], root / "out", tracking)
     return cfg, fit, summary, root
 
 
 def test_fit_registers_a_model_whose_blip_coupling_has_the_twin_delay(cleaned):
-    cfg, fit, _, root = cleaned
+    cfg, fit, _, _ = cleaned
+    root = Path(fit["model"]).parent.parent
     assert fit["registered"]["uri"] == f"models:/{cfg.clean.model_name}@candidate"
     assert fit["training_triggers"]["V1:LSC_DARM_CORR"] >= 3
     # the twin's blips reach strain 5 ms after their witness

@@ -36,14 +36,19 @@ def call(url, path, body=None, content_type="application/json", token=TOKEN, met
 
 
 @pytest.fixture(scope="module")
-def endpoint(tiny_model, ray_local):
+def endpoint(tiny_model, tiny_subtraction, ray_local):
     from ray import serve
 
     from glitchflow.serve.runner import start_endpoint
 
     summary, _ = tiny_model
     port = free_port()
-    overrides = [f"serve.port={port}", "serve.max_request_mb=16", "serve.max_batch_size=4"]
+    overrides = [
+        f"serve.port={port}",
+        "serve.max_request_mb=16",
+        "serve.max_batch_size=4",
+        f"serve.clean_model={tiny_subtraction[0]['model']}",
+    ]
     cfg = load_config(CONFIGS / "demo.yaml", overrides)
     url = start_endpoint(
         cfg,
@@ -165,6 +170,45 @@ def test_json_and_binary_agree_and_equal_batch_inference(endpoint, tiny_twin, tm
     status, veto = call(url, "/v1/veto", _json(start, aux))
     assert status == 200 and veto["veto"] == by_json["veto"] and "cleaned" not in veto
     assert veto["max_generated_snr2"] == pytest.approx(by_json["max_generated_snr2"], rel=1e-6)
+
+
+def test_denoise_subtracts_witnessed_glitches_and_returns_cleaned_strain(endpoint, tiny_twin):
+    url, info, _ = endpoint
+    assert info["subtraction"]["witnesses"] == [
+        "V1:LSC_DARM_CORR",
+        "V1:ENV_CEB_MAG_N",
+        "V1:Sa_NE_F0_Z_500Hz",
+    ]
+    truth = pd.read_csv(tiny_twin.truth_path)
+    frames = find_frames(tiny_twin.frames[0].parent).frames
+    lo, hi = frames[0].start + info["pad_before_s"] + 1, frames[0].end - info["window_s"] - 3
+    blips = truth[(truth.family == "blip") & truth.gps_peak.between(lo + 2, hi + 2)]
+    peak = float(blips.sort_values("strain_snr").gps_peak.iloc[-1])
+    window_start = float(np.floor(peak) - 2)
+    start = window_start - info["pad_before_s"]
+    channels = {}
+    for name in info["channels"]:
+        x, rate, t0 = read_frame(frames[0], [name])[name]
+        a = round((start - t0) * rate)
+        channels[name] = (rate, x[a : a + info["samples"][name]])
+    status, got = call(url, "/v1/denoise", _json(start, channels, return_cleaned_strain=True))
+    assert status == 200, got
+    sub = got["subtraction"]
+    hit = [g for g in sub["glitches"] if abs(g["gps"] - peak) < 0.1]
+    assert hit and hit[0]["subtracted"] and hit[0]["channel"] == "V1:LSC_DARM_CORR"
+    # the loud blip is gone from the spectrogram recomputed on the cleaned strain
+    assert sub["max_cleaned_snr2"] < 0.5 * got["max_real_snr2"]
+    strain = info["channels"][0]
+    cleaned = np.array(sub["cleaned_strain"]["data"])
+    assert sub["cleaned_strain"]["gps_start"] == window_start
+    assert len(cleaned) == round(info["window_s"] * info["sample_rates"][strain])
+    a = round(info["pad_before_s"] * info["sample_rates"][strain])
+    raw = channels[strain][1][a : a + len(cleaned)]
+    assert 0 < np.abs(raw - cleaned).max() < np.abs(raw).max()
+    # the binary layout's flag bit 1 asks for the same
+    body = encode_binary(start, channels, return_cleaned_strain=True)
+    status, by_binary = call(url, "/v1/denoise", body, "application/octet-stream")
+    assert status == 200 and by_binary["subtraction"] == sub
 
 
 def test_spectrograms_on_request_and_concurrent_batched_requests(endpoint, tiny_twin):
