@@ -30,16 +30,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.common import write_json  # noqa: E402
+from benchmarks.veto_quality import HELD_OUT  # noqa: E402  (the same held-out spans)
 
-#: held-out spans: (name, config, seed, GPS start, duration s); none overlaps the science
-#: span (GPS 1400100000 + 7168 s) or uses its seed
-HELD_OUT = [
-    ("virgo-a", "science.yaml", 7001, 1400120000, 1024),
-    ("virgo-b", "science.yaml", 7002, 1400130000, 1024),
-    ("virgo-c", "science.yaml", 7003, 1400140000, 1024),
-    ("demo-a", "demo.yaml", 8001, 1400150000, 512),
-    ("demo-b", "demo.yaml", 8002, 1400160000, 512),
-]
 WITNESSES = ["V1:LSC_DARM_CORR", "V1:ENV_CEB_MAG_N", "V1:Sa_NE_F0_Z_500Hz"]
 LINEAR = ("blip", "environmental")
 

@@ -37,7 +37,7 @@ class CleanConfig(Strict):
         description="spectral mask: witness bins below kappa x their noise power are dropped",
     )
     gate_q: float = Field(
-        12.0, gt=0, description="the gate spans >= 2 e-folds of a sine-Gaussian of this Q"
+        8.0, gt=0, description="the gate spans >= 2 e-folds of a sine-Gaussian of this Q"
     )
     fir_before: float = Field(0.15, ge=0, description="coupling FIR taps before zero lag (s)")
     fir_after: float = Field(0.2, gt=0, description="coupling FIR taps after zero lag (s)")

@@ -52,7 +52,7 @@ class Localiser:
     gate_extra: float
     gate_ramp: float
     mask_kappa: float
-    gate_q: float = 12.0
+    gate_q: float = 8.0
 
     def half_width(self, duration: float, frequency: float | None) -> float:
         """Flat half-width (s): the trigger's extent, at least two e-folds of a
@@ -196,7 +196,7 @@ class SubtractionModel:
             s["gate_extra"],
             s["gate_ramp"],
             s["mask_kappa"],
-            s.get("gate_q", 12.0),
+            s.get("gate_q", 8.0),
         )
 
     def predict(self, channel: str, m: np.ndarray) -> np.ndarray:

@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from glitchflow.config import Config
 from glitchflow.io.frames import find_frames
@@ -170,11 +171,9 @@ def validation_metrics(rows: list[dict], witnesses: list[str]) -> dict:
 def witness_channels(cfg: Config, channels_file: str | None) -> list[str]:
     """Witnesses from a scan report / channel file, else ``clean.channels``; unsafe refused."""
     if channels_file:
-        data = json.loads(Path(channels_file).read_text())
-        entries = data.get("channels") if isinstance(data, dict) else None
-        if not isinstance(entries, list):
-            raise ValueError(f"{channels_file}: expected a JSON object with a 'channels' list")
-        names = [e["name"] if isinstance(e, dict) else str(e) for e in entries]
+        from glitchflow.pipelines.preprocess import channels_from_file
+
+        names = channels_from_file(channels_file)
     elif cfg.clean.channels:
         names = list(cfg.clean.channels)
     else:
@@ -225,17 +224,24 @@ def run_fit_clean(
     task = ray.remote(num_cpus=c.resources.cpus_per_worker)(block_pass)
     lags = fir_lags(c.fir_before, c.fir_after, cfg.signal.sample_rate)
 
-    def run(blocks_, state=None):
+    def run(blocks_, what: str, state=None):
         refs = [
             task.remote(cfg_json, [f.path for f in b], frames, witnesses, state) for b in blocks_
         ]
-        return ray.get(refs)
+        done = {}
+        with tqdm(total=len(refs), desc=f"fit-clean {what}", unit="block") as bar:
+            pending = list(refs)
+            while pending:
+                ready, pending = ray.wait(pending, num_returns=1)
+                done[ready[0]] = ray.get(ready[0])
+                bar.update(1)
+        return [done[r] for r in refs]
 
-    first = run(train)
+    first = run(train, "pass 1")
     firs, _, _ = _solve(first, lags, cfg, witnesses)
-    second = run(train, firs)
+    second = run(train, "pass 2", firs)
     firs, counts, delays = _solve(second, lags, cfg, witnesses)
-    held = run(val, firs) if val else []
+    held = run(val, "held out", firs) if val else []
     rows = [r for res in held for r in res["rows"]]
     failed = {p: why for res in first + held for p, why in res["errors"].items()}
     meta = {

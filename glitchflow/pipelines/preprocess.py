@@ -104,16 +104,22 @@ def rows_to_batch(rows: list[dict], n_channels: int, cond) -> dict:
     }
 
 
+def channels_from_file(path: str | Path) -> list[str]:
+    """Channel names of a channel-selection file (``glitchflow scan``'s channels.json):
+    ``{"channels": [name or {"name": ...}, ...]}``."""
+    data = json.loads(Path(path).read_text())
+    entries = data.get("channels") if isinstance(data, dict) else None
+    if not isinstance(entries, list):
+        raise ValueError(f"{path}: expected a JSON object with a 'channels' list")
+    return [e["name"] if isinstance(e, dict) else str(e) for e in entries]
+
+
 def resolve_channels(cfg: Config, frames: list[FrameFile], channels_file: str | None) -> list[str]:
     """Strain first, then the auxiliary channels: from a channel-selection file, the
     config, or (by default) every channel of the first readable frame, sorted."""
     strain = cfg.signal.strain_channel
     if channels_file:
-        data = json.loads(Path(channels_file).read_text())
-        entries = data.get("channels") if isinstance(data, dict) else None
-        if not isinstance(entries, list):
-            raise ValueError(f"{channels_file}: expected a JSON object with a 'channels' list")
-        aux = [e["name"] if isinstance(e, dict) else str(e) for e in entries]
+        aux = channels_from_file(channels_file)
     elif cfg.preprocess.channels is not None:
         aux = list(cfg.preprocess.channels)
     else:

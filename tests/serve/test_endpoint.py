@@ -84,10 +84,10 @@ def _announce_big_body(url: str, size: int):
     return status, body
 
 
-def _window(tiny_twin, info) -> dict:
-    """Every model channel from T0 - pad_before, as the endpoint wants it."""
+def _window(tiny_twin, info, window_start: float = T0) -> dict:
+    """Every model channel from ``window_start`` - pad_before, as the endpoint wants it."""
     frames = find_frames(tiny_twin.frames[0].parent).frames
-    start = T0 - info["pad_before_s"]
+    start = window_start - info["pad_before_s"]
     out = {}
     for name in info["channels"]:
         x, rate, t0 = read_frame(frames[0], [name])[name]
@@ -186,11 +186,7 @@ def test_denoise_subtracts_witnessed_glitches_and_returns_cleaned_strain(endpoin
     peak = float(blips.sort_values("strain_snr").gps_peak.iloc[-1])
     window_start = float(np.floor(peak) - 2)
     start = window_start - info["pad_before_s"]
-    channels = {}
-    for name in info["channels"]:
-        x, rate, t0 = read_frame(frames[0], [name])[name]
-        a = round((start - t0) * rate)
-        channels[name] = (rate, x[a : a + info["samples"][name]])
+    channels = _window(tiny_twin, info, window_start)
     status, got = call(url, "/v1/denoise", _json(start, channels, return_cleaned_strain=True))
     assert status == 200, got
     sub = got["subtraction"]
