@@ -23,7 +23,7 @@ from glitchflow.io.span import Segment, read_padded
 from glitchflow.models.subtraction import CouplingEquations, SubtractionModel, segment_at
 from glitchflow.signal.conditioner import Conditioner
 from glitchflow.signal.resample import resample
-from glitchflow.signal.whitening import unwhiten, welch_psd, whiten_segment
+from glitchflow.signal.whitening import unwhiten
 
 #: seconds of neighbouring data read around a block (whitening edge + segment + margin)
 PAD = 4.0
@@ -69,11 +69,7 @@ def whiten_block(
     x = x.double()
     cfg = cond.signal.conditioning
     fs = cond.sample_rate
-    psd = welch_psd(x, fs, cfg.fftlength, cfg.overlap, cfg.average)
-    limits = cond.band_limits(rates)
-    white = whiten_segment(
-        x, psd, 1.0 / cfg.fftlength, fs, cfg.filter_duration, cfg.highpass, limits
-    )
+    white, psd = cond.whiten_with_psd(x, rates)
     white = white[0].numpy()
     t0 = seg.start + (x.shape[-1] - white.shape[-1]) / 2 / fs
     triggers = []

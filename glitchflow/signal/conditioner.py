@@ -103,11 +103,18 @@ class Conditioner(nn.Module):
     def whiten(self, x: Tensor, rates: Sequence[float] | None = None) -> Tensor:
         """Whiten ``(batch, channel, time)`` at the analysis rate with a PSD estimated from
         ``x`` itself; returns data with ``filter_duration / 2`` cropped at each end."""
+        return self.whiten_with_psd(x, rates)[0]
+
+    def whiten_with_psd(
+        self, x: Tensor, rates: Sequence[float] | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """:meth:`whiten`, and the PSD it used ``(batch, channel, freq)`` on a
+        ``1 / fftlength`` Hz grid (to undo the whitening of a subtracted signal)."""
         cfg = self.signal.conditioning
         x = x.double()
         psd = welch_psd(x, self.sample_rate, cfg.fftlength, cfg.overlap, cfg.average)
         limits = self.band_limits(rates, x.device) if rates is not None else None
-        return whiten_segment(
+        white = whiten_segment(
             x,
             psd,
             1.0 / cfg.fftlength,
@@ -116,6 +123,7 @@ class Conditioner(nn.Module):
             cfg.highpass,
             band_limit=limits,
         )
+        return white, psd
 
     def transform(self, white: Tensor, rates: Sequence[float] | None = None) -> Tensor:
         """Q-transform data from :meth:`whiten` (trimmed to the bin grid and to whole bins);
