@@ -249,6 +249,9 @@ class ServeConfig(Strict):
     watch_interval_s: float = Field(
         0.0, ge=0, description="poll the registry alias for a new version (s); 0 = only on reload"
     )
+    sync_interval_s: float = Field(
+        0.5, gt=0, description="replicas follow a /v1/reload made on another replica (s)"
+    )
     clean_model: str | None = Field(
         None,
         description="subtraction model (fit-clean's model.pt or models:/NAME@ALIAS): "

@@ -10,7 +10,9 @@ serve``).  Routes:
   figures and optionally the generated and cleaned spectrograms;
 * ``GET /v1/model``: name, version, channels, rates, window, padding, thresholds;
 * ``POST /v1/reload``: re-resolve the model URI (a moved alias) and swap models
-  without downtime; ``GET /healthz``.
+  without downtime on every replica (:mod:`glitchflow.serve.pointer`); a new
+  ``user_config={"model": URI}`` does the same through ``reconfigure``;
+* ``GET /healthz``: status, model version, pointer generation and replica id.
 
 Request bodies are JSON or the binary layout of :mod:`glitchflow.serve.protocol`.
 Bad input gets a 4xx naming the field and never reaches the model; bodies over
@@ -20,17 +22,27 @@ Bad input gets a 4xx naming the field and never reaches the model; bodies over
 """
 
 import asyncio
+import contextlib
 import hmac
 import logging
 import os
+from dataclasses import dataclass, replace
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from ray import serve
+from ray.serve.config import DeploymentActorConfig
 
 from glitchflow.serve.engine import DecisionEngine, RequestError, WindowRequest
+from glitchflow.serve.pointer import POINTER, ModelPointer
 from glitchflow.serve.protocol import WindowRequestModel, parse
+from glitchflow.tracking.model_store import (
+    ResolvedModel,
+    current_version,
+    resolve_model,
+    resolve_subtraction,
+)
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +88,19 @@ def _error(exc: RequestError) -> JSONResponse:
     return JSONResponse({"error": exc.message, "field": exc.field}, status_code=exc.status)
 
 
+@dataclass(frozen=True)
+class Served:
+    """One immutable (engine, model) pair: a batch runs on one pair from start to end, and
+    its answers carry that pair's version, never a half-swapped one."""
+
+    engine: DecisionEngine
+    resolved: ResolvedModel
+    generation: int = 0  # the ModelPointer generation it follows; 0 = the configured URI
+
+    def fields(self) -> dict:
+        return {"model": self.resolved.uri, "model_version": self.resolved.version}
+
+
 @serve.deployment
 @serve.ingress(api)
 class GlitchflowEndpoint:
@@ -94,24 +119,27 @@ class GlitchflowEndpoint:
         self.device = (
             "cuda" if self.cfg.gpus_per_replica > 0 and torch.cuda.is_available() else "cpu"
         )
-        self._load()
+        self.served = self._build(model)
+        log.info("serving %s version %s", model, self.served.resolved.version)
         self.batched.set_max_batch_size(self.cfg.max_batch_size)
         self.batched.set_batch_wait_timeout_s(self.cfg.batch_wait_timeout_s)
         self.max_bytes = int(self.cfg.max_request_mb * 2**20)
         self.token = os.environ.get(self.cfg.token_env) or None
-        self._watch = None
+        self._sync = None
+        self._swap = asyncio.Lock()
+        # follow reloads from the start, requests or not (Serve runs this in its loop);
+        # without a running loop the first request starts it
+        with contextlib.suppress(RuntimeError):
+            self._sync = asyncio.get_running_loop().create_task(self._sync_loop())
 
-    def _load(self) -> None:
-        from glitchflow.tracking.model_store import resolve_model
-
-        resolved = resolve_model(self.model_uri, self.tracking_uri)
+    def _build(self, uri: str, generation: int = 0) -> Served:
+        """Resolve ``uri`` and build its engine; shown under the configured URI."""
+        resolved = replace(resolve_model(uri, self.tracking_uri), uri=self.model_uri)
         cfg = self.cfg
         subtraction = None
         if cfg.clean_model:
-            from glitchflow.tracking.model_store import resolve_subtraction
-
             subtraction = resolve_subtraction(cfg.clean_model, self.tracking_uri)
-        self.engine = DecisionEngine(
+        engine = DecisionEngine(
             resolved.ckpt,
             cfg.window,
             self.device,
@@ -120,26 +148,85 @@ class GlitchflowEndpoint:
             cfg.crop_hop,
             subtraction,
         )
-        self.resolved = resolved
-        log.info("serving %s version %s", resolved.uri, resolved.version)
+        return Served(engine, resolved, generation)
 
-    async def _ensure_watch(self) -> None:
-        if self.cfg.watch_interval_s > 0 and self._watch is None:
-            self._watch = asyncio.get_running_loop().create_task(self._watch_alias())
+    async def reconfigure(self, user_config: dict) -> None:
+        """Serve's user_config (``serve deploy`` / ``serve.run`` with
+        ``user_config={"model": URI}``): every replica switches to that model."""
+        uri = (user_config or {}).get("model")
+        if uri and uri != self.model_uri:
+            async with self._swap:
+                self.model_uri = uri
+                # published too, so that no replica follows an older reload back
+                await self._publish(await asyncio.to_thread(self._build, uri))
+            log.info("reconfigured to %s version %s", uri, self.served.resolved.version)
 
-    async def _watch_alias(self) -> None:
-        from glitchflow.tracking.model_store import current_version
+    async def check_health(self) -> None:
+        """Serve's periodic health check: also makes sure the model sync runs."""
+        await self._ensure_sync()
 
+    @staticmethod
+    def _pointer():
+        """The deployment's :class:`ModelPointer`, or None (outside Serve, not yet up)."""
+        try:
+            return serve.get_deployment_actor(POINTER)
+        except Exception as exc:  # being (re)created by the controller: try next time
+            log.warning("model pointer unavailable: %s", exc)
+            return None
+
+    async def _publish(self, served: Served) -> Served:
+        """Install ``served`` here and publish its pinned version to every replica."""
+        pointer = self._pointer()
+        generation = served.generation
+        if pointer is not None:
+            generation = await pointer.publish.remote(served.resolved.pinned_uri)
+        self.served = replace(served, generation=generation)
+        return self.served
+
+    async def _follow(self) -> None:
+        """Load what another replica published, if the generation moved."""
+        pointer = self._pointer()
+        if pointer is None:
+            return
+        generation, uri = await pointer.current.remote()
+        current = self.served
+        if generation <= current.generation or uri is None:
+            return
+        async with self._swap:
+            if uri == current.resolved.pinned_uri:
+                self.served = replace(current, generation=generation)
+            else:
+                self.served = await asyncio.to_thread(self._build, uri, generation)
+                log.info("following reload to %s", uri)
+
+    async def _ensure_sync(self) -> None:
+        if self._sync is None:
+            self._sync = asyncio.get_running_loop().create_task(self._sync_loop())
+
+    async def _sync_loop(self) -> None:
+        """Follow published reloads every ``sync_interval_s``; with ``watch_interval_s``
+        also poll the registry alias and publish a moved one."""
+        cfg = self.cfg
+        last_watch = asyncio.get_running_loop().time()
         while True:
-            await asyncio.sleep(self.cfg.watch_interval_s)
+            await asyncio.sleep(cfg.sync_interval_s)
             try:
-                version = await asyncio.to_thread(
-                    current_version, self.model_uri, self.tracking_uri
-                )
-                if version is not None and version != self.resolved.version:
-                    await asyncio.to_thread(self._load)
+                await self._follow()
+                now = asyncio.get_running_loop().time()
+                if cfg.watch_interval_s > 0 and now - last_watch >= cfg.watch_interval_s:
+                    last_watch = now
+                    version = await asyncio.to_thread(
+                        current_version, self.model_uri, self.tracking_uri
+                    )
+                    if version is not None and version != self.served.resolved.version:
+                        await self._reload()
             except Exception as exc:  # keep serving the current model
-                log.warning("alias watch: %s", exc)
+                log.warning("model sync: %s", exc)
+
+    async def _reload(self) -> Served:
+        async with self._swap:
+            served = await asyncio.to_thread(self._build, self.model_uri)
+            return await self._publish(served)
 
     def _authorise(self, request: Request) -> None:
         if self.token is None:
@@ -170,21 +257,19 @@ class GlitchflowEndpoint:
             chunks.append(chunk)
         body = b"".join(chunks)
         parsed = parse(request.headers.get("content-type"), body)
-        item = self.engine.validate(parsed.gps_start, parsed.channels, need_strain)
+        item = self.served.engine.validate(parsed.gps_start, parsed.channels, need_strain)
         item.want_spectrograms = parsed.return_spectrograms and need_strain
         item.want_cleaned_strain = parsed.return_cleaned_strain and need_strain
         return item
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.005)
     async def batched(self, items: list[WindowRequest]) -> list[dict]:
-        engine = self.engine  # a reload swaps it between batches, never inside one
-        return await asyncio.to_thread(engine.run, items)
-
-    def _model_fields(self) -> dict:
-        return {"model": self.resolved.uri, "model_version": self.resolved.version}
+        served = self.served  # a reload swaps the pair between batches, never inside one
+        results = await asyncio.to_thread(served.engine.run, items)
+        return [r if "error" in r else served.fields() | r for r in results]
 
     async def _decide(self, request: Request, need_strain: bool):
-        await self._ensure_watch()
+        await self._ensure_sync()
         try:
             item = await self._parse(request, need_strain)
         except RequestError as exc:
@@ -194,7 +279,7 @@ class GlitchflowEndpoint:
             return JSONResponse(
                 {"error": result["error"], "field": result["field"]}, status_code=result["status"]
             )
-        return self._model_fields() | result
+        return result
 
     @api.post("/v1/veto", openapi_extra=BODY_DOC)
     async def veto(self, request: Request):
@@ -210,17 +295,43 @@ class GlitchflowEndpoint:
     async def model(self, request: Request):
         """What to send: channels, native rates, samples per channel, window and padding."""
         refused = self._refusal(request)
-        return refused or self.resolved.describe() | self.engine.describe()
+        if refused:
+            return refused
+        await self._ensure_sync()
+        served = self.served
+        return served.resolved.describe() | served.engine.describe() | self._where(served)
+
+    @staticmethod
+    def _replica() -> str:
+        try:
+            return serve.get_replica_context().replica_id.unique_id
+        except Exception:  # outside a Serve replica (unit use)
+            return ""
+
+    def _where(self, served: Served) -> dict:
+        return {"generation": served.generation, "replica": self._replica()}
 
     @api.post("/v1/reload")
     async def reload(self, request: Request):
-        """Resolve the model URI again (a moved alias) and swap the model."""
+        """Resolve the model URI again (a moved alias), swap the model here and publish
+        the version to every replica (they follow within ``serve.sync_interval_s``)."""
         refused = self._refusal(request)
         if refused:
             return refused
-        previous = self.resolved.version
-        await asyncio.to_thread(self._load)
-        return {"previous_version": previous} | self._model_fields()
+        await self._ensure_sync()
+        previous = self.served.resolved.version
+        try:
+            served = await self._reload()
+        except Exception as exc:  # the registry or checkpoint failed: keep serving
+            log.warning("reload of %s failed: %s", self.model_uri, exc)
+            return JSONResponse(
+                {
+                    "error": f"reload failed, still serving version {previous}: {exc}"[:500],
+                    "field": "model",
+                },
+                status_code=503,
+            )
+        return {"previous_version": previous} | served.fields() | self._where(served)
 
     @api.get("/openapi.json", include_in_schema=False)
     async def openapi_spec(self, request: Request):
@@ -237,7 +348,9 @@ class GlitchflowEndpoint:
 
     @api.get("/healthz")
     async def healthz(self):
-        return {"status": "ok"} | self._model_fields()
+        await self._ensure_sync()
+        served = self.served
+        return {"status": "ok"} | served.fields() | self._where(served)
 
 
 def deployment_options(cfg) -> dict:
@@ -255,14 +368,21 @@ def deployment_options(cfg) -> dict:
         }
     else:
         options["num_replicas"] = s.num_replicas
+    options["deployment_actors"] = [
+        DeploymentActorConfig(name=POINTER, actor_class=ModelPointer, actor_options={"num_cpus": 0})
+    ]
     return options
 
 
-def build_app(args: ServeArgs, env_vars: dict | None = None) -> serve.Application:
+def build_app(
+    args: ServeArgs, env_vars: dict | None = None, user_config: dict | None = None
+) -> serve.Application:
     """Application builder (``serve run glitchflow.serve.app:build_app model=...``).
 
     ``env_vars`` are set in the replicas (e.g. the token variable when the deploying
     process is not the one that started Ray); on Kubernetes set them from a Secret.
+    ``user_config`` (``{"model": URI}``, also settable in a ``serve deploy`` file) is
+    handed to every replica's ``reconfigure``: changing it swaps the model in place.
     """
     from glitchflow.config import load_config
 
@@ -272,6 +392,8 @@ def build_app(args: ServeArgs, env_vars: dict | None = None) -> serve.Applicatio
     options = deployment_options(cfg)
     if env_vars:
         options["ray_actor_options"]["runtime_env"] = {"env_vars": dict(env_vars)}
+    if user_config:
+        options["user_config"] = dict(user_config)
     return GlitchflowEndpoint.options(**options).bind(
         args.model, args.tracking_uri, cfg.model_dump(mode="json")
     )

@@ -46,6 +46,7 @@ def start_endpoint(
     timeout: float = 120.0,
     env_vars: dict | None = None,
     insecure: bool = False,
+    user_config: dict | None = None,
 ) -> str:
     """Deploy the application with Serve's HTTP proxy on ``serve.host:serve.port``; wait
     until ``/healthz`` answers; return the base URL.  Off loopback a token is required
@@ -63,7 +64,7 @@ def start_endpoint(
         config=str(config_path) if config_path else None,
         overrides=list(overrides),
     )
-    serve.run(build_app(args, env_vars), name=APP_NAME, route_prefix=s.route_prefix)
+    serve.run(build_app(args, env_vars, user_config), name=APP_NAME, route_prefix=s.route_prefix)
     url = f"http://{s.host}:{s.port}{s.route_prefix.rstrip('/')}"
     deadline = time.monotonic() + timeout
     while True:

@@ -35,6 +35,12 @@ class ResolvedModel:
     run_id: str | None
     tracking_uri: str | None
 
+    @property
+    def pinned_uri(self) -> str:
+        """The URI of exactly this checkpoint: ``models:/NAME/VERSION`` for a registry
+        model (whatever alias found it), the path otherwise."""
+        return f"models:/{self.name}/{self.version}" if self.run_id else self.uri
+
     def describe(self) -> dict:
         return {
             "uri": self.uri,

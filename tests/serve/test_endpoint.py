@@ -6,6 +6,7 @@ import json
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -35,32 +36,40 @@ def call(url, path, body=None, content_type="application/json", token=TOKEN, met
         return exc.code, json.loads(exc.read() or b"{}")
 
 
-@pytest.fixture(scope="module")
-def endpoint(tiny_model, tiny_subtraction, ray_local):
-    from ray import serve
-
+def _deploy(tiny_model, tiny_subtraction, port: int, user_config: dict | None = None) -> str:
+    """Deploy the tiny model on 2 replicas at ``port`` (again: an update in place)."""
     from glitchflow.serve.runner import start_endpoint
 
     summary, _ = tiny_model
-    port = free_port()
     overrides = [
         f"serve.port={port}",
         "serve.max_request_mb=16",
         "serve.max_batch_size=4",
+        "serve.num_replicas=2",  # reload must reach both
+        "serve.cpus_per_replica=0.5",
+        "serve.sync_interval_s=0.2",
         f"serve.clean_model={tiny_subtraction[0]['model']}",
     ]
     cfg = load_config(CONFIGS / "demo.yaml", overrides)
-    url = start_endpoint(
+    return start_endpoint(
         cfg,
         summary["registered"]["uri"],
         summary["tracking_uri"],
         CONFIGS / "demo.yaml",
         overrides,
         env_vars={"GLITCHFLOW_SERVE_TOKEN": TOKEN},
+        user_config=user_config,
     )
+
+
+@pytest.fixture(scope="module")
+def endpoint(tiny_model, tiny_subtraction, ray_local):
+    from ray import serve
+
+    url = _deploy(tiny_model, tiny_subtraction, free_port())
     status, info = call(url, "/v1/model")
     assert status == 200
-    yield url, info, summary
+    yield url, info, tiny_model[0]
     serve.shutdown()
 
 
@@ -339,20 +348,146 @@ def test_fuzzed_malformed_requests_never_get_a_5xx(endpoint, tiny_twin):
     assert status == 200, answer  # the replica survived and still decides
 
 
-def test_reload_follows_a_moved_alias(endpoint):
+def _replica_pids() -> list[int]:
+    from ray.util.state import list_actors
+
+    actors = list_actors(filters=[("state", "=", "ALIVE")], limit=1000)
+    return [a.pid for a in actors if "GlitchflowEndpoint" in (a.class_name or "")]
+
+
+@pytest.mark.slow
+def test_soak_16_clients_valid_requests_no_errors_bounded_memory(endpoint, tiny_twin):
+    """16 clients send valid veto/denoise requests (JSON and binary) for
+    $GLITCHFLOW_SOAK_SECONDS (60 s): no error, no 5xx, both replicas alive, and the
+    replicas' resident memory bounded (peak reported; the last 10 s within 25 % of the
+    first 10 s).  Figures go to $GLITCHFLOW_SOAK_JSON when set."""
+    import os
+    import threading
+    import time
+    from collections import Counter
+
+    import psutil
+
+    url, info, _ = endpoint
+    seconds = float(os.environ.get("GLITCHFLOW_SOAK_SECONDS", "60"))
+    start = T0 - info["pad_before_s"]
+    window = _window(tiny_twin, info)
+    bodies = [
+        ("/v1/veto", encode_binary(start, window), "application/octet-stream"),
+        ("/v1/denoise", encode_binary(start, window), "application/octet-stream"),
+        ("/v1/veto", _json(start, window), "application/json"),
+    ]
+    pids = _replica_pids()
+    assert len(pids) == 2, pids
+    procs = [psutil.Process(pid) for pid in pids]
+    memory: list[tuple[float, int]] = []
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            memory.append((time.monotonic(), sum(p.memory_info().rss for p in procs)))
+            time.sleep(0.5)
+
+    statuses: Counter = Counter()
+    latencies: list[float] = []
+    lock = threading.Lock()
+    t_end = time.monotonic() + seconds
+
+    def client(k: int) -> None:
+        i = k
+        while time.monotonic() < t_end:
+            route, body, content_type = bodies[i % len(bodies)]
+            t = time.perf_counter()
+            status, answer = call(url, route, body, content_type)
+            with lock:
+                statuses[status] += 1
+                latencies.append(time.perf_counter() - t)
+            assert status == 200, answer
+            i += 1
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    t0 = time.monotonic()
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(client, range(16)))
+    stop.set()
+    sampler.join()
+    first = max(m for t, m in memory if t < t0 + 10)
+    last = max(m for t, m in memory if t > t0 + seconds - 10)
+    figures = {
+        "seconds": seconds,
+        "clients": 16,
+        "requests": sum(statuses.values()),
+        "statuses": dict(statuses),
+        "requests_per_second": sum(statuses.values()) / seconds,
+        "p50_ms": 1e3 * float(np.percentile(latencies, 50)),
+        "p99_ms": 1e3 * float(np.percentile(latencies, 99)),
+        "replicas": len(pids),
+        "replica_rss_peak_mib": max(m for _, m in memory) / 2**20,
+        "replica_rss_first_10s_mib": first / 2**20,
+        "replica_rss_last_10s_mib": last / 2**20,
+    }
+    print(json.dumps(figures))
+    if os.environ.get("GLITCHFLOW_SOAK_JSON"):
+        Path(os.environ["GLITCHFLOW_SOAK_JSON"]).write_text(json.dumps(figures, indent=2))
+    assert set(statuses) == {200}, statuses
+    assert all(p.is_running() for p in procs) and sorted(_replica_pids()) == sorted(pids)
+    assert last <= 1.25 * first, figures
+
+
+def _versions_seen(url: str, calls: int = 24) -> dict[str, str]:
+    """replica id -> model version over ``calls`` health checks (the proxy spreads them)."""
+    with ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(lambda _: call(url, "/healthz", token=None)[1], range(calls)))
+    return {a["replica"]: a["model_version"] for a in answers}
+
+
+def _until_all(url: str, version: str, timeout: float = 20.0) -> dict[str, str]:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        seen = _versions_seen(url)
+        if (len(seen) == 2 and set(seen.values()) == {version}) or time.monotonic() > deadline:
+            return seen
+        time.sleep(0.2)
+
+
+def test_reload_reaches_every_replica_and_user_config_reconfigures(
+    endpoint, tiny_twin, tiny_model, tiny_subtraction
+):
+    """/v1/reload on one replica: both replicas serve the moved alias's version, and every
+    answer's version is the one of the model that made it; then a new user_config (what
+    ``serve deploy`` sends) switches both replicas to a pinned version in place."""
     import mlflow
 
-    url, _, summary = endpoint
-    mlflow.set_tracking_uri(summary["tracking_uri"])
-    mlflow.set_registry_uri(summary["tracking_uri"])
+    url, info, summary = endpoint
+    mlflow.set_tracking_uri(summary["tracking_uri"])  # the registry finds the logged model
+    mlflow.set_registry_uri(summary["tracking_uri"])  # through the global URIs
     client = mlflow.MlflowClient(summary["tracking_uri"], registry_uri=summary["tracking_uri"])
     name = summary["registered"]["name"]
     first = client.get_model_version_by_alias(name, "candidate")
+    assert set(_until_all(url, str(first.version)).values()) == {str(first.version)}
     second = client.create_model_version(name, first.source, first.run_id)
     client.set_registered_model_alias(name, "candidate", second.version)
-    status, answer = call(url, "/v1/reload", b"", method="POST")
-    assert status == 200
-    assert answer["previous_version"] == str(first.version)
-    assert answer["model_version"] == str(second.version)
-    assert call(url, "/healthz", token=None)[1]["model_version"] == str(second.version)
-    client.set_registered_model_alias(name, "candidate", first.version)
+    try:
+        status, answer = call(url, "/v1/reload", b"", method="POST")
+        assert status == 200, answer
+        assert answer["previous_version"] == str(first.version)
+        assert answer["model_version"] == str(second.version)
+        assert answer["generation"] >= 1
+        seen = _until_all(url, str(second.version))
+        assert len(seen) == 2 and set(seen.values()) == {str(second.version)}, seen
+        start = T0 - info["pad_before_s"]
+        body = encode_binary(start, _window(tiny_twin, info))
+        status, decided = call(url, "/v1/veto", body, "application/octet-stream")
+        assert status == 200 and decided["model_version"] == str(second.version)
+
+        # serve deploy / serve.run with a new user_config: Serve reconfigures every replica
+        port = int(url.rsplit(":", 1)[1])
+        pinned = {"model": f"models:/{name}/{first.version}"}
+        assert _deploy(tiny_model, tiny_subtraction, port, user_config=pinned) == url
+        seen = _until_all(url, str(first.version))
+        assert len(seen) == 2 and set(seen.values()) == {str(first.version)}, seen
+    finally:
+        client.set_registered_model_alias(name, "candidate", first.version)
