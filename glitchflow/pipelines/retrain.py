@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from glitchflow.config import Config, with_overrides
+from glitchflow.io.atomic import write_json_atomic
 from glitchflow.io.frames import FrameFile, find_frames
 
 log = logging.getLogger(__name__)
@@ -136,6 +137,7 @@ def compare_and_promote(
 
     from glitchflow.pipelines.training_data import load_manifest
     from glitchflow.tracking.model_store import resolve_model
+    from glitchflow.tracking.promotion import promote_if_unchanged
 
     rt = cfg.retrain
     name = cfg.train.mlflow.registered_model
@@ -157,8 +159,17 @@ def compare_and_promote(
         )
     problems = holdout_problems(cfg, scores, production is not None)
     promote = not problems and better(cfg, scores["candidate"], scores.get("production"))
-    if promote:
-        client.set_registered_model_alias(name, rt.production_alias, candidate_version)
+    if promote:  # compare-and-set: a concurrent retrain may have promoted meanwhile
+        moved = promote_if_unchanged(
+            uri,
+            name,
+            rt.production_alias,
+            production.version if production else None,
+            candidate_version,
+        )
+        if not moved.moved:
+            problems.append(moved.reason)
+            promote = False
     reason = "; ".join(problems) or (
         "better on the held-out slice" if promote else f"not better by {rt.min_improvement}"
     )
@@ -217,10 +228,10 @@ def run_retrain(cfg: Config, frames_dir: str | Path, out: str | Path) -> dict:
         {"stage": "retrain"},
         artifact_location=default_artifact_location(out),
     )
-    scan = run_scan(cfg, train_dir, out / "scan")
+    scan = run_scan(cfg, train_dir, out / "scan", overwrite=True)
     selected = str(out / "scan" / "selected_channels.json")
     run_preprocess(cfg, train_dir, out / "dataset", selected, overwrite=True)
-    trained = run_training(cfg, out / "dataset", out / "train")
+    trained = run_training(cfg, out / "dataset", out / "train", overwrite=True)
     version = str(trained["registered"]["version"])
     channels = list(resolve_model(trained["registered"]["uri"], uri).ckpt["channels"])
     try:
@@ -244,6 +255,6 @@ def run_retrain(cfg: Config, frames_dir: str | Path, out: str | Path) -> dict:
         **decision,
         "wall_seconds": round(time.perf_counter() - t0, 1),
     }
-    (out / "retrain_summary.json").write_text(json.dumps(summary, indent=2, default=float))
+    write_json_atomic(out / "retrain_summary.json", summary, default=float)
     mlflow.MlflowClient(uri).set_terminated(run_id, "FINISHED")
     return summary

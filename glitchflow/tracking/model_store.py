@@ -56,7 +56,7 @@ class RegistryError(RuntimeError):
     which model is in production, so callers must not act as if there were none."""
 
 
-def _not_found(exc: Exception) -> bool:
+def is_not_found(exc: Exception) -> bool:
     """An MLflow answer that the name, version or alias does not exist."""
     code = getattr(exc, "error_code", None)
     return code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE") and (
@@ -89,7 +89,7 @@ def resolve_model(uri: str, tracking_uri: str | None = None) -> ResolvedModel:
         else:
             version = client.get_model_version(name, match["version"])
     except Exception as exc:
-        if _not_found(exc):
+        if is_not_found(exc):
             raise LookupError(f"{uri}: not in the registry at {tracking_uri} ({exc})") from None
         raise RegistryError(
             f"{uri}: the registry at {tracking_uri} did not answer ({type(exc).__name__}: "
@@ -146,7 +146,7 @@ def resolve_subtraction(uri: str, tracking_uri: str | None = None):
         else:
             version = client.get_model_version(match["name"], match["version"])
     except Exception as exc:
-        if _not_found(exc):
+        if is_not_found(exc):
             raise LookupError(f"{uri}: not in the registry at {tracking_uri} ({exc})") from None
         raise RegistryError(
             f"{uri}: the registry at {tracking_uri} did not answer ({exc})"

@@ -91,3 +91,36 @@ def test_a_registry_outage_is_not_read_as_no_production(monkeypatch, tmp_path):
     with pytest.raises(RegistryError, match="did not answer"):
         resolve_model("models:/exists@production", uri)
     assert not issubclass(RegistryError, LookupError)
+
+
+def test_promotion_is_compare_and_set(tmp_path):
+    """Two retrains that compared against the same production version race to promote:
+    exactly one moves the alias; a promotion against a version that has since moved is
+    refused and says where the alias points now."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from glitchflow.tracking.promotion import alias_version, promote_if_unchanged
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = mlflow.MlflowClient(uri, registry_uri=uri)
+    client.create_registered_model("m")
+    run = client.create_run(client.create_experiment("e")).info.run_id
+    versions = [client.create_model_version("m", "file:///x", run).version for _ in range(4)]
+    client.set_registered_model_alias("m", "production", versions[0])
+
+    def promote(version):
+        return promote_if_unchanged(uri, "m", "production", str(versions[0]), str(version))
+
+    with ThreadPoolExecutor(3) as pool:
+        results = list(pool.map(promote, versions[1:]))
+    winners = [r for r in results if r.moved]
+    assert len(winners) == 1, results
+    now = alias_version(client, "m", "production")
+    assert now == winners[0].version_now
+    for lost in (r for r in results if not r.moved):
+        assert lost.version_now == now and "moved from version" in lost.reason
+    # no production yet: only the first of two promotions against "none" moves it
+    client.create_registered_model("n")
+    v = client.create_model_version("n", "file:///x", run).version
+    assert promote_if_unchanged(uri, "n", "production", None, str(v)).moved
+    assert not promote_if_unchanged(uri, "n", "production", None, str(v)).moved
