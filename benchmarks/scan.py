@@ -64,7 +64,7 @@ def child(args: argparse.Namespace) -> None:
     else:
         ray.init(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False)
         t0 = time.perf_counter()
-        selected = run_scan(cfg, frames_dir, Path(args.out) / "scan")["selected"]
+        selected = run_scan(cfg, frames_dir, Path(args.out) / "scan", overwrite=True)["selected"]
         ray.shutdown()
     wall = time.perf_counter() - t0
     hours = len(channels) * len(frames) * cfg.twin.frame_duration / 3600
@@ -105,7 +105,7 @@ def quality_child(args: argparse.Namespace) -> None:
     twin = generate(cfg, Path(args.out) / "twin", writers=2)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     t0 = time.perf_counter()
-    summary = run_scan(cfg, twin.frames[0].parent, Path(args.out) / "scan")
+    summary = run_scan(cfg, twin.frames[0].parent, Path(args.out) / "scan", overwrite=True)
     ray.shutdown()
     truth = true_witness_channels(read_truth(twin.truth_path))
     with (Path(args.out) / "scan" / "channels.csv").open() as fh:

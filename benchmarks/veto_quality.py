@@ -58,7 +58,7 @@ def train_science(work: Path) -> tuple[Path, Path, dict]:
     walls["synth_s"] = time.perf_counter() - t0
     frames = twin.frames[0].parent
     t0 = time.perf_counter()
-    run_scan(cfg, frames, work / "scan")
+    run_scan(cfg, frames, work / "scan", overwrite=True)
     walls["scan_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     run_preprocess(
@@ -66,7 +66,7 @@ def train_science(work: Path) -> tuple[Path, Path, dict]:
     )
     walls["preprocess_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    trained = run_training(cfg, work / "dataset", work / "train")
+    trained = run_training(cfg, work / "dataset", work / "train", overwrite=True)
     walls["train_s"] = time.perf_counter() - t0
     walls["total_s"] = sum(walls.values())
     walls["veto"] = trained["veto"]

@@ -100,7 +100,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
     from glitchflow.pipelines.scan import run_scan
 
     cfg = _config_on_ray(args)
-    summary = run_scan(cfg, args.frames, args.out)
+    summary = run_scan(cfg, args.frames, args.out, args.overwrite)
     print((Path(args.out) / "report.txt").read_text())
     print(f"selected channels: {Path(args.out) / 'selected_channels.json'}")
     return 0 if summary["channels_scanned"] else 1
@@ -110,7 +110,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from glitchflow.pipelines.train import run_training
 
     cfg = _config_on_ray(args)
-    s = run_training(cfg, args.data, args.out)
+    s = run_training(cfg, args.data, args.out, overwrite=args.overwrite)
     test = s["test"]
     print(
         f"train: {s['epochs_run']} epochs, best epoch {s['best_epoch']}, "
@@ -129,7 +129,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     from glitchflow.pipelines.tune import run_tune
 
     cfg = _config_on_ray(args)
-    s = run_tune(cfg, args.data, args.out, resume=args.resume)
+    s = run_tune(cfg, args.data, args.out, resume=args.resume, overwrite=args.overwrite)
     best = s["best"]
     metric = f"best_{s['metric']}"
     print(
@@ -198,7 +198,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from glitchflow.pipelines.generate import run_generate
 
     cfg = _config_on_ray(args)
-    s = run_generate(cfg, args.data, args.model, args.out, args.tracking_uri)
+    s = run_generate(cfg, args.data, args.model, args.out, args.tracking_uri, args.overwrite)
     print(
         f"generate: {s['windows_generated']}/{s['windows_in']} windows "
         f"({s['windows_skipped_bad_data']} with bad data skipped) in {s['wall_seconds']} s; "
@@ -372,6 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
         "hveto rounds. Writes selected_channels.json, channels.csv, hveto.json, "
         "ranking.png and report.txt under OUT.",
     )
+    _add_overwrite_arg(p)
     p = _ray_stage(
         sub,
         "preprocess",
@@ -383,7 +384,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--channels", default=None, help="selected_channels.json from `scan`")
     _add_overwrite_arg(p)
-    _ray_stage(
+    p = _ray_stage(
         sub,
         "train",
         cmd_train,
@@ -392,6 +393,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Split DATA by GPS blocks, crop and normalise, train with Ray Train (DDP over "
         "train.workers), score the best checkpoint on the test split, register it in MLflow.",
     )
+    _add_overwrite_arg(p)
 
     _ray_stage(
         sub,
@@ -415,6 +417,7 @@ def build_parser() -> argparse.ArgumentParser:
         "best model; writes trials.csv, search.png and best_config.yaml under OUT.",
     )
     p.add_argument("--resume", action="store_true", help="continue an interrupted search in OUT")
+    _add_overwrite_arg(p)
 
     for name, func, source, summary, description in (
         (
@@ -442,7 +445,7 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument(
                 "--hveto", default=None, help="hveto.json of `glitchflow scan`: baseline vetoes"
             )
-            _add_overwrite_arg(p)
+        _add_overwrite_arg(p)
 
     add_clean_commands(sub, _ray_stage, _add_model_args, _add_overwrite_arg)
 

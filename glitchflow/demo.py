@@ -58,7 +58,7 @@ def run_demo(
 
     init_ray()
     frames = twin.frames[0].parent
-    scan = run_scan(cfg, frames, workdir / "scan")
+    scan = run_scan(cfg, frames, workdir / "scan", overwrite=True)
     truth_set = true_witness_channels(truth)
     for rule, chosen in (("significance", scan["selected"]), ("seed", scan["seed_rule_selected"])):
         hits = len(truth_set & set(chosen))
@@ -85,7 +85,7 @@ def run_demo(
     )
     from glitchflow.pipelines.train import run_training
 
-    trained = run_training(cfg, workdir / "dataset", workdir / "train")
+    trained = run_training(cfg, workdir / "dataset", workdir / "train", overwrite=True)
     test = trained["test"]
     lines.append(
         f"[train]  {trained['epochs_run']} epochs of {cfg.train.model.name} "
@@ -185,7 +185,7 @@ def small_search(config, overrides, workdir: Path, trained: dict) -> list[str]:
 
     uri = trained["tracking_uri"]
     cfg = load_config(config, [*overrides, *DEMO_SEARCH, f"train.mlflow.tracking_uri={uri}"])
-    s = run_tune(cfg, workdir / "dataset", workdir / "tune")
+    s = run_tune(cfg, workdir / "dataset", workdir / "tune", overwrite=True)
     metric = f"best_{s['metric']}"
     best = s["best"]
     line = (

@@ -11,6 +11,23 @@ from glitchflow.config import Config, load_config
 REPO = Path(__file__).resolve().parent.parent
 CONFIGS = REPO / "configs"
 
+
+def start_cli(args: list[str], log_path: Path):
+    """``python -m glitchflow.cli ARGS`` in its own process group (so a test can kill it
+    and every child with ``os.killpg``), output to ``log_path``; returns the Popen."""
+    import os
+    import subprocess
+    import sys
+
+    return subprocess.Popen(
+        [sys.executable, "-m", "glitchflow.cli", *args],
+        env=os.environ | {"PYTHONPATH": str(REPO)},
+        stdout=log_path.open("w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
 # A 64 s twin in two 32 s frames, with rates high enough that every family occurs.
 TINY_OVERRIDES = [
     "seed=2",

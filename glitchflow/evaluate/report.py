@@ -29,6 +29,7 @@ from glitchflow.evaluate.scorecard import (
     veto_figures,
 )
 from glitchflow.evaluate.subtraction import evaluate_subtraction
+from glitchflow.io.atomic import write_json_atomic
 from glitchflow.io.spectrograms import tensor_column
 from glitchflow.io.truth import read_truth
 from glitchflow.models.clusters import cluster_areas, has_cluster
@@ -260,7 +261,7 @@ def run_evaluate(
             cfg.signal,
             ev.strain_snr_threshold,
         )
-    (out / "report.json").write_text(json.dumps(report, indent=2, default=float))
+    write_json_atomic(out / "report.json", report, default=float)
     write_markdown(report, out / "report.md")
     if clean_dir is not None:
         with open(out / "report.md", "a") as md:

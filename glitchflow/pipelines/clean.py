@@ -31,6 +31,7 @@ import numpy as np
 
 from glitchflow.config import Config, SignalConfig
 from glitchflow.evaluate.subtraction import SUBTRACTED
+from glitchflow.io.atomic import atomic_path, write_json_atomic
 from glitchflow.io.frames import find_frames, frame_name, write_frame
 from glitchflow.pipelines.runtime import check_shared_storage, check_stage_resources, claim_out
 
@@ -174,7 +175,8 @@ def run_clean(
             reports += json.loads(item["reports"])
     state.unlink(missing_ok=True)
     table = pd.DataFrame(rows)
-    table.to_csv(out / "glitches.csv", index=False)
+    with atomic_path(out / "glitches.csv") as tmp:
+        table.to_csv(tmp, index=False)
     wall = time.perf_counter() - t0
     written = [r for r in reports if r["written"]]
     failed = [{"file": r["frame"], "reason": r["reason"]} for r in reports if not r["written"]]
@@ -199,7 +201,7 @@ def run_clean(
         "real_time_factor": round(seconds / wall, 2) if wall > 0 else None,
         "out": str(out),
     }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    write_json_atomic(out / "summary.json", summary, default=str)
     log.info(
         "clean: %d/%d frames, %d glitches subtracted, %.0fx real time",
         len(written),

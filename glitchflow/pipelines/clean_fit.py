@@ -19,7 +19,6 @@ whose checkpoint is registered as ``clean.model_name`` under ``--alias``.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
@@ -28,6 +27,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from glitchflow.config import Config
+from glitchflow.io.atomic import atomic_path, write_json_atomic
 from glitchflow.io.frames import find_frames
 from glitchflow.models.subtraction import (
     CouplingEquations,
@@ -271,7 +271,7 @@ def run_fit_clean(
     plot_couplings(model, examples, out / "couplings.png", out / "tensorboard")
     if tracking_uri is not False:
         summary["registered"] = log_fit(cfg, out, summary, tracking_uri, alias)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    write_json_atomic(out / "summary.json", summary, default=str)
     return summary
 
 
@@ -280,4 +280,5 @@ def _write_csv(rows: list[dict], path: Path) -> None:
 
     cols = ["channel", "gps", "frequency", "witness_snr2", "duration", "fit_snr", "gain",
             "quadrature", "subtracted"]  # fmt: skip
-    pd.DataFrame(rows, columns=cols).to_csv(path, index=False)
+    with atomic_path(path) as tmp:
+        pd.DataFrame(rows, columns=cols).to_csv(tmp, index=False)

@@ -13,7 +13,6 @@ real strain on the same rows), ``manifest.json`` and ``samples.png``.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
@@ -21,7 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from glitchflow.config import Config
-from glitchflow.pipelines.runtime import check_stage_resources
+from glitchflow.io.atomic import write_json_atomic
+from glitchflow.pipelines.runtime import check_stage_resources, claim_out
 
 log = logging.getLogger(__name__)
 
@@ -70,17 +70,26 @@ def channel_order(model_channels: list[str], data_channels: list[str]) -> list[i
     return [data_channels.index(c) for c in model_channels]
 
 
+#: what generate writes under OUT
+GENERATE_PRODUCTS = ["generated", "samples.png", "manifest.json"]
+
+
 def run_generate(
-    cfg: Config, data_dir: str | Path, model_uri: str, out: str | Path, tracking_uri=None
+    cfg: Config,
+    data_dir: str | Path,
+    model_uri: str,
+    out: str | Path,
+    tracking_uri=None,
+    overwrite: bool = False,
 ) -> dict:
+    """Generate the strain spectrogram of every window of ``data_dir``; a previous run's
+    products in ``out`` are refused (Parquet shards would mix) unless ``overwrite``."""
     import ray
 
     from glitchflow.pipelines.training_data import load_manifest
     from glitchflow.tracking.model_store import resolve_model
 
     t0 = time.perf_counter()
-    out = Path(out).resolve()
-    out.mkdir(parents=True, exist_ok=True)
     model = resolve_model(model_uri, tracking_uri)
     ckpt = model.ckpt
     manifest = load_manifest(data_dir)
@@ -92,6 +101,7 @@ def run_generate(
     order = channel_order(ckpt["channels"], manifest["channels"])
     res = cfg.infer.resources
     check_stage_resources(res, "generate")
+    out = claim_out(out, GENERATE_PRODUCTS, "generate", overwrite)  # checks passed
     shards = str((Path(data_dir) / manifest.get("shards", "shards")).resolve())
     ds = ray.data.read_parquet(shards).map_batches(
         WindowGenerator,
@@ -121,7 +131,7 @@ def run_generate(
         "windows_skipped_bad_data": n_in - int(n_out),
         "wall_seconds": round(time.perf_counter() - t0, 2),
     }
-    (out / "manifest.json").write_text(json.dumps(result, indent=2))
+    write_json_atomic(out / "manifest.json", result)
     return result
 
 

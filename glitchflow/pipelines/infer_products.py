@@ -25,6 +25,7 @@ import pandas as pd
 
 from glitchflow.config import Config
 from glitchflow.evaluate.hveto import apply_rounds, duration, intersect, merge_segments
+from glitchflow.io.atomic import atomic_path, write_json_atomic
 from glitchflow.models.operating_point import OperatingPoint
 
 log = logging.getLogger(__name__)
@@ -232,8 +233,10 @@ def write_products(cfg: Config, out: Path, model, found, accounting: dict, hveto
     live = live_segments(windows)
     clusters = [json.loads(c) for c in windows["clusters"]]
     segments = veto_segments_from_clusters(clusters, inf.veto_padding, live)
-    windows.drop(columns=["clusters"]).to_csv(out / "windows.csv", index=False)
-    windows.to_parquet(out / "windows.parquet", index=False)
+    with atomic_path(out / "windows.csv") as tmp:
+        windows.drop(columns=["clusters"]).to_csv(tmp, index=False)
+    with atomic_path(out / "windows.parquet") as tmp:
+        windows.to_parquet(tmp, index=False)
     write_segments(out / "live.csv", live)
     write_segments(out / "vetoes.csv", segments)
     write_flag(out / "vetoes.h5", f"{strain.split(':')[0]}:GLITCHFLOW-VETO:1", segments, live)
@@ -300,5 +303,5 @@ def write_products(cfg: Config, out: Path, model, found, accounting: dict, hveto
         "inference_wall_seconds": round(wall, 2),
     }
     client.log_dict(run_id, summary, "summary.json")
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
+    write_json_atomic(out / "summary.json", summary, default=float)
     return summary

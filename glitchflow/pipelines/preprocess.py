@@ -18,8 +18,15 @@ from pathlib import Path
 import numpy as np
 
 from glitchflow.config import Config, config_hash
+from glitchflow.io.atomic import write_json_atomic
 from glitchflow.io.frames import FrameFile, find_frames, frame_channels
-from glitchflow.pipelines.runtime import check_shared_storage, check_stage_resources, claim_out
+from glitchflow.pipelines.runtime import (
+    check_shared_storage,
+    check_stage_resources,
+    claim_out,
+    publish,
+    staging_dir,
+)
 
 log = logging.getLogger(__name__)
 
@@ -171,9 +178,12 @@ def run_preprocess(
     check_stage_resources(res, "preprocess", WRITE_CPUS)
     # checks above fail before OUT is touched
     out = claim_out(out, [SHARDS, REPORTS, MANIFEST], "preprocess", overwrite)
-    report_dir = out / REPORTS
-    report_dir.mkdir(parents=True, exist_ok=True)
     check_shared_storage(frames_dir, out)
+    # written aside and published when complete: a run killed mid-write leaves nothing
+    # that a reader or the next run would take for a dataset
+    staging = staging_dir(out, "preprocess")
+    report_dir = staging / REPORTS
+    report_dir.mkdir()
     if blocks:
         items = [{"paths": json.dumps([f.path for f in b])} for b in blocks]
         ds = ray.data.from_items(items, override_num_blocks=len(items))
@@ -193,13 +203,24 @@ def run_preprocess(
             num_gpus=res.gpus_per_worker,
         )
         ds.write_parquet(
-            str((out / SHARDS).resolve()),
+            str((staging / SHARDS).resolve()),
             min_rows_per_file=cfg.preprocess.rows_per_file,
             ray_remote_args={"num_cpus": WRITE_CPUS},
         )
     manifest = build_manifest(cfg, found, channels, report_dir, time.perf_counter() - t0)
-    (out / MANIFEST).write_text(json.dumps(manifest, indent=2))
+    manifest["shard_files"] = shard_rows(staging / SHARDS)
+    write_json_atomic(staging / MANIFEST, manifest)
+    publish(staging, out, [SHARDS, REPORTS, MANIFEST])
     return manifest
+
+
+def shard_rows(shards: Path) -> dict[str, int]:
+    """Rows of every Parquet file in ``shards`` (from the file footers), by file name."""
+    import pyarrow.parquet as pq
+
+    if not shards.is_dir():
+        return {}
+    return {p.name: pq.read_metadata(p).num_rows for p in sorted(shards.glob("*.parquet"))}
 
 
 def build_manifest(cfg: Config, found, channels: list[str], report_dir: Path, wall: float) -> dict:

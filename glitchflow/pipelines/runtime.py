@@ -192,3 +192,47 @@ def claim_out(out: str | Path, products: list[str], stage: str, overwrite: bool)
         log.info("%s: replaced the previous run's %s in %s", stage, ", ".join(present), out)
     out.mkdir(parents=True, exist_ok=True)
     return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
+
+def staging_dir(out: Path, stage: str) -> Path:
+    """A fresh hidden directory ``OUT/.staging-<stage>-<host>-<pid>-<id>`` that this run
+    writes into before :func:`publish` moves its products into ``out``.  Staging
+    directories left on this host by runs that died (killed mid-write) are removed: their
+    contents were never published, so nothing trusted them."""
+    import shutil
+    import socket
+    import uuid
+
+    host = socket.gethostname().replace("-", "_")
+    for old in out.glob(f".staging-{stage}-*"):
+        parts = old.name.split("-")  # ..., host, pid, id
+        mine = len(parts) >= 5 and parts[-3] == host and parts[-2].isdigit()
+        if mine and not _alive(int(parts[-2])):
+            log.warning("%s: removing the unpublished output of a run that died", old)
+            shutil.rmtree(old, ignore_errors=True)
+    path = out / f".staging-{stage}-{host}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    path.mkdir(parents=True)
+    return path
+
+
+def publish(staging: Path, out: Path, names: list[str]) -> None:
+    """Move ``staging/name`` to ``out/name`` for each of ``names`` (in that order: put the
+    file that readers check first, e.g. the manifest, last) and remove ``staging``.  Each
+    move is one ``os.replace`` on the same filesystem; the targets were claimed
+    (:func:`claim_out`), so nothing is overwritten."""
+    import shutil
+
+    for name in names:
+        if (staging / name).exists():
+            os.replace(staging / name, out / name)
+    shutil.rmtree(staging, ignore_errors=True)

@@ -8,7 +8,6 @@ segments), ``ranking.png`` and ``report.txt``.
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import time
 from pathlib import Path
@@ -19,9 +18,10 @@ from tqdm.auto import tqdm
 from glitchflow.config import Config, config_hash
 from glitchflow.evaluate.hveto import run_hveto
 from glitchflow.evaluate.selection import scan_block, score_channels, seed_rule
+from glitchflow.io.atomic import atomic_path, write_json_atomic
 from glitchflow.io.frames import FrameFile, find_frames
 from glitchflow.pipelines.preprocess import make_blocks, resolve_channels
-from glitchflow.pipelines.runtime import check_resources, check_shared_storage
+from glitchflow.pipelines.runtime import check_resources, check_shared_storage, claim_out
 
 log = logging.getLogger(__name__)
 
@@ -88,11 +88,21 @@ def collect_triggers(cfg: Config, frames: list[FrameFile], channels: list[str]) 
     return results
 
 
-def run_scan(cfg: Config, frames_dir: str | Path, out: str | Path) -> dict:
-    """Scan every auxiliary channel against strain; write the outputs; return the summary."""
+#: what a scan writes under OUT
+SCAN_PRODUCTS = [
+    "selected_channels.json",
+    "channels.csv",
+    "hveto.json",
+    "ranking.png",
+    "report.txt",
+]
+
+
+def run_scan(cfg: Config, frames_dir: str | Path, out: str | Path, overwrite: bool = False) -> dict:
+    """Scan every auxiliary channel against strain; write the outputs; return the summary.
+    A previous scan's outputs in ``out`` are refused unless ``overwrite`` replaces them."""
     t0 = time.perf_counter()
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = claim_out(out, SCAN_PRODUCTS, "scan", overwrite)
     scan = cfg.scan
     found = find_frames(frames_dir)
     frames = found.frames
@@ -154,33 +164,29 @@ def write_outputs(
         for r in rows
         if r["selected"]
     ]
-    (out / "selected_channels.json").write_text(
-        json.dumps(
-            {
-                "channels": selected,
-                "rule": cfg.scan.selection,
-                "strain_channel": cfg.signal.strain_channel,
-                "summary": summary,
-            },
-            indent=2,
-            default=float,
-        )
+    write_json_atomic(
+        out / "selected_channels.json",
+        {
+            "channels": selected,
+            "rule": cfg.scan.selection,
+            "strain_channel": cfg.signal.strain_channel,
+            "summary": summary,
+        },
+        default=float,
     )
-    with (out / "channels.csv").open("w", newline="") as fh:
+    with atomic_path(out / "channels.csv") as tmp, tmp.open("w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=CSV_FIELDS, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
     live = ctx["live"]
-    (out / "hveto.json").write_text(
-        json.dumps(
-            {
-                "rounds": [r.to_dict() for r in rounds],
-                "live_segments": live.tolist(),
-                "strain_triggers": len(ctx["strain"]),
-                "snr2_threshold": cfg.scan.snr2_threshold,
-            },
-            indent=2,
-        )
+    write_json_atomic(
+        out / "hveto.json",
+        {
+            "rounds": [r.to_dict() for r in rounds],
+            "live_segments": live.tolist(),
+            "strain_triggers": len(ctx["strain"]),
+            "snr2_threshold": cfg.scan.snr2_threshold,
+        },
     )
     plot_ranking(rows, out / "ranking.png", cfg)
     lines = [

@@ -8,7 +8,6 @@ final model with a signature and registers it under the configured alias.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
@@ -18,13 +17,14 @@ import torch
 import yaml
 
 from glitchflow.config import Config, config_hash
+from glitchflow.io.atomic import write_json_atomic
 from glitchflow.io.dataset import COLUMN_DTYPES
 from glitchflow.models.checkpoint import build_model, read_checkpoint
 from glitchflow.models.losses import SpectrogramLoss
 from glitchflow.models.scaling import Scaling
 from glitchflow.models.unet import count_parameters
 from glitchflow.pipelines.calibration import calibrate_checkpoint
-from glitchflow.pipelines.runtime import check_resources, check_shared_storage
+from glitchflow.pipelines.runtime import check_resources, check_shared_storage, claim_out
 from glitchflow.pipelines.train_loop import evaluate, train_loop_per_worker
 from glitchflow.pipelines.training_data import TrainingData, prepare_training_data
 from glitchflow.tracking.mlflow_tracking import (
@@ -127,16 +127,32 @@ def make_trainer(
     )
 
 
+#: what a training run writes under OUT (the MLflow store there is shared, not a product)
+TRAIN_PRODUCTS = [
+    "ray_results",
+    "tensorboard",
+    "best_model.pt",
+    "loss_curves.png",
+    "config.yaml",
+    "train_summary.json",
+]
+
+
 def run_training(
-    cfg: Config, data_dir: str | Path, out: str | Path, crash_after_epoch=None
+    cfg: Config,
+    data_dir: str | Path,
+    out: str | Path,
+    crash_after_epoch=None,
+    overwrite: bool = False,
 ) -> dict:
     """Train, score on the test split and register the model; returns the summary
-    (also written to OUT/train_summary.json)."""
+    (also written to OUT/train_summary.json).  A previous run's products in ``out`` are
+    refused (its TensorBoard events and checkpoints would mix with this run's) unless
+    ``overwrite`` replaces them."""
     t0 = time.perf_counter()
-    out = Path(out).resolve()
-    out.mkdir(parents=True, exist_ok=True)
     tr = cfg.train
     check_resources(tr.workers * tr.cpus_per_worker, tr.workers if tr.use_gpu else 0, "train")
+    out = claim_out(out, TRAIN_PRODUCTS, "train", overwrite)
     check_shared_storage(out)
     data = prepare_training_data(cfg, data_dir)
     loop = loop_config(cfg, data, out)
@@ -220,7 +236,7 @@ def run_training(
         "tensorboard": loop["tensorboard_dir"],
         "wall_seconds": round(time.perf_counter() - t0, 1),
     }
-    (out / "train_summary.json").write_text(json.dumps(summary, indent=2, default=float))
+    write_json_atomic(out / "train_summary.json", summary, default=float)
     return summary
 
 

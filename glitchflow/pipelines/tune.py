@@ -24,9 +24,11 @@ import time
 from pathlib import Path
 
 from glitchflow.config import Config, config_hash, validate_config
+from glitchflow.io.atomic import write_json_atomic
 from glitchflow.pipelines.runtime import (
     check_resources,
     check_shared_storage,
+    claim_out,
     release_orphaned_placement_groups,
 )
 from glitchflow.pipelines.tune_space import default_point, trial_config
@@ -35,6 +37,17 @@ log = logging.getLogger(__name__)
 
 EXPERIMENT = "search"
 STATE = "tune_state.json"
+#: what a search writes under OUT (the MLflow store there is shared, not a product)
+TUNE_PRODUCTS = [
+    STATE,
+    "ray_results",
+    "trials",
+    "trials.csv",
+    "search.png",
+    "best_config.yaml",
+    "best_model.pt",
+    "tune_summary.json",
+]
 
 
 def dimensions(cfg: Config) -> dict:
@@ -148,8 +161,12 @@ def check_trial_resources(cfg: Config) -> None:
     )
 
 
-def run_tune(cfg: Config, data_dir: str | Path, out: str | Path, resume: bool = False) -> dict:
-    """Run (or resume) the search; write the outputs; register the best model."""
+def run_tune(
+    cfg: Config, data_dir: str | Path, out: str | Path, resume: bool = False, overwrite=False
+) -> dict:
+    """Run (or resume) the search; write the outputs; register the best model.  A new
+    search refuses a previous one's products in ``out`` unless ``overwrite`` replaces them
+    (``resume`` continues it instead)."""
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 
@@ -163,9 +180,10 @@ def run_tune(cfg: Config, data_dir: str | Path, out: str | Path, resume: bool = 
 
     t0 = time.perf_counter()
     out = Path(out).resolve()
-    out.mkdir(parents=True, exist_ok=True)
     release_orphaned_placement_groups()  # an interrupted search may have left some
     check_trial_resources(cfg)
+    if not (resume and (out / STATE).is_file()):  # a new search: never mix with an old one
+        out = claim_out(out, TUNE_PRODUCTS, "tune", overwrite)
     check_shared_storage(out)
     check_space(cfg)
     uri = cfg.train.mlflow.tracking_uri or default_tracking_uri(out)
@@ -185,7 +203,7 @@ def run_tune(cfg: Config, data_dir: str | Path, out: str | Path, resume: bool = 
             artifact_location=default_artifact_location(out),
         )
         state = {"parent_run_id": parent, "config": cfg.model_dump(mode="json")}
-        state_file.write_text(json.dumps(state, indent=2))
+        write_json_atomic(state_file, state)
     data = prepare_training_data(cfg, data_dir)
     trainable = tune.with_resources(
         tune.with_parameters(
@@ -228,7 +246,7 @@ def run_tune(cfg: Config, data_dir: str | Path, out: str | Path, resume: bool = 
     grid = tuner.fit()
     summary = summarise(cfg, grid, data, out, uri, state["parent_run_id"])
     summary["wall_seconds"] = round(time.perf_counter() - t0, 1)
-    (out / "tune_summary.json").write_text(json.dumps(summary, indent=2, default=float))
+    write_json_atomic(out / "tune_summary.json", summary, default=float)
     return summary
 
 

@@ -11,6 +11,7 @@ import pandas as pd
 import torch
 
 from glitchflow.config import Config
+from glitchflow.io.atomic import atomic_path
 from glitchflow.pipelines.tune_space import default_point, write_best_config
 
 log = logging.getLogger(__name__)
@@ -153,7 +154,8 @@ def summarise(cfg: Config, grid, data, out: Path, uri: str, parent: str) -> dict
 
     tn = cfg.tune
     table = trial_table(cfg, grid)
-    table.to_csv(out / "trials.csv", index=False)
+    with atomic_path(out / "trials.csv") as tmp:
+        table.to_csv(tmp, index=False)
     plot_search(cfg, table, out / "search.png")
     run_ids = finish_runs(uri, parent, table)
     client = mlflow.MlflowClient(uri)

@@ -29,11 +29,13 @@ def main() -> None:
         elif stage == "scan":
             from glitchflow.pipelines.scan import run_scan
 
-            result = run_scan(cfg, frames, out)
+            result = run_scan(cfg, frames, out, overwrite=True)
         elif stage == "train":
             from glitchflow.pipelines.train import run_training
 
-            summary = run_training(cfg, frames, out)  # FRAMES is the dataset directory here
+            summary = run_training(
+                cfg, frames, out, overwrite=True
+            )  # FRAMES is the dataset directory here
             import mlflow
 
             run = mlflow.MlflowClient(summary["tracking_uri"]).get_run(summary["run_id"])

@@ -8,8 +8,6 @@ import json
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import threading
 import time
 import urllib.request
@@ -21,7 +19,7 @@ import pytest
 
 from glitchflow.config import load_config
 from glitchflow.io.frames import FrameFile, read_frame
-from tests.conftest import CONFIGS, REPO, TINY_OVERRIDES
+from tests.conftest import CONFIGS, TINY_OVERRIDES, start_cli
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -227,10 +225,7 @@ def test_kill_and_restart_publish_every_frame_once(reference, live_twin, ray_loc
     live, out = tmp_path / "live", tmp_path / "out"
     live.mkdir()
     address = ray_local.get_runtime_context().gcs_address
-    cmd = [
-        sys.executable,
-        "-m",
-        "glitchflow.cli",
+    args = [
         "online",
         "--config",
         str(CONFIGS / "demo.yaml"),
@@ -244,14 +239,7 @@ def test_kill_and_restart_publish_every_frame_once(reference, live_twin, ray_loc
         address,
         *ONLINE,
     ]
-    log = (tmp_path / "online.log").open("w")
-    proc = subprocess.Popen(
-        cmd,
-        env=os.environ | {"PYTHONPATH": str(REPO)},
-        stdout=log,
-        stderr=log,
-        start_new_session=True,
-    )
+    proc = start_cli(args, tmp_path / "online.log")
     feeder = _feed(live_twin, live, list(range(N_FRAMES)), pause=0.4)
     base = FrameFile.from_path(live_twin[0]).start
     try:

@@ -163,3 +163,77 @@ def test_channel_file_from_scan_selects_and_orders_channels(tmp_path, ray_local)
     assert manifest["channels"] == [STRAIN, "V1:AUX_B"]
     assert _spectrogram(_rows(tmp_path / "out").iloc[0]).shape == (2, 64, 256)
     shutil.rmtree(tmp_path / "out")
+
+
+def test_a_run_killed_mid_write_publishes_nothing_and_the_next_run_is_complete(tmp_path, ray_local):
+    """preprocess writes into a staging directory and publishes shards, reports and then
+    the manifest when complete: killed (SIGKILL) while writing, OUT holds no dataset, a
+    reader refuses it, and the next run (no --overwrite needed) clears the dead run's
+    staging and writes a complete dataset."""
+    import os
+    import signal
+    import time
+
+    from glitchflow.pipelines.training_data import load_manifest
+    from tests.conftest import start_cli
+
+    write_test_frames(tmp_path / "frames", [T0 + 16 * k for k in range(8)])
+    out = tmp_path / "out"
+    args = [
+        "preprocess",
+        "--config",
+        str(CONFIGS / "demo.yaml"),
+        "--frames",
+        str(tmp_path / "frames"),
+        "--out",
+        str(out),
+        "--address",
+        ray_local.get_runtime_context().gcs_address,
+        "preprocess.frames_per_block=1",
+        "preprocess.resources.workers=1",
+    ]
+    proc = start_cli(args, tmp_path / "preprocess.log")
+    deadline = time.monotonic() + 240
+    try:  # kill once the first frame's report is written, before the run can finish
+        while not list(out.glob(".staging-preprocess-*/reports/*.json")):
+            assert proc.poll() is None, (tmp_path / "preprocess.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "no report written in 240 s"
+            time.sleep(0.05)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert not (out / "manifest.json").exists() and not (out / "shards").exists()
+    assert list(out.glob(".staging-preprocess-*"))
+    with pytest.raises(FileNotFoundError, match="no manifest"):
+        load_manifest(out)
+    manifest = run_preprocess(_config(), tmp_path / "frames", out)
+    assert manifest["frames_written"] == 8
+    assert not list(out.glob(".staging-*"))  # the dead run's unpublished output is gone
+    assert load_manifest(out)["windows_written"] == len(_rows(out))
+
+
+def test_readers_refuse_shards_that_do_not_match_the_manifest(tmp_path, ray_local):
+    """A shard added by another run, a missing shard, or a tampered config: the dataset is
+    refused with the reason, before training or generating on it."""
+    from glitchflow.pipelines.training_data import load_manifest
+
+    write_test_frames(tmp_path / "frames", [T0, T0 + 16])
+    out = tmp_path / "out"
+    manifest = run_preprocess(_config(), tmp_path / "frames", out)
+    assert sum(manifest["shard_files"].values()) == manifest["windows_written"] > 0
+    assert load_manifest(out)["channels"] == manifest["channels"]
+    shard = sorted((out / "shards").glob("*.parquet"))[0]
+    extra = out / "shards" / "zz-another-run.parquet"
+    shutil.copy(shard, extra)
+    with pytest.raises(ValueError, match="not of this run"):
+        load_manifest(out)
+    extra.unlink()
+    shard.rename(shard.with_suffix(".bak"))
+    with pytest.raises(ValueError, match="missing"):
+        load_manifest(out)
+    shard.with_suffix(".bak").rename(shard)
+    edited = json.loads((out / "manifest.json").read_text())
+    edited["config"]["signal"]["qtransform"]["time_step"] *= 2
+    (out / "manifest.json").write_text(json.dumps(edited))
+    with pytest.raises(ValueError, match="config_hash"):
+        load_manifest(out)
