@@ -42,6 +42,12 @@ def test_there_are_launcher_kuberay_and_slurm_configs():
     assert {"kuberay/rayservice.yaml", "slurm/glitchflow.sbatch", "Dockerfile"} <= names
 
 
+def _version() -> str:
+    import tomllib
+
+    return tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+
+
 @pytest.mark.parametrize("path", YAMLS, ids=lambda p: p.relative_to(CLUSTER).as_posix())
 def test_yaml_parses_and_pins_the_ray_version(path):
     pin = _ray_pin()
@@ -50,8 +56,8 @@ def test_yaml_parses_and_pins_the_ray_version(path):
     for doc in docs:
         for version in _walk(doc, "rayVersion"):
             assert version == pin
-        for image in _walk(doc, "image"):
-            assert f"ray{pin}" in image, image
+        for image in _walk(doc, "image"):  # an exact tag (package and Ray) or a digest
+            assert "@sha256:" in image or image.endswith(f":{_version()}-ray{pin}-gpu"), image
 
 
 def _entrypoint_args(entry: str) -> tuple[str, list[str], list[str]]:
