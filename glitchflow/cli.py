@@ -43,6 +43,10 @@ def _config_on_ray(args: argparse.Namespace) -> Config:
     from glitchflow.pipelines.runtime import init_ray
 
     cfg = _config(args)
+    if getattr(args, "model", None):  # a model that cannot be loaded stops us before Ray
+        from glitchflow.tracking.model_store import resolve_model
+
+        resolve_model(args.model, getattr(args, "tracking_uri", None))
     init_ray(args.address)
     return cfg
 
@@ -514,6 +518,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: errors that name a path, model or setting the user gave: printed as one line
+USER_ERRORS = (FileNotFoundError, FileExistsError, LookupError, PermissionError)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -522,6 +530,9 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except ConfigError as exc:
         print(f"glitchflow {args.command}: configuration error\n{exc}", file=sys.stderr)
+        return 2
+    except USER_ERRORS as exc:  # what the user can fix: one line, no traceback
+        print(f"glitchflow {args.command}: {exc}", file=sys.stderr)
         return 2
 
 

@@ -41,7 +41,9 @@ def cmd_fit_clean(args: argparse.Namespace) -> int:
 
 def cmd_clean(args: argparse.Namespace) -> int:
     from glitchflow.pipelines.clean import run_clean
+    from glitchflow.tracking.model_store import resolve_subtraction
 
+    resolve_subtraction(args.model, args.tracking_uri)  # fails fast, before Ray starts
     cfg = _config_on_ray(args)
     s = run_clean(cfg, args.frames, args.model, args.out, args.tracking_uri, args.overwrite)
     print(

@@ -7,7 +7,9 @@ import subprocess
 import sys
 import tomllib
 
-from tests.conftest import REPO
+import pytest
+
+from tests.conftest import CONFIGS, REPO
 
 
 def _ray_pin() -> str:
@@ -53,3 +55,41 @@ def test_cli_help_at_every_level():
         cwd=REPO,
     )
     assert out.returncode == 0 and "COMMAND" in out.stdout
+
+
+@pytest.mark.parametrize("stage", ["serve", "infer", "online", "clean"])
+def test_a_model_that_cannot_be_loaded_stops_the_stage_before_ray_with_one_line(
+    stage, tmp_path, capsys, monkeypatch
+):
+    """README's serve example names models:/glitchflow-unet@production; without such a
+    model every stage that takes --model stops at once with one line naming it (no
+    Ray start, no replica restarts, no traceback)."""
+    import glitchflow.pipelines.runtime as runtime
+    from glitchflow.cli import main
+
+    def no_ray(*args, **kwargs):
+        raise AssertionError("Ray was started for a model that cannot be loaded")
+
+    monkeypatch.setattr(runtime, "init_ray", no_ray)
+    uri = "models:/glitchflow-unet@production"
+    args = {
+        "serve": ["serve", "--model", uri],
+        "infer": ["infer", "--frames", str(tmp_path), "--out", str(tmp_path / "o"), "--model", uri],
+        "online": [
+            "online",
+            "--frames",
+            str(tmp_path),
+            "--out",
+            str(tmp_path / "o"),
+            "--model",
+            uri,
+        ],
+        "clean": ["clean", "--frames", str(tmp_path), "--out", str(tmp_path / "o"), "--model", uri],
+    }[stage]
+    tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    code = main([*args, "--config", str(CONFIGS / "demo.yaml"), "--tracking-uri", tracking])
+    err = capsys.readouterr().err
+    ours = [line for line in err.splitlines() if line.startswith("glitchflow ")]
+    assert code == 2
+    assert len(ours) == 1 and uri in ours[0] and ours[0].startswith(f"glitchflow {stage}:"), err
+    assert "Traceback" not in err
