@@ -9,22 +9,32 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
 from glitchflow.cli_clean import add_clean_commands
+from glitchflow.cli_common import config_on_ray, log_file_of
 from glitchflow.config import Config, ConfigError, load_config
+from glitchflow.pipelines.runtime import VERBOSE_ENV
 
 log = logging.getLogger("glitchflow")
 
 REPO_CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
 
-def setup_logging(level: str = "INFO") -> None:
+def setup_logging(level: str = "INFO", log_file: Path | None = None) -> None:
+    """Console logging at ``level``; with ``log_file`` every record (Ray's too, see
+    :func:`~glitchflow.pipelines.runtime.route_ray_logs`) also goes there."""
+    handlers: list[logging.Handler] = [logging.StreamHandler()]
+    if log_file is not None:
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(log_file))
     logging.basicConfig(
         level=getattr(logging, level.upper(), logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
+        handlers=handlers,
     )
 
 
@@ -36,19 +46,6 @@ def default_config(name: str) -> Path | None:
 
 def _config(args: argparse.Namespace) -> Config:
     return load_config(args.config, args.overrides)
-
-
-def _config_on_ray(args: argparse.Namespace) -> Config:
-    """The stage's config, with Ray started (or joined at --address / $RAY_ADDRESS)."""
-    from glitchflow.pipelines.runtime import init_ray
-
-    cfg = _config(args)
-    if getattr(args, "model", None):  # a model that cannot be loaded stops us before Ray
-        from glitchflow.tracking.model_store import resolve_model
-
-        resolve_model(args.model, getattr(args, "tracking_uri", None))
-    init_ray(args.address)
-    return cfg
 
 
 def _add_config_args(p: argparse.ArgumentParser, required: bool = True) -> None:
@@ -93,7 +90,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
 def cmd_preprocess(args: argparse.Namespace) -> int:
     from glitchflow.pipelines.preprocess import run_preprocess
 
-    cfg = _config_on_ray(args)
+    cfg = config_on_ray(args)
     manifest = run_preprocess(cfg, args.frames, args.out, args.channels, args.overwrite)
     _print_accounting("preprocess", manifest, f"{manifest['wall_seconds']:.1f} s")
     print(f"manifest: {Path(args.out) / 'manifest.json'}")
@@ -103,7 +100,7 @@ def cmd_preprocess(args: argparse.Namespace) -> int:
 def cmd_scan(args: argparse.Namespace) -> int:
     from glitchflow.pipelines.scan import run_scan
 
-    cfg = _config_on_ray(args)
+    cfg = config_on_ray(args)
     summary = run_scan(cfg, args.frames, args.out, args.overwrite)
     print((Path(args.out) / "report.txt").read_text())
     print(f"selected channels: {Path(args.out) / 'selected_channels.json'}")
@@ -113,7 +110,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from glitchflow.pipelines.train import run_training
 
-    cfg = _config_on_ray(args)
+    cfg = config_on_ray(args)
     s = run_training(cfg, args.data, args.out, overwrite=args.overwrite)
     test = s["test"]
     print(
@@ -132,7 +129,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_tune(args: argparse.Namespace) -> int:
     from glitchflow.pipelines.tune import run_tune
 
-    cfg = _config_on_ray(args)
+    cfg = config_on_ray(args)
     s = run_tune(cfg, args.data, args.out, resume=args.resume, overwrite=args.overwrite)
     best = s["best"]
     metric = f"best_{s['metric']}"
@@ -153,7 +150,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
 def cmd_infer(args: argparse.Namespace) -> int:
     from glitchflow.pipelines.infer import run_inference
 
-    cfg = _config_on_ray(args)
+    cfg = config_on_ray(args)
     s = run_inference(
         cfg, args.frames, args.model, args.out, args.tracking_uri, args.hveto, args.overwrite
     )
@@ -172,7 +169,7 @@ def cmd_infer(args: argparse.Namespace) -> int:
 def cmd_online(args: argparse.Namespace) -> int:
     from glitchflow.pipelines.online import run_online
 
-    cfg = _config_on_ray(args)
+    cfg = config_on_ray(args)
     s = run_online(
         cfg, args.frames, args.model, args.out, args.tracking_uri, args.idle_exit, args.start
     )
@@ -201,7 +198,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_generate(args: argparse.Namespace) -> int:
     from glitchflow.pipelines.generate import run_generate
 
-    cfg = _config_on_ray(args)
+    cfg = config_on_ray(args)
     s = run_generate(cfg, args.data, args.model, args.out, args.tracking_uri, args.overwrite)
     print(
         f"generate: {s['windows_generated']}/{s['windows_in']} windows "
@@ -233,7 +230,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except PermissionError as exc:
         print(f"glitchflow serve: {exc}", file=sys.stderr)
         return 2
-    cfg = _config_on_ray(argparse.Namespace(**vars(args) | {"overrides": overrides}))
+    cfg = config_on_ray(argparse.Namespace(**vars(args) | {"overrides": overrides}))
     url = start_endpoint(
         cfg, args.model, args.tracking_uri, args.config, overrides, insecure=args.insecure
     )
@@ -251,7 +248,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_retrain(args: argparse.Namespace) -> int:
     from glitchflow.pipelines.retrain import run_retrain
 
-    cfg = _config_on_ray(args)
+    cfg = config_on_ray(args)
     s = run_retrain(cfg, args.frames, args.out)
     scores = s["scores"]
     print(
@@ -326,6 +323,12 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR")
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="Ray's INFO logs and worker output (per-epoch reports, Ray Data plans) on the "
+        "console too; without it they go to OUT/logs/ and the Ray session's log directory",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser(
@@ -525,7 +528,9 @@ USER_ERRORS = (FileNotFoundError, FileExistsError, LookupError, PermissionError)
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    setup_logging(args.log_level)
+    if args.verbose:
+        os.environ[VERBOSE_ENV] = "1"  # read where Ray starts, also in `run` steps and jobs
+    setup_logging(args.log_level, log_file_of(args))
     try:
         return args.func(args)
     except ConfigError as exc:

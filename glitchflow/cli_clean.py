@@ -5,21 +5,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from glitchflow.config import load_config
-
-
-def _config_on_ray(args: argparse.Namespace):
-    from glitchflow.pipelines.runtime import init_ray
-
-    cfg = load_config(args.config, args.overrides)
-    init_ray(args.address)
-    return cfg
+from glitchflow.cli_common import config_on_ray
 
 
 def cmd_fit_clean(args: argparse.Namespace) -> int:
     from glitchflow.pipelines.clean_fit import run_fit_clean
 
-    cfg = _config_on_ray(args)
+    cfg = config_on_ray(args)
     s = run_fit_clean(
         cfg, args.frames, args.channels, args.out, args.tracking_uri, args.alias, args.overwrite
     )
@@ -44,7 +36,7 @@ def cmd_clean(args: argparse.Namespace) -> int:
     from glitchflow.tracking.model_store import resolve_subtraction
 
     resolve_subtraction(args.model, args.tracking_uri)  # fails fast, before Ray starts
-    cfg = _config_on_ray(args)
+    cfg = config_on_ray(args, check_model=False)
     s = run_clean(cfg, args.frames, args.model, args.out, args.tracking_uri, args.overwrite)
     print(
         f"clean: {s['frames_written']}/{s['frames_in']} frames written, "

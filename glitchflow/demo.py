@@ -53,10 +53,12 @@ def run_demo(
 
     from glitchflow.io.truth import true_witness_channels
     from glitchflow.pipelines.preprocess import run_preprocess
-    from glitchflow.pipelines.runtime import init_ray
+    from glitchflow.pipelines.runtime import init_ray, route_ray_logs
     from glitchflow.pipelines.scan import run_scan
 
     init_ray()
+    route_ray_logs(workdir / "logs" / "glitchflow-demo.log")  # Ray's INFO lines go there
+    lines.append(f"         logs: {workdir / 'logs'} (glitchflow --verbose demo: on the console)")
     frames = twin.frames[0].parent
     scan = run_scan(cfg, frames, workdir / "scan", overwrite=True)
     truth_set = true_witness_channels(truth)

@@ -27,6 +27,7 @@ RANKS = {
     "tracking": 3,
     "cli": 4,
     "cli_clean": 4,
+    "cli_common": 4,
     "workflow": 4,
     "demo": 4,
     "__init__": 0,

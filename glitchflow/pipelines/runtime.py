@@ -47,19 +47,66 @@ def local_ray_options(num_cpus: int | None = None, log_to_driver: bool = True) -
     }
 
 
+#: set (to 1) by ``glitchflow --verbose``: Ray's own logs and worker output on the console
+VERBOSE_ENV = "GLITCHFLOW_VERBOSE"
+#: Ray's loggers, which do not propagate to the root logger
+RAY_LOGGERS = ("ray", "ray.data", "ray.train", "ray.tune", "ray.serve")
+
+
+def verbose() -> bool:
+    """Whether Ray's INFO logs and worker output belong on the console."""
+    return os.environ.get(VERBOSE_ENV, "") not in ("", "0")
+
+
+def route_ray_logs(log_file: Path | None = None) -> None:
+    """Keep Ray's INFO chatter (Ray Data execution plans and progress lines, Serve
+    deployment logs) off the console unless :func:`verbose`: its console handlers show
+    WARNING and above, and ``log_file`` (when given) receives everything at INFO."""
+    import logging
+
+    file_handler = None
+    if log_file is not None:
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        file_handler = logging.FileHandler(log_file)
+        file_handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+        )
+        file_handler.setLevel(logging.INFO)
+    for name in RAY_LOGGERS:
+        logger = logging.getLogger(name)
+        for handler in logger.handlers:
+            console = isinstance(handler, logging.StreamHandler) and not isinstance(
+                handler, logging.FileHandler
+            )
+            if console and not verbose():
+                handler.setLevel(logging.WARNING)
+        if file_handler is not None and not logger.propagate:
+            logger.addHandler(file_handler)
+
+
 def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     """Connect to ``address`` (or ``$RAY_ADDRESS``), else start a private local instance
-    (:func:`local_ray_options`)."""
+    (:func:`local_ray_options`).  Worker output reaches the console only when
+    :func:`verbose`; otherwise it stays in the Ray session's log directory (logged)."""
     import ray
 
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
-        ray.init(address=address, log_to_driver=True)
+        ray.init(address=address, log_to_driver=verbose())
     else:
-        ray.init(**local_ray_options(num_cpus))
+        ray.init(**local_ray_options(num_cpus, log_to_driver=verbose()))
+    route_ray_logs()
     log.info("ray: %s", ray.cluster_resources())
+    if not verbose():
+        try:  # where Ray keeps worker output (private API: only for this message)
+            from ray._private.worker import _global_node
+
+            logs = f"{_global_node.get_session_dir_path()}/logs"
+        except Exception:
+            logs = "the Ray session's logs directory"
+        log.info("ray worker logs: %s (glitchflow --verbose shows them here)", logs)
 
 
 def check_resources(cpus: float, gpus: float = 0.0, what: str = "stage") -> None:

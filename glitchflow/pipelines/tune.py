@@ -30,6 +30,7 @@ from glitchflow.pipelines.runtime import (
     check_shared_storage,
     claim_out,
     release_orphaned_placement_groups,
+    verbose,
 )
 from glitchflow.pipelines.tune_space import default_point, trial_config
 
@@ -240,7 +241,11 @@ def run_tune(
                 ),
             ),
             run_config=tune.RunConfig(
-                name=EXPERIMENT, storage_path=str(out / "ray_results"), verbose=1
+                name=EXPERIMENT,
+                storage_path=str(out / "ray_results"),
+                # Tune's status tables only with --verbose; a progress bar otherwise
+                verbose=1 if verbose() else 0,
+                callbacks=[] if verbose() else [trial_progress(tn.num_samples, tn.metric, tn.mode)],
             ),
         )
     grid = tuner.fit()
@@ -248,6 +253,41 @@ def run_tune(
     summary["wall_seconds"] = round(time.perf_counter() - t0, 1)
     write_json_atomic(out / "tune_summary.json", summary, default=float)
     return summary
+
+
+def trial_progress(total: int, metric: str, mode: str = "min"):
+    """A Tune callback drawing one tqdm bar over the trials (finished or stopped early,
+    errored), with the best ``metric`` so far (``mode`` min or max)."""
+    from ray.tune import Callback
+    from tqdm.auto import tqdm
+
+    class TrialProgress(Callback):
+        def __init__(self) -> None:
+            self.bar = None
+            self.best: float | None = None
+
+        def _step(self, trial) -> None:
+            if self.bar is None:
+                self.bar = tqdm(total=total, desc="tune", unit="trial")
+            value = (trial.last_result or {}).get(metric)
+            sign = 1.0 if mode == "min" else -1.0
+            if value is not None and (self.best is None or sign * (value - self.best) < 0):
+                self.best = float(value)
+            if self.best is not None:
+                self.bar.set_postfix({metric: f"{self.best:.4g}"})
+            self.bar.update(1)
+
+        def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+            self._step(trial)
+
+        def on_trial_error(self, iteration, trials, trial, **info) -> None:
+            self._step(trial)
+
+        def on_experiment_end(self, trials, **info) -> None:
+            if self.bar is not None:
+                self.bar.close()
+
+    return TrialProgress()
 
 
 def check_space(cfg: Config) -> None:
