@@ -12,7 +12,12 @@ _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
 
 
 def register(name: str):
+    """Decorator adding an architecture factory under ``name``; a second architecture
+    under a name already taken is refused (it would silently replace the first)."""
+
     def wrap(fn):
+        if name in _REGISTRY and _REGISTRY[name] is not fn:
+            raise ValueError(f"model name {name!r} is already registered ({_REGISTRY[name]})")
         _REGISTRY[name] = fn
         return fn
 

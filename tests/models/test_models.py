@@ -108,3 +108,12 @@ def test_glitch_pixels_weigh_more_in_the_loss():
     )
     with pytest.raises(ValueError, match="glitch_weight"):
         SpectrogramLoss("l1", glitch_weight=0.5)
+
+
+def test_the_registry_refuses_a_second_architecture_under_a_taken_name():
+    from glitchflow.models.registry import list_models, register
+
+    taken = list_models()[0]
+    with pytest.raises(ValueError, match="already registered"):
+        register(taken)(lambda n_aux: None)
+    assert taken in list_models()
