@@ -60,6 +60,15 @@ class AttentionGate(nn.Module):
         return x * alpha
 
 
+class OpenSkip(nn.Module):
+    """The skip connection without a gate: ``forward(x, g)`` returns ``x`` (the same call
+    as :class:`AttentionGate`, so the U-Net needs no switch on the gate's type)."""
+
+    def forward(self, x: Tensor, g: Tensor) -> Tensor:
+        del g
+        return x
+
+
 def init_weights(module: nn.Module) -> None:
     """Kaiming-normal convolutions (LeakyReLU slope 0.1), unit BatchNorm, zero biases.
 

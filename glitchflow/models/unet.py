@@ -23,7 +23,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from glitchflow.models.blocks import AttentionGate, ConvBlock, init_weights
+from glitchflow.models.blocks import AttentionGate, ConvBlock, OpenSkip, init_weights
 
 
 class UNet(nn.Module):
@@ -62,7 +62,7 @@ class UNet(nn.Module):
         for k in reversed(range(depth)):
             c_up, c_skip = widths[k + 1], widths[k]
             self.gates.append(
-                AttentionGate(c_skip, c_up, max(c_skip // 2, 1)) if attention else nn.Identity()
+                AttentionGate(c_skip, c_up, max(c_skip // 2, 1)) if attention else OpenSkip()
             )
             self.decoders.append(ConvBlock(c_up + c_skip, c_skip, residual))
         self.head = nn.Conv2d(widths[0], 1, 1)
@@ -85,8 +85,7 @@ class UNet(nn.Module):
             up = nn.functional.interpolate(
                 x, size=skip.shape[-2:], mode="bilinear", align_corners=False
             )
-            gated = gate(skip, x) if isinstance(gate, AttentionGate) else skip
-            x = dec(torch.cat([up, gated], dim=1))
+            x = dec(torch.cat([up, gate(skip, x)], dim=1))
         return self.out(self.head(x))
 
 
