@@ -26,6 +26,8 @@ import math
 import numpy as np
 import torch
 
+from glitchflow.models.geometry import model_rows
+
 #: torch dtypes of the training-sample columns (GPS times stay float64)
 COLUMN_DTYPES = {
     "x": torch.float32,
@@ -78,13 +80,13 @@ def crop_window(
     ``crop``."""
     out = []
     n_freq = spec.shape[1]
-    f0 = (n_freq - crop) // 2
+    rows = model_rows(n_freq, crop)
     hop = hop or crop
     for b in range(0, spec.shape[-1] - crop + 1, hop):
         t = gps_start + b * time_step
         if not keep_from - 1e-6 <= t < keep_until - 1e-6:
             continue
-        tile = np.clip(spec[:, f0 : f0 + crop, b : b + crop], 0.0, clamp)
+        tile = np.clip(spec[:, rows, b : b + crop], 0.0, clamp)
         out.append(
             {
                 "gps_start": t,

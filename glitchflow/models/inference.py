@@ -23,6 +23,7 @@ from torch import Tensor
 
 from glitchflow.models.checkpoint import build_model
 from glitchflow.models.decisions import WindowDecision, decide, predicted_glitch
+from glitchflow.models.geometry import model_rows
 from glitchflow.models.operating_point import OperatingPoint
 from glitchflow.models.scaling import Scaling
 
@@ -33,9 +34,9 @@ class DecidedWindows:
     ``(batch, crop, bins)`` SNR^2 on :attr:`Predictor.rows` (CPU, float32)."""
 
     decisions: list[WindowDecision]
-    real: Tensor
+    real: Tensor | None
     generated: Tensor
-    cleaned: Tensor
+    cleaned: Tensor | None
 
 
 class Predictor:
@@ -68,9 +69,8 @@ class Predictor:
         self.scaling = Scaling(ckpt["normalisation"], self.device)
         n_freq = int(ckpt["signal"]["qtransform"]["n_freq"])
         self.n_freq = n_freq
-        first = (n_freq - self.crop) // 2
         #: row slice of the Conditioner's output that the model predicts
-        self.rows = slice(first, first + self.crop)
+        self.rows = model_rows(n_freq, self.crop)
         #: the thresholds every decision made with this model uses
         self.point = OperatingPoint.from_thresholds(ckpt["thresholds"], snr2_threshold, min_area)
         if not 0 < hop_fraction <= 1:
@@ -145,10 +145,30 @@ class Predictor:
         (strain first, then the auxiliary channels, SNR^2) whose bin 0 starts at
         ``gps_starts`` (batch,) GPS s; ``frequencies`` are all ``n_freq`` rows (Hz).
 
-        The one decision path of batch and online inference."""
-        generated = self.generate(spectrograms[:, 1:])
-        real = spectrograms[:, 0, self.rows].float()
+        Batch and online inference call this; see :meth:`decide_conditioned`."""
+        return self.decide_conditioned(
+            spectrograms[:, 1:], spectrograms[:, 0], gps_starts, time_step, frequencies
+        )
+
+    @torch.no_grad()
+    def decide_conditioned(
+        self,
+        aux: Tensor,
+        strain: Tensor | None,
+        gps_starts,
+        time_step: float,
+        frequencies: np.ndarray,
+    ) -> DecidedWindows:
+        """The one decision path (batch, online and the endpoint): generate the strain
+        spectrogram from ``aux`` ``(batch, n_aux, n_freq, bins)``, decide the veto and,
+        where ``strain`` ``(batch, n_freq, bins)`` is given (NaN rows for windows without
+        strain, or None for none), the denoising; returns the decisions and the
+        spectrograms on :attr:`rows` (``real`` and ``cleaned`` None without strain)."""
+        generated = self.generate(aux)
+        real = None if strain is None else strain[:, self.rows].float().cpu()
         freqs = np.asarray(frequencies)[self.rows]
         decisions = decide(real, generated, np.asarray(gps_starts), time_step, freqs, self.point)
-        cleaned = torch.clamp(real - predicted_glitch(generated), min=0.0)
+        cleaned = None
+        if real is not None:
+            cleaned = torch.clamp(real - predicted_glitch(generated), min=0.0)
         return DecidedWindows(decisions, real, generated, cleaned)

@@ -26,6 +26,7 @@ import pandas as pd
 from glitchflow.config import Config
 from glitchflow.evaluate.hveto import apply_rounds, duration, intersect, merge_segments
 from glitchflow.io.atomic import atomic_path, write_json_atomic
+from glitchflow.models.geometry import model_rows
 from glitchflow.models.operating_point import OperatingPoint
 
 log = logging.getLogger(__name__)
@@ -209,8 +210,7 @@ def frequencies(ckpt: dict) -> np.ndarray:
     qt = sig.qtransform
     freqs = QTransform(qt.q, qt.frange, qt.n_freq, qt.time_step, sig.sample_rate).frequencies
     crop = int(ckpt["sample"]["crop"])
-    first = (qt.n_freq - crop) // 2
-    return freqs.cpu().numpy()[first : first + crop]
+    return freqs.cpu().numpy()[model_rows(qt.n_freq, crop)]
 
 
 def write_products(cfg: Config, out: Path, model, found, accounting: dict, hveto, wall: float):

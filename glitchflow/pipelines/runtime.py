@@ -64,6 +64,8 @@ def route_ray_logs(log_file: Path | None = None) -> None:
     WARNING and above, and ``log_file`` (when given) receives everything at INFO."""
     import logging
 
+    import ray.data  # noqa: F401  (configures its logger on import: adjust it after that)
+
     file_handler = None
     if log_file is not None:
         log_file.parent.mkdir(parents=True, exist_ok=True)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -248,6 +249,8 @@ def run_tune(
                 callbacks=[] if verbose() else [trial_progress(tn.num_samples, tn.metric, tn.mode)],
             ),
         )
+    if not verbose():  # Tune's new console output prints its start block even at verbose=0
+        os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     grid = tuner.fit()
     summary = summarise(cfg, grid, data, out, uri, state["parent_run_id"])
     summary["wall_seconds"] = round(time.perf_counter() - t0, 1)

@@ -28,7 +28,7 @@ import torch
 from glitchflow.config import SignalConfig
 from glitchflow.config.base import validate_model
 from glitchflow.io.windows import read_grid_unit
-from glitchflow.models.decisions import WindowDecision, decide, predicted_glitch
+from glitchflow.models.decisions import WindowDecision
 from glitchflow.models.inference import Predictor
 from glitchflow.signal.conditioner import Conditioner
 
@@ -203,25 +203,18 @@ class DecisionEngine:
         """
         strain, aux_names = self.channels[0], self.channels[1:]
         aux = self._condition(requests, aux_names)
-        generated = self.predictor.generate(aux)
         with_strain = [strain in r.data for r in requests]
         real = None
-        if any(with_strain):
+        if any(with_strain):  # NaN rows: windows sent without strain (veto only)
             idx = [k for k, w in enumerate(with_strain) if w]
-            rows = self._condition([requests[k] for k in idx], [strain])[:, 0]
-            real = torch.full((len(requests), *generated.shape[1:]), float("nan"))
-            real[idx] = rows[:, self.predictor.rows]
+            real = torch.full((len(requests), *aux.shape[2:]), float("nan"))
+            real[idx] = self._condition([requests[k] for k in idx], [strain])[:, 0]
         starts = np.array([r.gps_start + self.pad_before for r in requests])
-        decisions = decide(
-            real,
-            generated,
-            starts,
-            self.cond.time_step,
-            self.frequencies,
-            self.predictor.point,
+        decided = self.predictor.decide_conditioned(
+            aux, real, starts, self.cond.time_step, self.cond.frequencies
         )
         out = []
-        for k, (req, d) in enumerate(zip(requests, decisions)):
+        for k, (req, d) in enumerate(zip(requests, decided.decisions)):
             result = as_response(d, with_strain[k])
             if not _finite(result):
                 out.append(NON_FINITE)
@@ -229,10 +222,9 @@ class DecisionEngine:
             if with_strain[k] and self.subtraction is not None:
                 result["subtraction"] = self._subtract(req)
             if req.want_spectrograms:
-                result["generated"] = generated[k].tolist()
+                result["generated"] = decided.generated[k].tolist()
                 if with_strain[k]:
-                    glitch = predicted_glitch(generated[k : k + 1])[0]
-                    result["cleaned"] = torch.clamp(real[k] - glitch, min=0.0).tolist()
+                    result["cleaned"] = decided.cleaned[k].tolist()
             out.append(result)
         return out
 
