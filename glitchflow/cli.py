@@ -331,6 +331,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
+    _add_twin_commands(sub)
+    _add_training_commands(sub)
+    _add_inference_commands(sub)
+    _add_service_commands(sub)
+    return parser
+
+
+def _add_twin_commands(sub) -> None:
+    """Subcommands: synth and online: the twin's frames, and following live frames."""
     p = sub.add_parser(
         "synth",
         help="write detector-twin frames and the truth catalogue",
@@ -368,6 +377,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--start", type=float, default=None, help="first GPS second to publish")
     p.set_defaults(func=cmd_online)
 
+
+def _add_training_commands(sub) -> None:
+    """Subcommands: scan, preprocess, train, retrain, tune."""
     p = _ray_stage(
         sub,
         "scan",
@@ -426,6 +438,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue an interrupted search in OUT")
     _add_overwrite_arg(p)
 
+
+def _add_inference_commands(sub) -> None:
+    """Subcommands: infer, generate, fit-clean, clean."""
     for name, func, source, summary, description in (
         (
             "infer",
@@ -456,6 +471,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_clean_commands(sub, _ray_stage, _add_model_args, _add_overwrite_arg)
 
+
+def _add_service_commands(sub) -> None:
+    """Subcommands: serve, evaluate, run, demo."""
     p = sub.add_parser(
         "serve",
         help="veto/denoise HTTP endpoint on Ray Serve",
@@ -518,7 +536,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workdir", type=Path, default=Path("demo-run"), help="output directory")
     p.add_argument("--skip-tune", action="store_true", help="leave out the small Tune search")
     p.set_defaults(func=cmd_demo)
-    return parser
 
 
 #: errors that name a path, model or setting the user gave: printed as one line
