@@ -39,7 +39,7 @@ def test_bad_pipeline_files_name_the_problem(tmp_path):
         load_pipeline(path)
 
 
-def test_steps_run_in_order_and_a_failing_step_stops_the_pipeline(tmp_path):
+def test_steps_run_in_order_and_a_failing_step_stops_the_pipeline(tmp_path, capsys):
     spec = {
         "config": str(CONFIGS / "demo.yaml"),
         "workdir": str(tmp_path / "run"),
@@ -63,7 +63,8 @@ def test_steps_run_in_order_and_a_failing_step_stops_the_pipeline(tmp_path):
     }
     path = tmp_path / "pipeline.yaml"
     path.write_text(yaml.safe_dump(spec))
-    with pytest.raises(FileNotFoundError, match="not an inference directory"):
-        run_pipeline(path, main, "all", None, ["seed=5"])
+    # the broken step prints one line naming the problem and exits 2; nothing after it runs
+    assert run_pipeline(path, main, "all", None, ["seed=5"]) == 2
+    assert "not an inference directory" in capsys.readouterr().err
     assert len(list((tmp_path / "run" / "twin" / "frames").glob("*.gwf"))) == 2
     assert not (tmp_path / "run" / "never").exists()
