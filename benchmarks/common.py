@@ -63,11 +63,12 @@ def random_checkpoint(cfg, aux: list[str], directory: Path) -> Path:
     import torch
 
     from glitchflow.models.checkpoint import make_checkpoint, save_checkpoint
-    from glitchflow.models.registry import create_model
+    from glitchflow.models.registry import arguments_from_settings, create_model
 
     rates = {c.name: c.sample_rate for c in cfg.twin.channels}
     tr = cfg.train
-    kwargs = {"n_aux": len(aux), "base": tr.model.base, "depth": tr.model.depth}
+    m = tr.model
+    kwargs = arguments_from_settings(m.name, len(aux), m.base, m.depth, m.residual, m.attention)
     torch.manual_seed(0)
     ckpt = make_checkpoint(
         create_model(tr.model.name, **kwargs),

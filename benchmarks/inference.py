@@ -47,17 +47,16 @@ SETTINGS = {  # name: (infer.stride s, infer.crop_hop)
 
 def plain_loop(cfg, frames_dir: Path, model: Path) -> float:
     """Wall seconds of the same work without Ray: condition, cut, predict, decide."""
-    from glitchflow.config import SignalConfig
-    from glitchflow.config.base import validate_model
     from glitchflow.io.frames import find_frames
     from glitchflow.io.windows import FrameWindowCutter
+    from glitchflow.models.checkpoint import read_checkpoint
     from glitchflow.models.decisions import decide
     from glitchflow.models.inference import Predictor
     from glitchflow.pipelines.preprocess import make_blocks
     from glitchflow.signal.conditioner import Conditioner
 
-    ckpt = torch.load(model, weights_only=True)
-    cond = Conditioner(validate_model(SignalConfig, ckpt["signal"]))
+    ckpt = read_checkpoint(model)
+    cond = Conditioner(ckpt.signal)
     pred = Predictor(ckpt, hop_fraction=cfg.infer.crop_hop)
     frames = find_frames(frames_dir).frames
     cutter = FrameWindowCutter(cond, frames, pred.channels, cfg.infer.window, cfg.infer.stride)

@@ -88,8 +88,8 @@ class ModelConfig(Strict):
     name: str = "unet_res_att"
     base: int = Field(16, ge=1, le=512, description="channels of the first level (width)")
     depth: int = Field(3, ge=1, le=8)
-    residual: bool = True
-    attention: bool = True
+    residual: bool | None = Field(None, description="None: the architecture's own default")
+    attention: bool | None = Field(None, description="None: the architecture's own default")
 
 
 class LossConfig(Strict):

@@ -1,33 +1,232 @@
 """Self-describing checkpoints: a checkpoint alone rebuilds the model and its preprocessing.
 
-The file (``model.pt``) is a dict of tensors and plain Python values only, so it
-loads with ``torch.load(weights_only=True)`` (no unpickling of code):
+On disk (``model.pt``) a checkpoint is a dict of tensors and plain Python values only,
+so it loads with ``torch.load(weights_only=True)`` (no unpickling of code):
 
 ``format``           "glitchflow-checkpoint/1"
-``model``            {"name": registry name, "kwargs": constructor arguments}
-``state_dict``       the weights
+``model``            {"name": registry name, "kwargs": that architecture's arguments}
+``state_dict``       the network's weights
 ``signal``           the SignalConfig (conditioner) as a plain dict
 ``channels``         [strain, aux...] in input order (strain is the target)
 ``normalisation``    {"aux": [divisor per aux channel], "strain": divisor, "transform"}
-``sample``           {"crop", "clamp", "window", "stride", "rates"}: how inputs were cut,
-                     and each channel's native sample rate (Hz) in the training frames
+``sample``           {"crop", "clamp", "window", "stride", "rates"}: crop size (pixels), input
+                     ceiling (SNR^2), window and stride (s), and each channel's native sample
+                     rate (Hz) in the training frames
 ``thresholds``       {"snr2": denoise/metric threshold, "min_area": pixels, "veto": the
                      veto's operating point calibrated on validation glitch-free time
                      (:mod:`glitchflow.models.operating_point`; absent = uncalibrated)}
 ``epoch``, ``metrics`` and optionally ``optimizer`` / ``scheduler`` states for resuming
+
+In memory it is a :class:`Checkpoint`: the typed, validated :class:`CheckpointMeta`
+plus the weights.  :func:`read_checkpoint` validates every field and names the file
+and the field when one is missing or wrong.
 """
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
-from glitchflow.models.registry import create_model
+from glitchflow.config import ConfigError, SignalConfig, validate_model
+from glitchflow.models.registry import create_model, model_arguments
+from glitchflow.models.scaling import TRANSFORMS
 
 FORMAT = "glitchflow-checkpoint/1"
 FILENAME = "model.pt"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is not a glitchflow checkpoint or a field of it is wrong."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Architecture name and its arguments (see :mod:`glitchflow.models.registry`)."""
+
+    name: str
+    kwargs: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class SampleMeta:
+    """How training inputs were cut: ``crop`` pixels square (rows = bins), inputs clamped
+    at ``clamp`` SNR^2, ``window`` / ``stride`` s, native ``rates`` (Hz) per channel."""
+
+    crop: int
+    clamp: float
+    window: float
+    stride: float
+    rates: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CheckpointMeta:
+    """Everything about a trained model except its weights, validated on load."""
+
+    model: ModelSpec
+    signal: SignalConfig
+    channels: tuple[str, ...]
+    normalisation: dict[str, Any]
+    sample: SampleMeta
+    thresholds: dict[str, Any]
+    epoch: int
+    metrics: dict[str, float]
+
+    @property
+    def strain_channel(self) -> str:
+        return self.channels[0]
+
+    @property
+    def aux_channels(self) -> list[str]:
+        return list(self.channels[1:])
+
+    @property
+    def time_step(self) -> float:
+        """Spectrogram bin width (s)."""
+        return float(self.signal.qtransform.time_step)
+
+    @property
+    def n_freq(self) -> int:
+        return int(self.signal.qtransform.n_freq)
+
+    def describe(self) -> dict:
+        """JSON-ready summary (what ``/v1/model`` and run summaries report)."""
+        return {
+            "model": asdict(self.model),
+            "channels": list(self.channels),
+            "sample": asdict(self.sample),
+            "epoch": self.epoch,
+        }
+
+
+@dataclass(frozen=True)
+class Checkpoint(CheckpointMeta):
+    """A validated checkpoint: :class:`CheckpointMeta` and the weights (and, in training
+    checkpoints, the optimiser and scheduler states)."""
+
+    state_dict: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
+    optimizer: dict | None = field(default=None, repr=False)
+    scheduler: dict | None = field(default=None, repr=False)
+
+    def with_thresholds(self, **changes) -> Checkpoint:
+        """A copy whose ``thresholds`` dict has ``changes`` applied."""
+        return replace(self, thresholds=dict(self.thresholds, **changes))
+
+    def to_dict(self) -> dict:
+        """The on-disk dict (plain values and tensors only)."""
+        ckpt = {
+            "format": FORMAT,
+            "model": {"name": self.model.name, "kwargs": dict(self.model.kwargs)},
+            "state_dict": self.state_dict,
+            "signal": self.signal.model_dump(mode="json"),
+            "channels": list(self.channels),
+            "normalisation": self.normalisation,
+            "sample": asdict(self.sample),
+            "thresholds": self.thresholds,
+            "epoch": self.epoch,
+            "metrics": dict(self.metrics),
+        }
+        if self.optimizer is not None:
+            ckpt["optimizer"] = self.optimizer
+        if self.scheduler is not None:
+            ckpt["scheduler"] = self.scheduler
+        return ckpt
+
+    @classmethod
+    def from_dict(cls, raw: Any, source: str = "<checkpoint>") -> Checkpoint:
+        """Validate an on-disk dict; errors name ``source`` and the field."""
+        if not isinstance(raw, dict) or raw.get("format") != FORMAT:
+            raise CheckpointError(f"{source}: not a glitchflow checkpoint ({FORMAT!r} expected)")
+        return _validated(raw, source)
+
+
+def _validated(raw: dict, source: str) -> Checkpoint:
+    def need(key: str, kind: type | tuple[type, ...]):
+        if key not in raw:
+            raise CheckpointError(f"{source}: field {key!r} is missing")
+        if not isinstance(raw[key], kind):
+            raise CheckpointError(f"{source}: field {key!r} is {type(raw[key]).__name__}")
+        return raw[key]
+
+    def check(ok: bool, what: str) -> None:
+        if not ok:
+            raise CheckpointError(f"{source}: {what}")
+
+    spec = need("model", dict)
+    check(
+        isinstance(spec.get("name"), str) and isinstance(spec.get("kwargs"), dict),
+        "field 'model' needs a 'name' and a 'kwargs' dict",
+    )
+    try:
+        kwargs = model_arguments(spec["name"], **spec["kwargs"])
+    except (ValueError, TypeError) as exc:
+        raise CheckpointError(f"{source}: field 'model': {exc}") from None
+    try:
+        signal = validate_model(SignalConfig, need("signal", dict), f"{source}: field 'signal'")
+    except ConfigError as exc:
+        raise CheckpointError(str(exc)) from None
+    channels = tuple(need("channels", list))
+    check(
+        len(channels) >= 2 and all(isinstance(c, str) and c for c in channels),
+        "field 'channels' needs the strain channel and at least one auxiliary channel",
+    )
+    check(len(set(channels)) == len(channels), "field 'channels' names a channel twice")
+    check(
+        kwargs.get("n_aux") == len(channels) - 1,
+        f"field 'model': n_aux {kwargs.get('n_aux')} but {len(channels) - 1} aux channels",
+    )
+    norm = need("normalisation", dict)
+    check(
+        isinstance(norm.get("aux"), list)
+        and len(norm["aux"]) == len(channels) - 1
+        and all(float(a) > 0 for a in norm["aux"]),
+        "field 'normalisation.aux' needs one positive divisor per auxiliary channel",
+    )
+    check(float(norm.get("strain", 0)) > 0, "field 'normalisation.strain' must be positive")
+    check(
+        norm.get("transform", "linear") in TRANSFORMS,
+        f"field 'normalisation.transform' must be one of {TRANSFORMS}",
+    )
+    sample = need("sample", dict)
+    try:
+        meta = SampleMeta(
+            crop=int(sample["crop"]),
+            clamp=float(sample["clamp"]),
+            window=float(sample["window"]),
+            stride=float(sample["stride"]),
+            rates={str(c): float(r) for c, r in (sample.get("rates") or {}).items()},
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{source}: field 'sample': {exc!r}") from None
+    check(
+        meta.crop > 0 and meta.clamp > 0 and meta.window > 0 and meta.stride > 0,
+        "field 'sample': crop, clamp, window and stride must be positive",
+    )
+    check(all(r > 0 for r in meta.rates.values()), "field 'sample.rates' must be positive")
+    check(meta.crop <= signal.qtransform.n_freq, "field 'sample.crop' exceeds signal n_freq")
+    thresholds = need("thresholds", dict)
+    check(
+        float(thresholds.get("snr2", 0)) > 0 and int(thresholds.get("min_area", 0)) >= 1,
+        "field 'thresholds' needs snr2 > 0 and min_area >= 1",
+    )
+    state = need("state_dict", dict)
+    return Checkpoint(
+        model=ModelSpec(spec["name"], kwargs),
+        signal=signal,
+        channels=channels,
+        normalisation=dict(norm),
+        sample=meta,
+        thresholds=dict(thresholds),
+        epoch=int(need("epoch", int)),
+        metrics={k: float(v) for k, v in raw.get("metrics", {}).items()},
+        state_dict=state,
+        optimizer=raw.get("optimizer"),
+        scheduler=raw.get("scheduler"),
+    )
 
 
 def make_checkpoint(
@@ -42,13 +241,13 @@ def make_checkpoint(
     metrics: dict,
     optimizer: dict | None = None,
     scheduler: dict | None = None,
-) -> dict:
-    module = getattr(model, "module", model)  # unwrap DistributedDataParallel
-    state = {k: v.detach().cpu() for k, v in module.state_dict().items()}
-    ckpt = {
+) -> Checkpoint:
+    """A validated checkpoint of ``model`` (a DDP wrapper is unwrapped)."""
+    module = getattr(model, "module", model)
+    raw = {
         "format": FORMAT,
         "model": {"name": model_spec["name"], "kwargs": dict(model_spec["kwargs"])},
-        "state_dict": state,
+        "state_dict": {k: v.detach().cpu() for k, v in module.state_dict().items()},
         "signal": signal,
         "channels": list(channels),
         "normalisation": normalisation,
@@ -56,34 +255,36 @@ def make_checkpoint(
         "thresholds": thresholds,
         "epoch": int(epoch),
         "metrics": {k: float(v) for k, v in metrics.items()},
+        "optimizer": optimizer,
+        "scheduler": scheduler,
     }
-    if optimizer is not None:
-        ckpt["optimizer"] = optimizer
-    if scheduler is not None:
-        ckpt["scheduler"] = scheduler
-    return ckpt
+    return _validated(raw, "new checkpoint")
 
 
-def save_checkpoint(ckpt: dict, directory: str | Path) -> Path:
-    path = Path(directory) / FILENAME
+def save_checkpoint(ckpt: Checkpoint, path: str | Path) -> Path:
+    """Write ``ckpt`` to ``path`` (a ``.pt`` file, or a directory: ``path/model.pt``)."""
+    path = Path(path)
+    if path.suffix != ".pt":
+        path = path / FILENAME
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(ckpt, path)
+    torch.save(ckpt.to_dict(), path)
     return path
 
 
-def read_checkpoint(path: str | Path) -> dict:
-    """Load a checkpoint dict (file or directory holding ``model.pt``) with weights_only."""
+def read_checkpoint(path: str | Path) -> Checkpoint:
+    """Load and validate a checkpoint (a file, or a directory holding ``model.pt``)."""
     path = Path(path)
     if path.is_dir():
         path = path / FILENAME
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
-        raise ValueError(f"{path}: not a glitchflow checkpoint (format {FORMAT!r} expected)")
-    return ckpt
+    try:
+        raw = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(f"{path}: cannot be read as a checkpoint ({exc})") from None
+    return Checkpoint.from_dict(raw, str(path))
 
 
-def build_model(ckpt: dict) -> nn.Module:
-    """The trained model of a checkpoint, in eval mode."""
-    model = create_model(ckpt["model"]["name"], **ckpt["model"]["kwargs"])
-    model.load_state_dict(ckpt["state_dict"])
-    return model.eval()
+def build_network(ckpt: Checkpoint) -> nn.Module:
+    """The trained network of a checkpoint (model units in and out), in eval mode."""
+    network = create_model(ckpt.model.name, **ckpt.model.kwargs)
+    network.load_state_dict(ckpt.state_dict)
+    return network.eval()

@@ -21,11 +21,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from glitchflow.models.checkpoint import build_model
+from glitchflow.models.checkpoint import Checkpoint
 from glitchflow.models.decisions import WindowDecision, decide, predicted_glitch
 from glitchflow.models.geometry import model_rows
-from glitchflow.models.operating_point import OperatingPoint
-from glitchflow.models.scaling import Scaling
+from glitchflow.models.glitch_model import GlitchModel
 
 
 @dataclass
@@ -43,36 +42,37 @@ class Predictor:
     """Checkpoint -> generated strain spectrograms for whole windows.
 
     Args:
-        ckpt: a checkpoint dict (:func:`~glitchflow.models.checkpoint.read_checkpoint`).
+        ckpt: a checkpoint (:func:`~glitchflow.models.checkpoint.read_checkpoint`).
         device: torch device for the model.
         hop_fraction: crop hop as a fraction of the crop (0.5: every bin seen by two
             crops; 1: crops side by side as in training, half the model calls).
         snr2_threshold, min_area: override the checkpoint's veto and denoise thresholds
             (SNR^2, pixels); None: the checkpoint's calibrated operating point.
+        model: the :class:`GlitchModel` to run (for example one loaded back from MLflow);
+            None builds it from ``ckpt``.
     """
 
     def __init__(
         self,
-        ckpt: dict,
+        ckpt: Checkpoint,
         device: str | torch.device = "cpu",
         hop_fraction: float = 0.5,
         snr2_threshold: float | None = None,
         min_area: int | None = None,
+        model: GlitchModel | None = None,
     ) -> None:
         self.ckpt = ckpt
         self.device = torch.device(device)
-        self.model = build_model(ckpt).to(self.device)
-        sample = ckpt["sample"]
-        self.crop = int(sample["crop"])
-        self.clamp = float(sample["clamp"])
-        self.channels: list[str] = list(ckpt["channels"])
-        self.scaling = Scaling(ckpt["normalisation"], self.device)
-        n_freq = int(ckpt["signal"]["qtransform"]["n_freq"])
-        self.n_freq = n_freq
+        if model is None:
+            model = GlitchModel.from_checkpoint(ckpt, snr2_threshold, min_area)
+        self.model = model.to(self.device).eval()
+        self.crop = self.model.crop
+        self.channels: list[str] = list(ckpt.channels)
+        self.n_freq = ckpt.n_freq
         #: row slice of the Conditioner's output that the model predicts
-        self.rows = model_rows(n_freq, self.crop)
+        self.rows = model_rows(self.n_freq, self.crop)
         #: the thresholds every decision made with this model uses
-        self.point = OperatingPoint.from_thresholds(ckpt["thresholds"], snr2_threshold, min_area)
+        self.point = self.model.operating_point
         if not 0 < hop_fraction <= 1:
             raise ValueError(f"hop_fraction must be in (0, 1], got {hop_fraction}")
         self.hop = max(1, round(self.crop * hop_fraction))
@@ -102,11 +102,8 @@ class Predictor:
     @torch.no_grad()
     def predict_crops(self, crops: Tensor) -> Tensor:
         """Generated strain SNR^2 ``(n, crop, crop)`` of auxiliary crops ``(n, n_aux, crop,
-        crop)`` (SNR^2, the model's rows), on the model's device: inputs clamped to the
-        training range, outputs too (beyond it is extrapolation, expm1 of a large log)."""
-        x = self.scaling.inputs(torch.clamp(crops.to(self.device, torch.float32), 0, self.clamp))
-        pred = self.model(x)[:, 0].float()
-        return torch.clamp(self.scaling.outputs(pred), 0.0, self.clamp)
+        crop)`` (SNR^2, the model's rows), on the model's device (see :class:`GlitchModel`)."""
+        return self.model(crops.to(self.device, torch.float32))[:, 0]
 
     @torch.no_grad()
     def generate(self, aux: Tensor, max_crops: int = 256) -> Tensor:

@@ -12,22 +12,23 @@ in the checkpoint's ``normalisation`` dict: ``{"aux": [...], "strain": s,
 from __future__ import annotations
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 TRANSFORMS = ("log1p", "linear")
 
 
-class Scaling:
+class Scaling(nn.Module):
     """Maps ``(batch, n_aux, F, T)`` inputs and ``(batch, 1, F, T)`` targets to model units
-    and model outputs back to SNR^2."""
+    and model outputs back to SNR^2.  The divisors are buffers: they move with ``.to()``
+    and travel inside a pickled :class:`~glitchflow.models.glitch_model.GlitchModel`."""
 
     def __init__(self, normalisation: dict, device: str | torch.device = "cpu") -> None:
+        super().__init__()
         self.transform = normalisation.get("transform", "linear")
         if self.transform not in TRANSFORMS:
             raise ValueError(f"unknown transform {self.transform!r}; expected one of {TRANSFORMS}")
-        self.aux = torch.tensor(normalisation["aux"], dtype=torch.float32, device=device)[
-            None, :, None, None
-        ]
+        aux = torch.tensor(normalisation["aux"], dtype=torch.float32, device=device)
+        self.register_buffer("aux", aux[None, :, None, None])
         self.strain = float(normalisation["strain"])
 
     def compress(self, x: Tensor) -> Tensor:

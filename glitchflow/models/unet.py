@@ -37,14 +37,7 @@ class UNet(nn.Module):
         attention: additive attention gate on every skip connection.
     """
 
-    def __init__(
-        self,
-        n_aux: int,
-        base: int = 64,
-        depth: int = 3,
-        residual: bool = True,
-        attention: bool = True,
-    ) -> None:
+    def __init__(self, n_aux: int, base: int, depth: int, residual: bool, attention: bool) -> None:
         super().__init__()
         if depth < 1:
             raise ValueError(f"depth must be >= 1, got {depth}")
@@ -97,7 +90,7 @@ class DilatedResNet(nn.Module):
         n_aux: input channels; width: channels per block; depth: number of blocks.
     """
 
-    def __init__(self, n_aux: int, width: int = 32, depth: int = 6) -> None:
+    def __init__(self, n_aux: int, width: int, depth: int) -> None:
         super().__init__()
         self.stem = nn.Conv2d(n_aux, width, 3, padding=1)
         self.blocks = nn.Sequential(

@@ -16,6 +16,7 @@ import torch
 
 from glitchflow.config import Config
 from glitchflow.io.dataset import COLUMN_DTYPES
+from glitchflow.models.checkpoint import Checkpoint
 from glitchflow.models.inference import Predictor
 from glitchflow.models.operating_point import calibrate_veto
 
@@ -23,7 +24,9 @@ log = logging.getLogger(__name__)
 
 
 @torch.no_grad()
-def generate_crops(ckpt: dict, dataset, batch_size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+def generate_crops(
+    ckpt: Checkpoint, dataset, batch_size: int = 64
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Real and generated strain SNR^2 ``(n, F, T)`` of every crop of a Ray dataset with
     ``x`` / ``y`` columns (as the training splits), in dataset order, through the same
     :class:`Predictor` that infer and serve use."""
@@ -37,14 +40,14 @@ def generate_crops(ckpt: dict, dataset, batch_size: int = 64) -> tuple[torch.Ten
     return torch.cat(real), torch.cat(generated)
 
 
-def calibrate_checkpoint(ckpt: dict, dataset, cfg: Config) -> dict:
+def calibrate_checkpoint(ckpt: Checkpoint, dataset, cfg: Config) -> Checkpoint:
     """``ckpt`` with ``thresholds["veto"]`` calibrated on ``dataset`` (the validation split);
     unchanged (with a warning) when calibration is off or the split has no glitch-free crop."""
     veto = cfg.train.veto
     if not veto.calibrate:
         return ckpt
     real, generated = generate_crops(ckpt, dataset)
-    step = float(ckpt["signal"]["qtransform"]["time_step"])
+    step = ckpt.time_step
     padding_bins = round(cfg.infer.veto_padding / step)
     guard_bins = round(veto.guard / step)
     point = (
@@ -62,7 +65,7 @@ def calibrate_checkpoint(ckpt: dict, dataset, cfg: Config) -> dict:
     if not point:
         log.warning(
             "validation split has no glitch-free crop: the veto keeps SNR^2 %s",
-            ckpt["thresholds"]["snr2"],
+            ckpt.thresholds["snr2"],
         )
         return ckpt
     log.info(
@@ -76,4 +79,4 @@ def calibrate_checkpoint(ckpt: dict, dataset, cfg: Config) -> dict:
         point["glitches"],
         point["val_efficiency"],
     )
-    return ckpt | {"thresholds": dict(ckpt["thresholds"], veto=point)}
+    return ckpt.with_thresholds(veto=point)

@@ -20,7 +20,10 @@ from pathlib import Path
 import numpy as np
 
 from glitchflow.config import Config
+from glitchflow.config.base import validate_model
+from glitchflow.config.signal import SignalConfig
 from glitchflow.io.atomic import write_json_atomic
+from glitchflow.models.checkpoint import Checkpoint
 from glitchflow.pipelines.runtime import check_stage_resources, claim_out
 
 log = logging.getLogger(__name__)
@@ -29,7 +32,7 @@ log = logging.getLogger(__name__)
 class WindowGenerator:
     """Ray Data callable class: dataset windows -> generated strain spectrograms."""
 
-    def __init__(self, ckpt: dict, order: list[int], threads: int, use_gpu: bool) -> None:
+    def __init__(self, ckpt: Checkpoint, order: list[int], threads: int, use_gpu: bool) -> None:
         import torch
 
         from glitchflow.models.inference import Predictor
@@ -93,12 +96,12 @@ def run_generate(
     model = resolve_model(model_uri, tracking_uri)
     ckpt = model.ckpt
     manifest = load_manifest(data_dir)
-    if manifest["config"]["signal"] != ckpt["signal"]:
+    if validate_model(SignalConfig, manifest["config"]["signal"], data_dir) != ckpt.signal:
         raise ValueError(
             f"{data_dir} was conditioned with other signal settings than the model "
             f"({model.uri}); re-run preprocess with the model's signal config"
         )
-    order = channel_order(ckpt["channels"], manifest["channels"])
+    order = channel_order(list(ckpt.channels), manifest["channels"])
     res = cfg.infer.resources
     check_stage_resources(res, "generate")
     out = claim_out(out, GENERATE_PRODUCTS, "generate", overwrite)  # checks passed

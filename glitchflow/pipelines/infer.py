@@ -28,6 +28,7 @@ import numpy as np
 from glitchflow.config import Config
 from glitchflow.io.frames import FrameFile, find_frames
 from glitchflow.io.windows import drop_bad_windows
+from glitchflow.models.checkpoint import Checkpoint
 from glitchflow.pipelines.infer_products import SCALAR_COLUMNS, SPECTROGRAMS, write_products
 from glitchflow.pipelines.runtime import check_shared_storage, check_stage_resources, claim_out
 
@@ -60,7 +61,7 @@ class WindowPredictor:
 
     def __init__(
         self,
-        ckpt: dict,
+        ckpt: Checkpoint,
         infer: dict,
         frames: list[tuple[str, float, float]],
         report_dir: str,
@@ -70,7 +71,7 @@ class WindowPredictor:
         import ray
         import torch
 
-        from glitchflow.config import InferConfig, SignalConfig
+        from glitchflow.config import InferConfig
         from glitchflow.config.base import validate_model
         from glitchflow.io.windows import FrameWindowCutter
         from glitchflow.models.inference import Predictor
@@ -79,9 +80,7 @@ class WindowPredictor:
         torch.set_num_threads(max(1, threads))
         device = "cuda" if use_gpu and torch.cuda.is_available() else "cpu"
         self.infer = validate_model(InferConfig, infer, "infer")
-        self.cond = Conditioner(validate_model(SignalConfig, ckpt["signal"], "checkpoint")).to(
-            device
-        )
+        self.cond = Conditioner(ckpt.signal).to(device)
         self.predictor = Predictor(
             ckpt, device, self.infer.crop_hop, self.infer.snr2_threshold, self.infer.min_area
         )
@@ -181,12 +180,12 @@ def run_inference(
     inf = cfg.infer
     model = resolve_model(model_uri, tracking_uri)  # fails fast, before OUT is touched
     ckpt = model.ckpt
-    step = float(ckpt["signal"]["qtransform"]["time_step"])
+    step = ckpt.time_step
     check_grid(inf.window, step, "infer.window")
     check_grid(inf.stride, step, "infer.stride")
     if inf.stride > inf.window:
         raise ValueError(f"infer.stride ({inf.stride} s) exceeds infer.window ({inf.window} s)")
-    crop = int(ckpt["sample"]["crop"])
+    crop = ckpt.sample.crop
     if round(inf.window / step) < crop:
         raise ValueError(
             f"infer.window ({inf.window} s) is shorter than the model's crop "
@@ -202,10 +201,10 @@ def run_inference(
     log.info(
         "infer: %s (%s) on %d frames in %d blocks, %d channels",
         model.uri,
-        ckpt["model"]["name"],
+        ckpt.model.name,
         len(found.frames),
         len(blocks),
-        len(ckpt["channels"]),
+        len(ckpt.channels),
     )
     shards = out / SPECTROGRAMS
     if blocks:
@@ -230,6 +229,6 @@ def run_inference(
             min_rows_per_file=inf.rows_per_file,
             ray_remote_args={"num_cpus": WRITE_CPUS},
         )
-    accounting = build_manifest(cfg, found, ckpt["channels"], out / REPORTS, 0.0)
+    accounting = build_manifest(cfg, found, list(ckpt.channels), out / REPORTS, 0.0)
     summary = write_products(cfg, out, model, found, accounting, hveto, time.perf_counter() - t0)
     return summary

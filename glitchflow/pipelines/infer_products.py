@@ -26,6 +26,7 @@ import pandas as pd
 from glitchflow.config import Config
 from glitchflow.evaluate.hveto import apply_rounds, duration, intersect, merge_segments
 from glitchflow.io.atomic import atomic_path, write_json_atomic
+from glitchflow.models.checkpoint import Checkpoint
 from glitchflow.models.geometry import model_rows
 from glitchflow.models.operating_point import OperatingPoint
 
@@ -200,17 +201,14 @@ def log_images(out: Path, windows: pd.DataFrame, n: int, shape: tuple[int, int])
     return str(tb)
 
 
-def frequencies(ckpt: dict) -> np.ndarray:
+def frequencies(ckpt: Checkpoint) -> np.ndarray:
     """Row frequencies (Hz) of the model's output rows."""
-    from glitchflow.config import SignalConfig
-    from glitchflow.config.base import validate_model
     from glitchflow.signal.qtransform import QTransform
 
-    sig = validate_model(SignalConfig, ckpt["signal"], "checkpoint")
+    sig = ckpt.signal
     qt = sig.qtransform
     freqs = QTransform(qt.q, qt.frange, qt.n_freq, qt.time_step, sig.sample_rate).frequencies
-    crop = int(ckpt["sample"]["crop"])
-    return freqs.cpu().numpy()[model_rows(qt.n_freq, crop)]
+    return freqs.cpu().numpy()[model_rows(qt.n_freq, ckpt.sample.crop)]
 
 
 def write_products(cfg: Config, out: Path, model, found, accounting: dict, hveto, wall: float):
@@ -228,7 +226,7 @@ def write_products(cfg: Config, out: Path, model, found, accounting: dict, hveto
     t0 = time.perf_counter()
     ckpt = model.ckpt
     inf = cfg.infer
-    strain = ckpt["channels"][0]
+    strain = ckpt.strain_channel
     windows = read_windows(out)
     live = live_segments(windows)
     clusters = [json.loads(c) for c in windows["clusters"]]
@@ -247,8 +245,8 @@ def write_products(cfg: Config, out: Path, model, found, accounting: dict, hveto
         else {"frames": 0, "failed": [], "state_channel": None}
     )
     baseline = run_baseline(cfg, found.frames, hveto, live, out) if hveto else None
-    step = float(ckpt["signal"]["qtransform"]["time_step"])
-    shape = (int(ckpt["sample"]["crop"]), round(inf.window / step))
+    step = ckpt.time_step
+    shape = (ckpt.sample.crop, round(inf.window / step))
     tensorboard = log_images(out, windows, inf.images, shape)
     livetime = duration(live)
     figures = {
@@ -278,7 +276,7 @@ def write_products(cfg: Config, out: Path, model, found, accounting: dict, hveto
         client.log_metric(run_id, key, float(value))
     summary = {
         "model": model.describe(),
-        "channels": ckpt["channels"],
+        "channels": list(ckpt.channels),
         "frames_in": accounting["frames_in"],
         "frames_written": accounting["frames_written"],
         "frames_failed": accounting["frames_failed"],
@@ -294,7 +292,7 @@ def write_products(cfg: Config, out: Path, model, found, accounting: dict, hveto
         "time_step": step,
         "frequencies": frequencies(ckpt).tolist(),
         "thresholds": OperatingPoint.from_thresholds(
-            ckpt["thresholds"], inf.snr2_threshold, inf.min_area
+            ckpt.thresholds, inf.snr2_threshold, inf.min_area
         ).describe(),
         "tensorboard": tensorboard,
         "tracking_uri": uri,

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from glitchflow.config import OnlineConfig, SignalConfig
+from glitchflow.config import OnlineConfig
 from glitchflow.config.base import validate_model
 from glitchflow.io.frames import FrameFile
 from glitchflow.io.windows import (
@@ -31,6 +31,7 @@ from glitchflow.io.windows import (
     read_grid_unit,
     window_starts,
 )
+from glitchflow.models.checkpoint import Checkpoint
 from glitchflow.models.inference import Predictor
 from glitchflow.signal.conditioner import Conditioner
 
@@ -67,7 +68,7 @@ class FrameAnalyser:
     """Conditioner + Predictor kept warm; :meth:`analyse` one owning frame at a time.
 
     Args:
-        ckpt: self-describing checkpoint dict.
+        ckpt: self-describing checkpoint.
         version: label of the model (registry version, or the checkpoint's epoch).
         online: the ``online`` config section (dict or :class:`OnlineConfig`).
         threads: torch threads.
@@ -75,17 +76,17 @@ class FrameAnalyser:
     """
 
     def __init__(
-        self, ckpt: dict, version: str, online, threads: int = 1, use_gpu: bool = False
+        self, ckpt: Checkpoint, version: str, online, threads: int = 1, use_gpu: bool = False
     ) -> None:
         torch.set_num_threads(max(1, threads))
         self.online = validate_model(OnlineConfig, online, "online")
         self.device = "cuda" if use_gpu and torch.cuda.is_available() else "cpu"
         self.load(ckpt, version)
 
-    def load(self, ckpt: dict, version: str) -> str:
+    def load(self, ckpt: Checkpoint, version: str) -> str:
         """Swap in another model (its own Conditioner settings included); returns its label."""
         on = self.online
-        signal = validate_model(SignalConfig, ckpt["signal"], "checkpoint")
+        signal = ckpt.signal
         self.cond = Conditioner(signal).to(self.device)
         self.predictor = Predictor(ckpt, self.device, on.crop_hop, on.snr2_threshold, on.min_area)
         step = self.cond.time_step

@@ -31,6 +31,7 @@ import torch
 from glitchflow.config import Config, with_overrides
 from glitchflow.io.atomic import write_json_atomic
 from glitchflow.io.frames import FrameFile, find_frames
+from glitchflow.models.checkpoint import Checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +62,7 @@ def link_frames(frames: list[FrameFile], directory: Path) -> Path:
     return directory
 
 
-def score_on_windows(ckpt: dict, shards: str, channels: list[str], threshold: float) -> dict:
+def score_on_windows(ckpt: Checkpoint, shards: str, channels: list[str], threshold: float) -> dict:
     """Held-out figures of one model on conditioned windows holding its channels."""
     import ray
 
@@ -79,7 +80,7 @@ def score_on_windows(ckpt: dict, shards: str, channels: list[str], threshold: fl
         if not len(spec):
             continue
         gen = pred.generate(spec[:, 1:])
-        real = torch.clamp(spec[:, 0, pred.rows], 0, pred.clamp)
+        real = torch.clamp(spec[:, 0, pred.rows], 0, pred.model.clamp)
         log_l1 += float((torch.log1p(real) - torch.log1p(gen)).abs().mean((1, 2)).sum())
         veto += float((has_cluster(real, threshold) == has_cluster(gen, threshold)).sum())
         denoise += float((~has_cluster(residual(real, gen).abs(), threshold)).sum())
@@ -233,12 +234,12 @@ def run_retrain(cfg: Config, frames_dir: str | Path, out: str | Path) -> dict:
     run_preprocess(cfg, train_dir, out / "dataset", selected, overwrite=True)
     trained = run_training(cfg, out / "dataset", out / "train", overwrite=True)
     version = str(trained["registered"]["version"])
-    channels = list(resolve_model(trained["registered"]["uri"], uri).ckpt["channels"])
+    channels = list(resolve_model(trained["registered"]["uri"], uri).ckpt.channels)
     try:
         prod = resolve_model(
             f"models:/{cfg.train.mlflow.registered_model}@{rt.production_alias}", uri
         )
-        channels += [c for c in prod.ckpt["channels"] if c not in channels]
+        channels += [c for c in prod.ckpt.channels if c not in channels]
     except LookupError:
         pass
     holdout_channels = out / "holdout_channels.json"

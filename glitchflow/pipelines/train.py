@@ -19,8 +19,15 @@ import yaml
 from glitchflow.config import Config, config_hash
 from glitchflow.io.atomic import write_json_atomic
 from glitchflow.io.dataset import COLUMN_DTYPES
-from glitchflow.models.checkpoint import build_model, read_checkpoint
+from glitchflow.models.checkpoint import (
+    Checkpoint,
+    build_network,
+    read_checkpoint,
+    save_checkpoint,
+)
+from glitchflow.models.glitch_model import GlitchModel
 from glitchflow.models.losses import SpectrogramLoss
+from glitchflow.models.registry import arguments_from_settings
 from glitchflow.models.scaling import Scaling
 from glitchflow.models.unet import count_parameters
 from glitchflow.pipelines.calibration import calibrate_checkpoint
@@ -52,13 +59,8 @@ def loop_config(cfg: Config, data: TrainingData, out: Path) -> dict:
     """The plain-value config every training worker receives."""
     tr = cfg.train
     n_aux = len(data.channels) - 1
-    kwargs = {
-        "n_aux": n_aux,
-        "base": tr.model.base,
-        "depth": tr.model.depth,
-        "residual": tr.model.residual,
-        "attention": tr.model.attention,
-    }
+    m = tr.model
+    kwargs = arguments_from_settings(m.name, n_aux, m.base, m.depth, m.residual, m.attention)
     manifest_cfg = data.manifest["config"]
     return {
         "seed": cfg.seed,
@@ -189,10 +191,9 @@ def run_training(
     with best_ckpt.as_directory() as directory:
         ckpt = read_checkpoint(directory)
     ckpt = calibrate_checkpoint(ckpt, data.datasets["val"], cfg)
-    best_file = out / "best_model.pt"
-    torch.save(ckpt, best_file)
+    best_file = save_checkpoint(ckpt, out / "best_model.pt")
     test = score_checkpoint(ckpt, data.datasets["test"], cfg)
-    val_loss = ckpt.get("metrics", {}).get("val_loss", float("nan"))
+    val_loss = ckpt.metrics.get("val_loss", float("nan"))
     bad = {k: v for k, v in test.items() if not np.isfinite(v)}
     if bad or not np.isfinite(val_loss):
         raise ValueError(
@@ -200,8 +201,8 @@ def run_training(
             "the model is not registered"
         )
     plot_history(history, out / "loss_curves.png")
-    model = build_model(ckpt)
-    example = torch.zeros(1, len(data.channels) - 1, tr.crop, tr.crop)
+    model = GlitchModel.from_checkpoint(ckpt)  # what MLflow registers: infer and serve run it
+    example = torch.zeros(1, model.n_aux, model.crop, model.crop)
     config_file = out / "config.yaml"
     config_file.write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
     registry = log_and_register(
@@ -225,13 +226,13 @@ def run_training(
         "tracking_uri": uri,
         "registered": registry,
         "best_checkpoint": str(best_file),
-        "best_epoch": ckpt["epoch"],
+        "best_epoch": ckpt.epoch,
         "epochs_run": int(result.metrics["epoch"]) + 1,
         "parameters": count_parameters(model),
         "samples": data.counts,
         "normalisation": data.normalisation,
         "test": test,
-        "veto": ckpt["thresholds"].get("veto"),
+        "veto": ckpt.thresholds.get("veto"),
         "history": history[["epoch", *HISTORY_KEYS]].to_dict(orient="list"),
         "tensorboard": loop["tensorboard_dir"],
         "wall_seconds": round(time.perf_counter() - t0, 1),
@@ -259,21 +260,21 @@ def fit_releasing_controller(trainer):
             signal.signal(signal.SIGINT, previous)
 
 
-def score_checkpoint(ckpt: dict, dataset, cfg: Config) -> dict:
+def score_checkpoint(ckpt: Checkpoint, dataset, cfg: Config) -> dict:
     """Test-split loss and veto / denoise accuracies of a checkpoint, in the driver."""
-    model = build_model(ckpt)
-    scaling = Scaling(ckpt["normalisation"])
+    model = build_network(ckpt)
+    scaling = Scaling(ckpt.normalisation)
     batches = (
         (b["x"], b["y"]) for b in dataset.iter_torch_batches(batch_size=32, dtypes=COLUMN_DTYPES)
     )
-    loss_fn = SpectrogramLoss(**loss_kwargs(cfg, ckpt["normalisation"]))
+    loss_fn = SpectrogramLoss(**loss_kwargs(cfg, ckpt.normalisation))
     res = evaluate(
         model,
         batches,
         loss_fn,
         scaling,
-        ckpt["thresholds"]["snr2"],
-        ckpt["thresholds"]["min_area"],
+        ckpt.thresholds["snr2"],
+        ckpt.thresholds["min_area"],
     )
     return {k: float(v) for k, v in res.items()} | {"samples": int(dataset.count())}
 

@@ -87,12 +87,12 @@ def train_loop_per_worker(config: dict) -> None:
     if resumed:
         with resumed.as_directory() as directory:
             state = read_checkpoint(directory)
-        getattr(model, "module", model).load_state_dict(state["state_dict"])
-        if "optimizer" in state:
-            opt.load_state_dict(state["optimizer"])
-        if "scheduler" in state:
-            sched.load_state_dict(state["scheduler"])
-        start_epoch = state["epoch"] + 1
+        getattr(model, "module", model).load_state_dict(state.state_dict)
+        if state.optimizer is not None:
+            opt.load_state_dict(state.optimizer)
+        if state.scheduler is not None:
+            sched.load_state_dict(state.scheduler)
+        start_epoch = state.epoch + 1
     train_shard = ray.train.get_dataset_shard("train")
     val_shard = ray.train.get_dataset_shard("val")
     writer = SummaryWriter(config["tensorboard_dir"]) if rank == 0 else None

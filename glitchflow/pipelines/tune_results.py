@@ -148,7 +148,8 @@ def summarise(cfg: Config, grid, data, out: Path, uri: str, parent: str) -> dict
     """Write trials.csv, search.png, best_config.yaml; statuses; register the best model."""
     import mlflow
 
-    from glitchflow.models.checkpoint import build_model, read_checkpoint
+    from glitchflow.models.checkpoint import read_checkpoint, save_checkpoint
+    from glitchflow.models.glitch_model import GlitchModel
     from glitchflow.pipelines.calibration import calibrate_checkpoint
     from glitchflow.tracking.mlflow_tracking import log_and_register
 
@@ -194,11 +195,9 @@ def summarise(cfg: Config, grid, data, out: Path, uri: str, parent: str) -> dict
     ckpt_path = best_checkpoint(cfg, best)
     if ckpt_path and best_id in run_ids:
         ckpt = calibrate_checkpoint(read_checkpoint(ckpt_path), data.datasets["val"], cfg)
-        best_file = out / "best_model.pt"
-        torch.save(ckpt, best_file)
-        model = build_model(ckpt)
-        crop = cfg.train.crop
-        example = torch.zeros(1, len(ckpt["channels"]) - 1, crop, crop)
+        best_file = save_checkpoint(ckpt, out / "best_model.pt")
+        model = GlitchModel.from_checkpoint(ckpt)
+        example = torch.zeros(1, model.n_aux, model.crop, model.crop)
         summary["registered"] = log_and_register(
             uri,
             run_ids[best_id],

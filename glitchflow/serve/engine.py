@@ -20,7 +20,7 @@ window starting on its stride grid, so both give the same decision for it.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
@@ -28,6 +28,7 @@ import torch
 from glitchflow.config import SignalConfig
 from glitchflow.config.base import validate_model
 from glitchflow.io.windows import read_grid_unit
+from glitchflow.models.checkpoint import Checkpoint
 from glitchflow.models.decisions import WindowDecision
 from glitchflow.models.inference import Predictor
 from glitchflow.signal.conditioner import Conditioner
@@ -60,7 +61,7 @@ class DecisionEngine:
     """Checkpoint -> Conditioner + Predictor; batches of :class:`WindowRequest` -> decisions.
 
     Args:
-        ckpt: self-describing checkpoint dict.
+        ckpt: self-describing checkpoint.
         window: analysed window (s); None: the checkpoint's training window.
         device: torch device.
         snr2_threshold, min_area: decision thresholds; None: the checkpoint's.
@@ -72,7 +73,7 @@ class DecisionEngine:
 
     def __init__(
         self,
-        ckpt: dict,
+        ckpt: Checkpoint,
         window: float | None = None,
         device: str = "cpu",
         snr2_threshold: float | None = None,
@@ -81,17 +82,17 @@ class DecisionEngine:
         subtraction: tuple | None = None,
     ) -> None:
         self.ckpt = ckpt
-        self.signal = validate_model(SignalConfig, ckpt["signal"], "checkpoint")
+        self.signal = ckpt.signal
         self.cond = Conditioner(self.signal).to(device)
         self.predictor = Predictor(ckpt, device, crop_hop, snr2_threshold, min_area)
         self.device = device
-        self.channels = list(ckpt["channels"])
-        self.rates = {c: float(r) for c, r in ckpt["sample"].get("rates", {}).items()}
+        self.channels = list(ckpt.channels)
+        self.rates = dict(ckpt.sample.rates)
         missing = [c for c in self.channels if c not in self.rates]
         if missing:
             raise ValueError(f"the checkpoint has no sample rate for {missing}; retrain with it")
         step = self.cond.time_step
-        self.window = float(window or ckpt["sample"]["window"])
+        self.window = float(window or ckpt.sample.window)
         self.bins = round(self.window / step)
         if abs(self.bins * step - self.window) > 1e-9 or self.bins < self.predictor.crop:
             raise ValueError(
@@ -139,7 +140,7 @@ class DecisionEngine:
             "time_step_s": self.cond.time_step,
             "frequencies_hz": [float(f) for f in self.frequencies],
             "thresholds": self.predictor.point.describe(),
-            "model": self.ckpt["model"],
+            "model": asdict(self.ckpt.model),
             "subtraction": None
             if self.subtraction is None
             else self.subtraction[2] | {"witnesses": self.subtraction[0].channels},

@@ -19,7 +19,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from glitchflow.models.checkpoint import read_checkpoint
+from glitchflow.models.checkpoint import Checkpoint, read_checkpoint
 
 MODEL_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
 
@@ -28,7 +28,7 @@ MODEL_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<vers
 class ResolvedModel:
     """A checkpoint and where it came from."""
 
-    ckpt: dict
+    ckpt: Checkpoint
     uri: str
     name: str
     version: str
@@ -75,7 +75,7 @@ def resolve_model(uri: str, tracking_uri: str | None = None) -> ResolvedModel:
                 "models:/NAME/VERSION URI"
             )
         ckpt = read_checkpoint(path)
-        return ResolvedModel(ckpt, uri, path.stem, str(ckpt.get("epoch", "")), None, None)
+        return ResolvedModel(ckpt, uri, path.stem, str(ckpt.epoch), None, None)
     import mlflow
 
     tracking_uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")

@@ -7,8 +7,14 @@ import pytest
 import torch
 
 from glitchflow.config import SignalConfig
-from glitchflow.models.checkpoint import make_checkpoint
+from glitchflow.models.checkpoint import (
+    CheckpointError,
+    make_checkpoint,
+    read_checkpoint,
+    save_checkpoint,
+)
 from glitchflow.models.decisions import decide, predicted_glitch, row_bandwidths
+from glitchflow.models.glitch_model import GlitchModel
 from glitchflow.models.inference import Predictor
 from glitchflow.models.operating_point import OperatingPoint
 from glitchflow.models.registry import create_model
@@ -16,7 +22,7 @@ from glitchflow.models.registry import create_model
 N_FREQ, CROP = 16, 8
 
 
-def _ckpt(model) -> dict:
+def _ckpt(model):
     signal = SignalConfig().model_dump(mode="json")
     signal["qtransform"]["n_freq"] = N_FREQ
     spec = {"name": "unet", "kwargs": {"n_aux": 2, "base": 2, "depth": 1}}
@@ -44,13 +50,71 @@ def test_predictor_stitches_crops_back_in_place():
     torch.manual_seed(0)
     model = create_model("unet", n_aux=2, base=2, depth=1)
     pred = Predictor(_ckpt(model))
-    pred.model = Echo()
+    pred.model.network = Echo()
     aux = torch.rand(3, 2, N_FREQ, 37) * 10  # 37 bins: crops at 0, 4, ..., 28, 29
     assert pred.crop_starts(37)[-1] == 29
     out = pred.generate(aux)
     assert out.shape == (3, CROP, 37)
     expected = aux[:, 0, pred.rows] / 2.0 * 3.0  # clamp 100 not reached
     torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_checkpoint_round_trips_typed_and_names_a_bad_field(tmp_path):
+    torch.manual_seed(0)
+    ckpt = _ckpt(create_model("unet", n_aux=2, base=2, depth=1))
+    path = save_checkpoint(ckpt, tmp_path)
+    back = read_checkpoint(tmp_path)
+    assert back.channels == ("V1:STRAIN", "V1:A", "V1:B") and back.aux_channels == ["V1:A", "V1:B"]
+    assert back.sample.crop == CROP and back.n_freq == N_FREQ and back.signal == ckpt.signal
+    # the architecture's own arguments, defaults filled in
+    assert back.model.kwargs == {
+        "n_aux": 2,
+        "base": 2,
+        "depth": 1,
+        "residual": False,
+        "attention": False,
+    }
+    raw = torch.load(path, weights_only=True)
+    for field, change, message in [
+        ("channels", ["V1:STRAIN"], "at least one auxiliary"),
+        ("normalisation", {"aux": [1.0], "strain": 1.0}, "normalisation.aux"),
+        ("model", {"name": "unet", "kwargs": {"n_aux": 2, "width": 3}}, "does not take width"),
+        ("sample", {"crop": 8}, "field 'sample'"),
+        ("signal", {"qtransform": {"q": -1}}, "field 'signal'"),
+    ]:
+        torch.save(raw | {field: change}, tmp_path / "bad.pt")
+        with pytest.raises(CheckpointError, match=message) as err:
+            read_checkpoint(tmp_path / "bad.pt")
+        assert "bad.pt" in str(err.value)
+    torch.save({k: v for k, v in raw.items() if k != "thresholds"}, tmp_path / "bad.pt")
+    with pytest.raises(CheckpointError, match="'thresholds' is missing"):
+        read_checkpoint(tmp_path / "bad.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match=r"junk\.pt: cannot be read"):
+        read_checkpoint(tmp_path / "junk.pt")
+
+
+def test_glitch_model_is_the_whole_model_that_infer_runs():
+    """Scaling, clamp and the operating point live in the module: running it on crops is
+    running the Predictor (and a pickled copy, as MLflow stores it, runs the same)."""
+    import pickle
+
+    torch.manual_seed(1)
+    ckpt = _ckpt(create_model("unet", n_aux=2, base=2, depth=1))
+    model = GlitchModel.from_checkpoint(ckpt)
+    assert model.crop == CROP and model.clamp == 100.0 and model.n_aux == 2
+    assert model.operating_point == Predictor(ckpt).point
+    crops = torch.rand(5, 2, CROP, CROP) * 300  # beyond the clamp too
+    with torch.no_grad():
+        out = model(crops)
+    assert out.shape == (5, 1, CROP, CROP) and float(out.max()) <= 100.0
+    torch.testing.assert_close(out[:, 0], Predictor(ckpt).predict_crops(crops))
+    copy = pickle.loads(pickle.dumps(model))
+    torch.testing.assert_close(copy(crops), out)
+    aux = torch.rand(2, 2, N_FREQ, 20) * 50
+    torch.testing.assert_close(
+        Predictor(ckpt, model=copy).generate(aux), Predictor(ckpt).generate(aux)
+    )
 
 
 def test_predictor_rejects_wrong_shapes():

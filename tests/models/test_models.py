@@ -9,16 +9,45 @@ from scipy.ndimage import label
 
 from glitchflow.models.clusters import has_cluster, label_clusters, veto_denoise_accuracy
 from glitchflow.models.losses import SpectrogramLoss, ssim
-from glitchflow.models.registry import create_model, list_models
-from glitchflow.models.unet import count_parameters
+from glitchflow.models.registry import (
+    Architecture,
+    UNetConfig,
+    arguments_from_settings,
+    create_model,
+    list_models,
+    register,
+)
+from glitchflow.models.unet import UNet, count_parameters
 
 
 @pytest.mark.parametrize("name", ["unet_res_att", "unet", "dilated_resnet"])
 @pytest.mark.parametrize("shape", [(64, 64), (64, 128)])
 def test_every_model_maps_aux_to_one_non_negative_strain_channel(name, shape):
-    model = create_model(name, n_aux=5, base=8, depth=3).eval()
+    kwargs = arguments_from_settings(name, n_aux=5, base=8, depth=3)
+    model = create_model(name, **kwargs).eval()
     out = model(torch.randn(2, 5, *shape))
     assert out.shape == (2, 1, *shape) and torch.all(out >= 0)
+
+
+def test_each_architecture_takes_its_own_arguments():
+    # the config's one train.model section, read by each architecture its own way
+    assert arguments_from_settings("dilated_resnet", 4, base=8, depth=2, attention=True) == {
+        "n_aux": 4,
+        "width": 8,
+        "depth": 2,
+    }
+    plain = arguments_from_settings("unet", 4, base=8, depth=2)
+    assert plain["residual"] is False and plain["attention"] is False
+    gated = arguments_from_settings("unet_res_att", 4, base=8, depth=2, attention=False)
+    assert gated["residual"] is True and gated["attention"] is False
+    # an argument the architecture does not take is refused by name, not dropped
+    with pytest.raises(ValueError, match="does not take attention; its arguments: n_aux, width"):
+        create_model("dilated_resnet", n_aux=4, width=8, depth=2, attention=True)
+    with pytest.raises(ValueError, match="already registered"):
+        register(Architecture("unet", UNetConfig, UNet, {}, "a second U-Net under the name"))
+    assert create_model("unet", n_aux=2, base=2, depth=1).gates[0].__class__.__name__ == (
+        "OpenSkip"
+    )  # the first registration is kept
 
 
 def test_registry_lists_and_rejects_unknown_names():
@@ -108,12 +137,3 @@ def test_glitch_pixels_weigh_more_in_the_loss():
     )
     with pytest.raises(ValueError, match="glitch_weight"):
         SpectrogramLoss("l1", glitch_weight=0.5)
-
-
-def test_the_registry_refuses_a_second_architecture_under_a_taken_name():
-    from glitchflow.models.registry import list_models, register
-
-    taken = list_models()[0]
-    with pytest.raises(ValueError, match="already registered"):
-        register(taken)(lambda n_aux: None)
-    assert taken in list_models()

@@ -114,6 +114,40 @@ def test_inference_writes_every_product_and_counts_everything(inferred, tiny_twi
     assert (out / "baseline" / "vetoes.csv").is_file()
 
 
+def test_the_mlflow_model_gives_what_infer_wrote(inferred, tiny_twin, tiny_model):
+    """``mlflow.pytorch.load_model`` of the registered model, run on the same conditioned
+    windows, reproduces the generated spectrograms ``glitchflow infer`` wrote."""
+    import mlflow
+    import torch
+
+    from glitchflow.io.spectrograms import read_columns, tensor_column
+    from glitchflow.io.windows import FrameWindowCutter
+    from glitchflow.models.glitch_model import GlitchModel
+    from glitchflow.models.inference import Predictor
+    from glitchflow.signal.conditioner import Conditioner
+    from glitchflow.tracking.model_store import resolve_model
+
+    _, out, cfg = inferred
+    summary, _ = tiny_model
+    mlflow.set_registry_uri(summary["tracking_uri"])
+    loaded = mlflow.pytorch.load_model(summary["registered"]["uri"])
+    assert isinstance(loaded, GlitchModel)
+    ckpt = resolve_model(summary["registered"]["uri"], summary["tracking_uri"]).ckpt
+    predictor = Predictor(ckpt, hop_fraction=cfg.infer.crop_hop, model=loaded)
+    frames = [FrameFile.from_path(p) for p in tiny_twin.frames]
+    cutter = FrameWindowCutter(
+        Conditioner(ckpt.signal), frames, ckpt.channels, cfg.infer.window, cfg.infer.stride
+    )
+    windows, _ = cutter.process(frames[:1])
+    starts = [w["gps_start"] for w in windows][:3]
+    spec = torch.from_numpy(np.stack([w["spectrogram"] for w in windows[:3]]))
+    ours = predictor.generate(spec[:, 1:]).numpy()
+    table = read_columns(out / "spectrograms", ["generated"], starts)
+    assert table.column("gps_start").to_pylist() == starts
+    written = tensor_column(table, "generated", ours.shape[1:])
+    np.testing.assert_allclose(ours, written, rtol=1e-4, atol=1e-4)
+
+
 def test_a_second_inference_into_the_same_out_is_refused(inferred, tiny_twin, tiny_model):
     _, out, cfg = inferred
     summary, _ = tiny_model

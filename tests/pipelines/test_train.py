@@ -9,7 +9,9 @@ import pytest
 import torch
 
 from glitchflow.config import load_config
-from glitchflow.models.checkpoint import build_model, read_checkpoint
+from glitchflow.models.checkpoint import build_network, read_checkpoint
+from glitchflow.models.glitch_model import GlitchModel
+from glitchflow.models.inference import Predictor
 from glitchflow.pipelines.train import run_training
 from tests.conftest import CONFIGS, TRAIN_OVERRIDES
 from tests.multinode import run_on_cluster
@@ -46,12 +48,17 @@ def test_training_is_tracked_registered_and_self_describing(tiny_model):
     assert {"checkpoint", "checkpoints", "loss_curves.png"} <= artifacts
     # the checkpoint alone rebuilds the model and its preprocessing
     ckpt = read_checkpoint(summary["best_checkpoint"])
-    assert ckpt["channels"][0] == "V1:Hrec_hoft_16384Hz" and len(ckpt["channels"]) == 4
-    assert ckpt["signal"]["qtransform"]["q"] == 12 and len(ckpt["normalisation"]["aux"]) == 3
-    model = build_model(ckpt)
-    assert model(torch.zeros(1, 3, 64, 64)).shape == (1, 1, 64, 64)
+    assert ckpt.strain_channel == "V1:Hrec_hoft_16384Hz" and len(ckpt.channels) == 4
+    assert ckpt.signal.qtransform.q == 12 and len(ckpt.normalisation["aux"]) == 3
+    network = build_network(ckpt)
+    assert network(torch.zeros(1, 3, 64, 64)).shape == (1, 1, 64, 64)
+    # the registered MLflow model is the whole model infer and serve run
+    assert isinstance(loaded, GlitchModel) and loaded.channels == ckpt.channels
+    assert loaded.operating_point == GlitchModel.from_checkpoint(ckpt).operating_point
+    crops = torch.rand(4, 3, 64, 64) * 200
+    torch.testing.assert_close(loaded(crops)[:, 0], Predictor(ckpt).predict_crops(crops))
     # the veto's operating point, calibrated on the validation split's glitch-free time
-    veto = ckpt["thresholds"]["veto"]
+    veto = ckpt.thresholds["veto"]
     assert veto == summary["veto"] and veto["target_deadtime"] == 0.01
     assert veto["glitch_free_bins"] > 0 and veto["min_area"] >= 1 and veto["snr2"] > 0
     assert veto["val_deadtime"] <= veto["target_deadtime"] or not veto["reached_target"]
