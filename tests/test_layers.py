@@ -121,3 +121,38 @@ def test_ray_and_mlflow_stay_in_the_upper_layers(package):
         and any(i == package or i.startswith(package + ".") for i in _imports(p))
     ]
     assert not lower, lower
+
+
+#: the command-line entry points load a stage only when it runs, so that ``glitchflow
+#: --help`` and a refused argument answer at once (no torch, Ray or MLflow import)
+LAZY_ENTRY_POINTS = ("cli", "cli_clean", "cli_common", "demo", "workflow")
+
+
+def test_library_modules_import_glitchflow_at_the_top():
+    hidden = []
+    for path in PACKAGE.rglob("*.py"):
+        if _module_name(path).split(".")[-1] in LAZY_ENTRY_POINTS:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                hidden += [
+                    f"{_module_name(path)}:{sub.lineno} {sub.module}"
+                    for sub in ast.walk(node)
+                    if isinstance(sub, ast.ImportFrom)
+                    and (sub.module or "").startswith("glitchflow")
+                ]
+    assert not hidden, hidden
+
+
+def test_the_command_line_starts_without_torch_ray_or_mlflow():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, glitchflow.cli; "
+        "print(sorted(m for m in ('torch', 'ray', 'mlflow', 'pandas') if m in sys.modules))"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert loaded.stdout.strip() == "[]"

@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 
 from glitchflow.evaluate.hveto import apply_rounds, duration, inside, intersect, merge_segments
+from glitchflow.evaluate.triggers import Triggers
 
 GROUPS = ("witnessed", "unwitnessed", "overall")
 
@@ -113,7 +114,6 @@ def baseline_roc(
 ) -> list[dict]:
     """hveto rounds re-applied with every round's SNR^2 threshold set to each of
     ``thresholds`` (the triggers only exist above the scan's own threshold)."""
-    from glitchflow.evaluate.triggers import Triggers
 
     aux = {
         name: Triggers(np.asarray(t["time"]), np.zeros(len(t["time"])), np.asarray(t["snr2"]))

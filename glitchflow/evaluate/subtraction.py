@@ -31,6 +31,7 @@ import torch
 
 from glitchflow.io.frames import find_frames
 from glitchflow.io.span import read_span
+from glitchflow.io.truth import read_truth
 from glitchflow.signal.resample import resample
 from glitchflow.signal.whitening import welch_psd, whiten_segment
 from glitchflow.synth.twin import TRUTH_DIR, WITNESSED_FAMILIES, truth_channels
@@ -77,7 +78,6 @@ def evaluate_subtraction(
     ``truth_dir`` holds ``truth.csv`` and ``truth_frames/``; ``signal`` is the
     shared :class:`~glitchflow.config.SignalConfig` (analysis rate, whitening).
     """
-    from glitchflow.io.truth import read_truth
 
     truth_dir = Path(truth_dir)
     truth = read_truth(truth_dir / "truth.csv")

@@ -33,7 +33,12 @@ from glitchflow.config import Config, SignalConfig
 from glitchflow.evaluate.subtraction import SUBTRACTED
 from glitchflow.io.atomic import atomic_path, write_json_atomic
 from glitchflow.io.frames import find_frames, frame_name, write_frame
+from glitchflow.models.subtraction import SubtractionModel
+from glitchflow.pipelines.clean_block import clean_segment, read_block
+from glitchflow.pipelines.preprocess import make_blocks
 from glitchflow.pipelines.runtime import check_shared_storage, check_stage_resources, claim_out
+from glitchflow.signal.conditioner import Conditioner
+from glitchflow.tracking.model_store import resolve_subtraction
 
 log = logging.getLogger(__name__)
 
@@ -47,9 +52,6 @@ class BlockCleaner:
         self, model_state: str, frames: list, out: str, tag: str, dtype: str, threads: int = 1
     ):
         import torch
-
-        from glitchflow.models.subtraction import SubtractionModel
-        from glitchflow.signal.conditioner import Conditioner
 
         torch.set_num_threads(threads)
         self.model = SubtractionModel.load(model_state)
@@ -81,7 +83,6 @@ def clean_block(
 ):
     """Clean one block, writing frames of ``dtype`` samples; returns (trigger rows, one
     report per frame of the block)."""
-    from glitchflow.pipelines.clean_block import clean_segment, read_block
 
     s = model.settings
     strain = model.strain_channel
@@ -137,9 +138,6 @@ def run_clean(
     """Clean every frame in ``frames_dir``; write the products; return the summary."""
     import pandas as pd
     import ray
-
-    from glitchflow.pipelines.preprocess import make_blocks
-    from glitchflow.tracking.model_store import resolve_subtraction
 
     t0 = time.perf_counter()
     model, described = resolve_subtraction(model_uri, tracking_uri)  # fails fast

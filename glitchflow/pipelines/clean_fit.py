@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from glitchflow.config import Config
+from glitchflow.config import Config, validate_config
 from glitchflow.io.atomic import atomic_path, write_json_atomic
 from glitchflow.io.frames import find_frames
 from glitchflow.models.subtraction import (
@@ -44,7 +44,10 @@ from glitchflow.pipelines.clean_block import (
     subtract_block,
     whiten_block,
 )
+from glitchflow.pipelines.clean_report import log_fit, plot_couplings
+from glitchflow.pipelines.preprocess import channels_from_file, make_blocks
 from glitchflow.pipelines.runtime import check_resources, claim_out
+from glitchflow.signal.conditioner import Conditioner
 
 log = logging.getLogger(__name__)
 
@@ -77,8 +80,6 @@ def block_pass(
 ) -> dict:
     """One block: normal equations (first pass, ``model_state`` None) or, with a model,
     the fits of its triggers and the equations of those fitted above ``train_fit_snr``."""
-    from glitchflow.config import validate_config
-    from glitchflow.signal.conditioner import Conditioner
 
     cfg = validate_config(cfg_json)
     c = cfg.clean
@@ -171,8 +172,6 @@ def validation_metrics(rows: list[dict], witnesses: list[str]) -> dict:
 def witness_channels(cfg: Config, channels_file: str | None) -> list[str]:
     """Witnesses from a scan report / channel file, else ``clean.channels``; unsafe refused."""
     if channels_file:
-        from glitchflow.pipelines.preprocess import channels_from_file
-
         names = channels_from_file(channels_file)
     elif cfg.clean.channels:
         names = list(cfg.clean.channels)
@@ -201,9 +200,6 @@ def run_fit_clean(
 ) -> dict:
     """Fit the couplings over ``frames_dir``; write the products; return the summary."""
     import ray
-
-    from glitchflow.pipelines.clean_report import log_fit, plot_couplings
-    from glitchflow.pipelines.preprocess import make_blocks
 
     t0 = time.perf_counter()
     c = cfg.clean

@@ -9,6 +9,8 @@ import numpy as np
 
 from glitchflow.config import Config
 from glitchflow.models.subtraction import SubtractionModel
+from glitchflow.tracking.mlflow_tracking import default_artifact_location, default_tracking_uri
+from glitchflow.tracking.mlflow_tracking import start_run as start
 
 log = logging.getLogger(__name__)
 
@@ -62,9 +64,6 @@ def log_fit(cfg: Config, out: Path, summary: dict, tracking_uri: str | None, ali
     """An MLflow run (settings, held-out metrics, checkpoint, figure) and a registry version
     of ``clean.model_name`` under ``alias``; returns the registered URI and version."""
     import mlflow
-
-    from glitchflow.tracking.mlflow_tracking import default_artifact_location, default_tracking_uri
-    from glitchflow.tracking.mlflow_tracking import start_run as start
 
     uri = tracking_uri or default_tracking_uri(out)
     name = cfg.clean.model_name

@@ -24,7 +24,11 @@ from glitchflow.config.base import validate_model
 from glitchflow.config.signal import SignalConfig
 from glitchflow.io.atomic import write_json_atomic
 from glitchflow.models.checkpoint import Checkpoint
+from glitchflow.models.inference import Predictor
 from glitchflow.pipelines.runtime import check_stage_resources, claim_out
+from glitchflow.pipelines.training_data import load_manifest
+from glitchflow.tracking.images import panel_figure
+from glitchflow.tracking.model_store import resolve_model
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +38,6 @@ class WindowGenerator:
 
     def __init__(self, ckpt: Checkpoint, order: list[int], threads: int, use_gpu: bool) -> None:
         import torch
-
-        from glitchflow.models.inference import Predictor
 
         torch.set_num_threads(max(1, threads))
         device = "cuda" if use_gpu and torch.cuda.is_available() else "cpu"
@@ -89,9 +91,6 @@ def run_generate(
     products in ``out`` are refused (Parquet shards would mix) unless ``overwrite``."""
     import ray
 
-    from glitchflow.pipelines.training_data import load_manifest
-    from glitchflow.tracking.model_store import resolve_model
-
     t0 = time.perf_counter()
     model = resolve_model(model_uri, tracking_uri)
     ckpt = model.ckpt
@@ -139,7 +138,6 @@ def run_generate(
 
 
 def plot_samples(samples: list[dict], path: Path) -> None:
-    from glitchflow.tracking.images import panel_figure
 
     if not samples:
         return

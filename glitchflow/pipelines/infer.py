@@ -25,12 +25,17 @@ from pathlib import Path
 
 import numpy as np
 
-from glitchflow.config import Config
+from glitchflow.config import Config, InferConfig
+from glitchflow.config.base import validate_model
 from glitchflow.io.frames import FrameFile, find_frames
-from glitchflow.io.windows import drop_bad_windows
+from glitchflow.io.windows import FrameWindowCutter, drop_bad_windows
 from glitchflow.models.checkpoint import Checkpoint
+from glitchflow.models.inference import Predictor
 from glitchflow.pipelines.infer_products import SCALAR_COLUMNS, SPECTROGRAMS, write_products
+from glitchflow.pipelines.preprocess import WRITE_CPUS, build_manifest, make_blocks
 from glitchflow.pipelines.runtime import check_shared_storage, check_stage_resources, claim_out
+from glitchflow.signal.conditioner import Conditioner
+from glitchflow.tracking.model_store import resolve_model
 
 log = logging.getLogger(__name__)
 
@@ -70,12 +75,6 @@ class WindowPredictor:
     ) -> None:
         import ray
         import torch
-
-        from glitchflow.config import InferConfig
-        from glitchflow.config.base import validate_model
-        from glitchflow.io.windows import FrameWindowCutter
-        from glitchflow.models.inference import Predictor
-        from glitchflow.signal.conditioner import Conditioner
 
         torch.set_num_threads(max(1, threads))
         device = "cuda" if use_gpu and torch.cuda.is_available() else "cpu"
@@ -172,9 +171,6 @@ def run_inference(
     A previous run's products in ``out`` are refused (its spectrogram shards would mix
     with this run's) unless ``overwrite`` replaces them."""
     import ray
-
-    from glitchflow.pipelines.preprocess import WRITE_CPUS, build_manifest, make_blocks
-    from glitchflow.tracking.model_store import resolve_model
 
     t0 = time.perf_counter()
     inf = cfg.infer

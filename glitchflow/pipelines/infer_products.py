@@ -25,10 +25,22 @@ import pandas as pd
 
 from glitchflow.config import Config
 from glitchflow.evaluate.hveto import apply_rounds, duration, intersect, merge_segments
+from glitchflow.evaluate.selection import score_channels
 from glitchflow.io.atomic import atomic_path, write_json_atomic
+from glitchflow.io.frames import FrameFile, frame_name, read_frame, write_frame
+from glitchflow.io.spectrograms import read_columns, tensor_column
 from glitchflow.models.checkpoint import Checkpoint
 from glitchflow.models.geometry import model_rows
 from glitchflow.models.operating_point import OperatingPoint
+from glitchflow.pipelines.scan import collect_triggers
+from glitchflow.signal.gating import gate_window, state_bits
+from glitchflow.signal.qtransform import QTransform
+from glitchflow.tracking.images import panel_figure
+from glitchflow.tracking.mlflow_tracking import (
+    default_artifact_location,
+    default_tracking_uri,
+    start_run,
+)
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +67,6 @@ BASELINE = "baseline"
 
 
 def read_windows(out: Path) -> pd.DataFrame:
-    from glitchflow.io.spectrograms import read_columns
 
     shards = out / SPECTROGRAMS
     if not shards.is_dir() or not any(shards.glob("*.parquet")):
@@ -99,8 +110,6 @@ def write_flag(path: Path, name: str, active: np.ndarray, known: np.ndarray) -> 
 def _gate_frame(
     frame: tuple, strain: str, segments, live, taper: float, state: tuple, out_dir: str
 ):
-    from glitchflow.io.frames import FrameFile, frame_name, read_frame, write_frame
-    from glitchflow.signal.gating import gate_window, state_bits
 
     f = FrameFile(frame[1], frame[2], frame[0])
     data, rate, t0 = read_frame(f, [strain])[strain]
@@ -146,8 +155,6 @@ def write_gated_frames(
 
 def run_baseline(cfg: Config, frames, hveto_file: Path, live: np.ndarray, out: Path) -> dict:
     """Apply the scan's hveto rounds to the same span; keep the triggers for the ROC."""
-    from glitchflow.evaluate.selection import score_channels
-    from glitchflow.pipelines.scan import collect_triggers
 
     spec = json.loads(Path(hveto_file).read_text())
     rounds = spec["rounds"]
@@ -177,9 +184,6 @@ def log_images(out: Path, windows: pd.DataFrame, n: int, shape: tuple[int, int])
     """TensorBoard: the ``n`` strongest windows (real / generated / residual) and the table."""
     from torch.utils.tensorboard import SummaryWriter
 
-    from glitchflow.io.spectrograms import read_columns, tensor_column
-    from glitchflow.tracking.images import panel_figure
-
     tb = out / "tensorboard"
     writer = SummaryWriter(str(tb))
     if n and not windows.empty:
@@ -203,7 +207,6 @@ def log_images(out: Path, windows: pd.DataFrame, n: int, shape: tuple[int, int])
 
 def frequencies(ckpt: Checkpoint) -> np.ndarray:
     """Row frequencies (Hz) of the model's output rows."""
-    from glitchflow.signal.qtransform import QTransform
 
     sig = ckpt.signal
     qt = sig.qtransform
@@ -216,12 +219,6 @@ def write_products(cfg: Config, out: Path, model, found, accounting: dict, hveto
     import time
 
     import mlflow
-
-    from glitchflow.tracking.mlflow_tracking import (
-        default_artifact_location,
-        default_tracking_uri,
-        start_run,
-    )
 
     t0 = time.perf_counter()
     ckpt = model.ckpt

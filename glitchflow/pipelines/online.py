@@ -44,10 +44,12 @@ import numpy as np
 from glitchflow.config import Config
 from glitchflow.io.frames import FrameFile
 from glitchflow.io.windows import window_starts
+from glitchflow.pipelines.online_analyser import FrameAnalyser, FrameResult
 from glitchflow.pipelines.online_outputs import OnlinePublisher, Slot, slot_segments
 from glitchflow.pipelines.online_status import MetricsLogger, OnlineMetrics, StatusServer
 from glitchflow.pipelines.online_timeline import EPS, FrameTimeline
 from glitchflow.pipelines.runtime import check_resources
+from glitchflow.tracking.mlflow_tracking import default_tracking_uri
 from glitchflow.tracking.model_store import MODEL_URI, resolve_model
 
 log = logging.getLogger(__name__)
@@ -79,9 +81,6 @@ class OnlineService:
         start: float | None = None,
     ) -> None:
         import ray
-
-        from glitchflow.pipelines.online_analyser import FrameAnalyser
-        from glitchflow.tracking.mlflow_tracking import default_tracking_uri
 
         self.cfg, self.on = cfg, cfg.online
         self.frames_dir = Path(frames_dir)
@@ -171,8 +170,6 @@ class OnlineService:
 
     def _collect(self, timeout: float) -> None:
         import ray
-
-        from glitchflow.pipelines.online_analyser import FrameResult
 
         if not self.in_flight:
             time.sleep(timeout)

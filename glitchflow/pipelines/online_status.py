@@ -27,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
+from glitchflow.tracking.mlflow_tracking import default_artifact_location, start_run
+
 log = logging.getLogger(__name__)
 
 
@@ -152,8 +154,6 @@ class MetricsLogger:
 
     def __init__(self, out: Path, tracking_uri: str, experiment: str, params: dict) -> None:
         from torch.utils.tensorboard import SummaryWriter
-
-        from glitchflow.tracking.mlflow_tracking import default_artifact_location, start_run
 
         self.out = Path(out)
         self.writer = SummaryWriter(str(self.out / "tensorboard"))

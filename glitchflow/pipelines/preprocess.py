@@ -17,9 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
-from glitchflow.config import Config, config_hash
+from glitchflow.config import Config, config_hash, validate_config
 from glitchflow.io.atomic import write_json_atomic
 from glitchflow.io.frames import FrameFile, find_frames, frame_channels
+from glitchflow.io.windows import FrameWindowCutter
 from glitchflow.pipelines.runtime import (
     check_shared_storage,
     check_stage_resources,
@@ -27,6 +28,7 @@ from glitchflow.pipelines.runtime import (
     publish,
     staging_dir,
 )
+from glitchflow.signal.conditioner import Conditioner
 
 log = logging.getLogger(__name__)
 
@@ -50,10 +52,6 @@ class BlockConditioner:
         threads: int,
     ) -> None:
         import torch
-
-        from glitchflow.config import validate_config
-        from glitchflow.io.windows import FrameWindowCutter
-        from glitchflow.signal.conditioner import Conditioner
 
         torch.set_num_threads(max(1, threads))
         cfg = validate_config(config)

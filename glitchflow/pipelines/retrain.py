@@ -32,6 +32,21 @@ from glitchflow.config import Config, with_overrides
 from glitchflow.io.atomic import write_json_atomic
 from glitchflow.io.frames import FrameFile, find_frames
 from glitchflow.models.checkpoint import Checkpoint
+from glitchflow.models.clusters import has_cluster
+from glitchflow.models.decisions import residual
+from glitchflow.models.inference import Predictor
+from glitchflow.pipelines.generate import channel_order
+from glitchflow.pipelines.preprocess import run_preprocess
+from glitchflow.pipelines.scan import run_scan
+from glitchflow.pipelines.train import run_training
+from glitchflow.pipelines.training_data import load_manifest
+from glitchflow.tracking.mlflow_tracking import (
+    default_artifact_location,
+    default_tracking_uri,
+    start_run,
+)
+from glitchflow.tracking.model_store import resolve_model
+from glitchflow.tracking.promotion import promote_if_unchanged
 
 log = logging.getLogger(__name__)
 
@@ -65,11 +80,6 @@ def link_frames(frames: list[FrameFile], directory: Path) -> Path:
 def score_on_windows(ckpt: Checkpoint, shards: str, channels: list[str], threshold: float) -> dict:
     """Held-out figures of one model on conditioned windows holding its channels."""
     import ray
-
-    from glitchflow.models.clusters import has_cluster
-    from glitchflow.models.decisions import residual
-    from glitchflow.models.inference import Predictor
-    from glitchflow.pipelines.generate import channel_order
 
     pred = Predictor(ckpt)
     order = channel_order(pred.channels, channels)
@@ -136,10 +146,6 @@ def compare_and_promote(
     production alias when the candidate is better; log everything to ``run_id``."""
     import mlflow
 
-    from glitchflow.pipelines.training_data import load_manifest
-    from glitchflow.tracking.model_store import resolve_model
-    from glitchflow.tracking.promotion import promote_if_unchanged
-
     rt = cfg.retrain
     name = cfg.train.mlflow.registered_model
     client = mlflow.MlflowClient(uri, registry_uri=uri)
@@ -199,16 +205,6 @@ def compare_and_promote(
 def run_retrain(cfg: Config, frames_dir: str | Path, out: str | Path) -> dict:
     """The whole cycle; returns (and writes) the summary with the decision."""
     import mlflow
-
-    from glitchflow.pipelines.preprocess import run_preprocess
-    from glitchflow.pipelines.scan import run_scan
-    from glitchflow.pipelines.train import run_training
-    from glitchflow.tracking.mlflow_tracking import (
-        default_artifact_location,
-        default_tracking_uri,
-        start_run,
-    )
-    from glitchflow.tracking.model_store import resolve_model
 
     t0 = time.perf_counter()
     out = Path(out).resolve()

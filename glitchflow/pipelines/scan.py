@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from glitchflow.config import Config, config_hash
+from glitchflow.config import Config, config_hash, validate_config
 from glitchflow.evaluate.hveto import run_hveto
 from glitchflow.evaluate.selection import scan_block, score_channels, seed_rule
 from glitchflow.io.atomic import atomic_path, write_json_atomic
@@ -49,8 +49,6 @@ CSV_FIELDS = [
 
 def _task(config: dict, block: list, frames: list, channels: list[str], with_strain: bool):
     import torch
-
-    from glitchflow.config import validate_config
 
     torch.set_num_threads(1)
     cfg = validate_config(config)

@@ -22,6 +22,7 @@ from glitchflow.models.clusters import veto_denoise_accuracy
 from glitchflow.models.losses import SpectrogramLoss
 from glitchflow.models.registry import create_model
 from glitchflow.models.scaling import Scaling
+from glitchflow.tracking.images import log_spectrogram_images
 
 
 def _batches(shard, batch_size: int, seed: int | None, device):
@@ -62,8 +63,6 @@ def train_loop_per_worker(config: dict) -> None:
     import ray.train
     import ray.train.torch
     from torch.utils.tensorboard import SummaryWriter
-
-    from glitchflow.tracking.images import log_spectrogram_images
 
     ctx = ray.train.get_context()
     rank = ctx.get_world_rank()

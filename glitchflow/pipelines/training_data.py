@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from glitchflow.config import Config
+from glitchflow.config import Config, config_hash, validate_config
 from glitchflow.io.dataset import assign_blocks, crop_rows, keep_background, normalisation
 
 log = logging.getLogger(__name__)
@@ -57,8 +57,6 @@ def load_manifest(data_dir: str | Path) -> dict:
 def dataset_problems(data_dir: Path, manifest: dict) -> list[str]:
     """Why the shards under ``data_dir`` are not the dataset ``manifest`` describes."""
     import pyarrow.parquet as pq
-
-    from glitchflow.config import config_hash, validate_config
 
     problems = []
     try:

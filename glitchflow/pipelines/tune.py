@@ -24,8 +24,9 @@ import os
 import time
 from pathlib import Path
 
-from glitchflow.config import Config, config_hash, validate_config
+from glitchflow.config import Config, ConfigError, config_hash, validate_config
 from glitchflow.io.atomic import write_json_atomic
+from glitchflow.models.registry import list_models
 from glitchflow.pipelines.runtime import (
     check_resources,
     check_shared_storage,
@@ -33,7 +34,16 @@ from glitchflow.pipelines.runtime import (
     release_orphaned_placement_groups,
     verbose,
 )
+from glitchflow.pipelines.train import loop_config, make_trainer
+from glitchflow.pipelines.training_data import prepare_training_data
+from glitchflow.pipelines.tune_results import summarise
 from glitchflow.pipelines.tune_space import default_point, trial_config
+from glitchflow.tracking.mlflow_tracking import (
+    MlflowTrainCallback,
+    default_artifact_location,
+    default_tracking_uri,
+    start_run,
+)
 
 log = logging.getLogger(__name__)
 
@@ -98,9 +108,6 @@ def tune_trial(params: dict, base: dict, data, out: str, tracking_uri: str, pare
     """One trial: fit the training code with the sampled values (runs in a Tune actor)."""
     from ray import tune
     from ray.tune.integration.ray_train import TuneReportCallback
-
-    from glitchflow.pipelines.train import loop_config, make_trainer
-    from glitchflow.tracking.mlflow_tracking import MlflowTrainCallback, start_run
 
     cfg = trial_config(validate_config(base), params)
     trial_id = tune.get_context().get_trial_id()
@@ -171,14 +178,6 @@ def run_tune(
     (``resume`` continues it instead)."""
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
-
-    from glitchflow.pipelines.training_data import prepare_training_data
-    from glitchflow.pipelines.tune_results import summarise
-    from glitchflow.tracking.mlflow_tracking import (
-        default_artifact_location,
-        default_tracking_uri,
-        start_run,
-    )
 
     t0 = time.perf_counter()
     out = Path(out).resolve()
@@ -296,8 +295,6 @@ def trial_progress(total: int, metric: str, mode: str = "min"):
 def check_space(cfg: Config) -> None:
     """Fail before any trial: every architecture name exists, and the lowest and highest
     value of every dimension give a valid config."""
-    from glitchflow.config import ConfigError
-    from glitchflow.models.registry import list_models
 
     dim = cfg.tune.space.get("train.model.name")
     names = list(dim.values) if dim is not None and dim.kind == "choice" else []

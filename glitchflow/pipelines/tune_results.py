@@ -12,7 +12,11 @@ import torch
 
 from glitchflow.config import Config
 from glitchflow.io.atomic import atomic_path
+from glitchflow.models.checkpoint import read_checkpoint, save_checkpoint
+from glitchflow.models.glitch_model import GlitchModel
+from glitchflow.pipelines.calibration import calibrate_checkpoint
 from glitchflow.pipelines.tune_space import default_point, write_best_config
+from glitchflow.tracking.mlflow_tracking import log_and_register
 
 log = logging.getLogger(__name__)
 
@@ -147,11 +151,6 @@ def plot_search(cfg: Config, table: pd.DataFrame, path: Path) -> None:
 def summarise(cfg: Config, grid, data, out: Path, uri: str, parent: str) -> dict:
     """Write trials.csv, search.png, best_config.yaml; statuses; register the best model."""
     import mlflow
-
-    from glitchflow.models.checkpoint import read_checkpoint, save_checkpoint
-    from glitchflow.models.glitch_model import GlitchModel
-    from glitchflow.pipelines.calibration import calibrate_checkpoint
-    from glitchflow.tracking.mlflow_tracking import log_and_register
 
     tn = cfg.tune
     table = trial_table(cfg, grid)

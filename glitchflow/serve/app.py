@@ -34,6 +34,8 @@ from pydantic import BaseModel, Field
 from ray import serve
 from ray.serve.config import DeploymentActorConfig
 
+from glitchflow.config import ServeConfig, load_config
+from glitchflow.config.base import validate_model
 from glitchflow.serve.engine import DecisionEngine, RequestError, WindowRequest
 from glitchflow.serve.pointer import POINTER, ModelPointer
 from glitchflow.serve.protocol import WindowRequestModel, parse
@@ -108,9 +110,6 @@ class GlitchflowEndpoint:
 
     def __init__(self, model: str, tracking_uri: str | None, serve_config: dict) -> None:
         import torch
-
-        from glitchflow.config import ServeConfig
-        from glitchflow.config.base import validate_model
 
         self.cfg = validate_model(ServeConfig, serve_config, "serve")
         torch.set_num_threads(self.cfg.threads)
@@ -384,7 +383,6 @@ def build_app(
     ``user_config`` (``{"model": URI}``, also settable in a ``serve deploy`` file) is
     handed to every replica's ``reconfigure``: changing it swaps the model in place.
     """
-    from glitchflow.config import load_config
 
     if isinstance(args, dict):
         args = ServeArgs.model_validate(args)

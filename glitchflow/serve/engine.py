@@ -27,10 +27,12 @@ import torch
 
 from glitchflow.config import SignalConfig
 from glitchflow.config.base import validate_model
+from glitchflow.io.span import Segment
 from glitchflow.io.windows import read_grid_unit
 from glitchflow.models.checkpoint import Checkpoint
 from glitchflow.models.decisions import WindowDecision
 from glitchflow.models.inference import Predictor
+from glitchflow.pipelines.clean_block import clean_segment
 from glitchflow.signal.conditioner import Conditioner
 
 #: samples beyond this magnitude overflow the whitening's power spectrum (squares of 1e154)
@@ -233,8 +235,6 @@ class DecisionEngine:
         """Witnessed glitches of the decision window subtracted from the request's strain:
         the fits, the spectrogram figure recomputed on the cleaned strain and, when asked,
         the cleaned samples of the decision window."""
-        from glitchflow.io.span import Segment
-        from glitchflow.pipelines.clean_block import clean_segment
 
         sub, cond, _ = self.subtraction
         strain = self.channels[0]

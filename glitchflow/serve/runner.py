@@ -9,6 +9,7 @@ import time
 import urllib.request
 
 from glitchflow.config import Config
+from glitchflow.serve.app import ServeArgs, build_app
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +53,6 @@ def start_endpoint(
     until ``/healthz`` answers; return the base URL.  Off loopback a token is required
     (:func:`check_exposure`)."""
     from ray import serve
-
-    from glitchflow.serve.app import ServeArgs, build_app
 
     check_exposure(cfg, env_vars, insecure)
     s = cfg.serve

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from glitchflow.io.dataset import COLUMN_DTYPES
+
 
 def panel_figure(columns: list[tuple[str, object]], titles=(), shared: int | None = None):
     """Matplotlib figure of ``(name, images (n, H, W))`` columns, one row per sample.
@@ -52,7 +54,6 @@ def spectrogram_figure(real, generated, aux, titles: tuple[str, ...] = ()):
 
 def log_spectrogram_images(writer, model, val_shard, scaling, epoch, n: int = 4):
     """Fixed validation samples (the first ``n`` of the unshuffled shard) every call."""
-    from glitchflow.io.dataset import COLUMN_DTYPES
 
     batch = next(iter(val_shard.iter_torch_batches(batch_size=n, dtypes=COLUMN_DTYPES)), None)
     if batch is None:

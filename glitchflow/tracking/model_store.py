@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from glitchflow.models.checkpoint import Checkpoint, read_checkpoint
+from glitchflow.models.subtraction import SubtractionModel
 
 MODEL_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
 
@@ -121,7 +122,6 @@ def resolve_subtraction(uri: str, tracking_uri: str | None = None):
     """Load the :class:`~glitchflow.models.subtraction.SubtractionModel` behind ``uri``
     (a ``model.pt`` path, its directory, or ``models:/NAME@ALIAS`` / ``models:/NAME/VERSION``)
     and return ``(model, description)``; errors name the URI."""
-    from glitchflow.models.subtraction import SubtractionModel
 
     match = MODEL_URI.match(uri)
     if match is None:
