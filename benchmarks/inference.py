@@ -47,12 +47,11 @@ SETTINGS = {  # name: (infer.stride s, infer.crop_hop)
 
 def plain_loop(cfg, frames_dir: Path, model: Path) -> float:
     """Wall seconds of the same work without Ray: condition, cut, predict, decide."""
-    from glitchflow.io.frames import find_frames
+    from glitchflow.io.frames import find_frames, make_blocks
     from glitchflow.io.windows import FrameWindowCutter
     from glitchflow.models.checkpoint import read_checkpoint
     from glitchflow.models.decisions import decide
     from glitchflow.models.inference import Predictor
-    from glitchflow.pipelines.preprocess import make_blocks
     from glitchflow.signal.conditioner import Conditioner
 
     ckpt = read_checkpoint(model)
@@ -106,7 +105,7 @@ def main() -> int:
         t0 = time.perf_counter()
         summary = run_inference(cfg, frames, str(model), tmp / f"infer-{stride}", overwrite=True)
         total = time.perf_counter() - t0
-        live = summary["figures"]["livetime_s"]
+        live = summary.figures["livetime_s"]
         rows.append(
             {
                 "setting": name,
@@ -114,8 +113,8 @@ def main() -> int:
                 "crop_hop": hop,
                 "plain_loop_wall_s": plain,
                 "plain_x_real_time": args.duration / plain,
-                "ray_stage_wall_s": summary["inference_wall_seconds"],
-                "ray_x_real_time": live / summary["inference_wall_seconds"],
+                "ray_stage_wall_s": summary.inference_wall_seconds,
+                "ray_x_real_time": live / summary.inference_wall_seconds,
                 "ray_command_wall_s": total,
                 "ray_command_x_real_time": live / total,
             }

@@ -36,8 +36,8 @@ def child(args: argparse.Namespace) -> None:
 
     from glitchflow.config import load_config
     from glitchflow.evaluate.selection import scan_block, score_channels
-    from glitchflow.io.frames import find_frames
-    from glitchflow.pipelines.preprocess import make_blocks, resolve_channels
+    from glitchflow.io.channels import resolve_channels
+    from glitchflow.io.frames import find_frames, make_blocks
     from glitchflow.pipelines.scan import run_scan
 
     frames_dir = Path(args.out) / "frames"
@@ -64,7 +64,7 @@ def child(args: argparse.Namespace) -> None:
     else:
         ray.init(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False)
         t0 = time.perf_counter()
-        selected = run_scan(cfg, frames_dir, Path(args.out) / "scan", overwrite=True)["selected"]
+        selected = run_scan(cfg, frames_dir, Path(args.out) / "scan", overwrite=True).selected
         ray.shutdown()
     wall = time.perf_counter() - t0
     hours = len(channels) * len(frames) * cfg.twin.frame_duration / 3600
@@ -110,7 +110,7 @@ def quality_child(args: argparse.Namespace) -> None:
     truth = true_witness_channels(read_truth(twin.truth_path))
     with (Path(args.out) / "scan" / "channels.csv").open() as fh:
         sig = {r["channel"]: float(r["significance"]) for r in csv.DictReader(fh)}
-    selected = set(summary["selected"])
+    selected = set(summary.selected)
     others = [s for c, s in sig.items() if c not in truth and c not in cfg.scan.unsafe_channels]
     print(
         "RESULT "

@@ -69,8 +69,8 @@ def train_science(work: Path) -> tuple[Path, Path, dict]:
     trained = run_training(cfg, work / "dataset", work / "train", overwrite=True)
     walls["train_s"] = time.perf_counter() - t0
     walls["total_s"] = sum(walls.values())
-    walls["veto"] = trained["veto"]
-    return Path(trained["best_checkpoint"]), work / "scan" / "hveto.json", walls
+    walls["veto"] = trained.veto
+    return Path(trained.best_checkpoint), work / "scan" / "hveto.json", walls
 
 
 def glitch_time_fraction(truth, live: np.ndarray, snr: float) -> float:

@@ -104,7 +104,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
     summary = run_scan(cfg, args.frames, args.out, args.overwrite)
     print((Path(args.out) / "report.txt").read_text())
     print(f"selected channels: {Path(args.out) / 'selected_channels.json'}")
-    return 0 if summary["channels_scanned"] else 1
+    return 0 if summary.channels_scanned else 1
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -112,16 +112,16 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     cfg = config_on_ray(args)
     s = run_training(cfg, args.data, args.out, overwrite=args.overwrite)
-    test = s["test"]
+    test = s.test
     print(
-        f"train: {s['epochs_run']} epochs, best epoch {s['best_epoch']}, "
-        f"{s['parameters'] / 1e6:.2f} M parameters, {s['wall_seconds']} s\n"
+        f"train: {s.epochs_run} epochs, best epoch {s.best_epoch}, "
+        f"{s.parameters / 1e6:.2f} M parameters, {s.wall_seconds} s\n"
         f"test ({test['samples']} crops): loss {test['loss']:.4f}, veto accuracy "
         f"{test['veto_accuracy']:.3f}, denoise accuracy {test['denoise_accuracy']:.3f} "
         f"at SNR^2 {cfg.train.snr2_threshold:g}\n"
-        f"registered: {s['registered']['uri']} (version {s['registered']['version']})\n"
-        f"mlflow ui --backend-store-uri {s['tracking_uri']}\n"
-        f"tensorboard --logdir {s['tensorboard']}"
+        f"registered: {s.registered.uri} (version {s.registered.version})\n"
+        f"mlflow ui --backend-store-uri {s.tracking_uri}\n"
+        f"tensorboard --logdir {s.tensorboard}"
     )
     return 0
 
@@ -131,17 +131,17 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
     cfg = config_on_ray(args)
     s = run_tune(cfg, args.data, args.out, resume=args.resume, overwrite=args.overwrite)
-    best = s["best"]
-    metric = f"best_{s['metric']}"
+    best = s.best
+    metric = f"best_{s.metric}"
     print(
-        f"tune: {s['trials']} trials ({s['completed']} completed, {s['stopped_early']} stopped "
-        f"early by ASHA, {s['failed']} failed) in {s['wall_seconds']} s"
+        f"tune: {s.trials} trials ({s.completed} completed, {s.stopped_early} stopped "
+        f"early by ASHA, {s.failed} failed) in {s.wall_seconds} s"
     )
     print(f"best trial {best['trial_id']}: {metric} {best[metric]:.4f} with {best['params']}")
-    if "default" in s:
-        print(f"default architecture: {metric} {s['default'][metric]:.4f}")
-    if s["registered"]:
-        print(f"registered: {s['registered']['uri']} (version {s['registered']['version']})")
+    if s.default:
+        print(f"default architecture: {metric} {s.default[metric]:.4f}")
+    if s.registered:
+        print(f"registered: {s.registered.uri} (version {s.registered.version})")
     out = Path(args.out)
     print(f"best config: {out / 'best_config.yaml'}; table: {out / 'trials.csv'}")
     return 0
@@ -154,16 +154,16 @@ def cmd_infer(args: argparse.Namespace) -> int:
     s = run_inference(
         cfg, args.frames, args.model, args.out, args.tracking_uri, args.hveto, args.overwrite
     )
-    f = s["figures"]
+    f = s.figures
     _print_accounting(
         "infer",
-        s,
+        s.to_dict(),
         f"{f['veto_segments']} veto segments, deadtime {100 * f['deadtime']:.2f}%, "
         f"{f['cleaned_windows']}/{f['windows']} windows cleaned, "
         f"{f['data_seconds_per_wall_second']:.0f} s of data per wall s",
     )
     print(f"outputs: {Path(args.out)} (windows.csv, vetoes.csv, vetoes.h5, gated/, summary.json)")
-    return 0 if s["windows_written"] else 1
+    return 0 if s.windows_written else 1
 
 
 def cmd_online(args: argparse.Namespace) -> int:
@@ -201,8 +201,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
     cfg = config_on_ray(args)
     s = run_generate(cfg, args.data, args.model, args.out, args.tracking_uri, args.overwrite)
     print(
-        f"generate: {s['windows_generated']}/{s['windows_in']} windows "
-        f"({s['windows_skipped_bad_data']} with bad data skipped) in {s['wall_seconds']} s; "
+        f"generate: {s.windows_generated}/{s.windows_in} windows "
+        f"({s.windows_skipped_bad_data} with bad data skipped) in {s.wall_seconds} s; "
         f"{Path(args.out) / 'generated'}, {Path(args.out) / 'samples.png'}"
     )
     return 0
@@ -250,18 +250,17 @@ def cmd_retrain(args: argparse.Namespace) -> int:
 
     cfg = config_on_ray(args)
     s = run_retrain(cfg, args.frames, args.out)
-    scores = s["scores"]
+    scores = s.scores
     print(
-        f"retrain: {s['training_frames']} training frames, {s['holdout_frames']} held out; "
-        f"candidate version {s['candidate_version']} {s['metric']} "
-        f"{scores['candidate'][s['metric']]:.4f}"
+        f"retrain: {s.training_frames} training frames, {s.holdout_frames} held out; "
+        f"candidate version {s.candidate_version} {s.metric} "
+        f"{scores['candidate'][s.metric]:.4f}"
         + (
-            f" vs production version {s['production_version']} "
-            f"{scores['production'][s['metric']]:.4f}"
+            f" vs production version {s.production_version} {scores['production'][s.metric]:.4f}"
             if "production" in scores
             else " (no production model yet)"
         )
-        + f" -> {s['decision']} ({s['wall_seconds']} s)"
+        + f" -> {s.decision} ({s.wall_seconds} s)"
     )
     return 0
 

@@ -39,14 +39,14 @@ def cmd_clean(args: argparse.Namespace) -> int:
     cfg = config_on_ray(args, check_model=False)
     s = run_clean(cfg, args.frames, args.model, args.out, args.tracking_uri, args.overwrite)
     print(
-        f"clean: {s['frames_written']}/{s['frames_in']} frames written, "
-        f"{len(s['frames_failed'])} failed, {s['glitches_subtracted']} glitches subtracted, "
-        f"{s['real_time_factor']}x real time"
+        f"clean: {s.frames_written}/{s.frames_in} frames written, "
+        f"{len(s.frames_failed)} failed, {s.glitches_subtracted} glitches subtracted, "
+        f"{s.real_time_factor}x real time"
     )
-    for failure in s["frames_failed"]:
+    for failure in s.frames_failed:
         print(f"  failed: {failure['file']}: {failure['reason']}")
     print(f"outputs: {Path(args.out)} (frames/, glitches.csv, summary.json)")
-    return 0 if s["frames_written"] else 1
+    return 0 if s.frames_written else 1
 
 
 def add_clean_commands(sub, ray_stage, add_model_args, add_overwrite_arg) -> None:

@@ -9,8 +9,12 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from glitchflow.config import load_config
+
+if TYPE_CHECKING:
+    from glitchflow.pipelines.train import TrainResult
 
 log = logging.getLogger(__name__)
 
@@ -62,14 +66,14 @@ def run_demo(
     frames = twin.frames[0].parent
     scan = run_scan(cfg, frames, workdir / "scan", overwrite=True)
     truth_set = true_witness_channels(truth)
-    for rule, chosen in (("significance", scan["selected"]), ("seed", scan["seed_rule_selected"])):
+    for rule, chosen in (("significance", scan.selected), ("seed", scan.seed_rule_selected)):
         hits = len(truth_set & set(chosen))
         lines.append(
             f"[scan]   {rule} rule selects {len(chosen)}: recall {hits}/{len(truth_set)}, "
             f"precision {hits}/{len(chosen) or 1} against the twin's true witnesses"
         )
     lines.append(
-        f"         {', '.join(scan['selected'])}; {scan['hveto_rounds']} hveto rounds "
+        f"         {', '.join(scan.selected)}; {scan.hveto_rounds} hveto rounds "
         f"({workdir / 'scan' / 'report.txt'})"
     )
     manifest = run_preprocess(
@@ -88,14 +92,14 @@ def run_demo(
     from glitchflow.pipelines.train import run_training
 
     trained = run_training(cfg, workdir / "dataset", workdir / "train", overwrite=True)
-    test = trained["test"]
+    test = trained.test
     lines.append(
-        f"[train]  {trained['epochs_run']} epochs of {cfg.train.model.name} "
-        f"({trained['parameters'] / 1e6:.2f} M parameters) in {trained['wall_seconds']:.0f} s; "
+        f"[train]  {trained.epochs_run} epochs of {cfg.train.model.name} "
+        f"({trained.parameters / 1e6:.2f} M parameters) in {trained.wall_seconds:.0f} s; "
         f"test split ({test['samples']} crops): veto accuracy {test['veto_accuracy']:.2f}, "
         f"denoise accuracy {test['denoise_accuracy']:.2f} at SNR^2 {cfg.train.snr2_threshold:g}"
     )
-    veto = trained["veto"]
+    veto = trained.veto
     if veto:
         lines.append(
             f"         veto calibrated on validation glitch-free time: generated SNR^2 >= "
@@ -103,19 +107,19 @@ def run_demo(
             f"{100 * veto['val_deadtime']:.2f}% (target {100 * veto['target_deadtime']:g}%), "
             f"{veto['val_efficiency']:.0%} of {veto['glitches']} validation glitches"
         )
-    lines.append(f"         registered {trained['registered']['uri']}")
+    lines.append(f"         registered {trained.registered.uri}")
     if not skip_tune:
         lines += small_search(config, overrides, workdir, trained)
     lines += held_out_scorecard(config, overrides, cfg, workdir, trained)
     lines += served_request(cfg, workdir, trained)
-    lines.append(f"         MLflow:      mlflow ui --backend-store-uri {trained['tracking_uri']}")
-    lines.append(f"         TensorBoard: tensorboard --logdir {trained['tensorboard']}")
+    lines.append(f"         MLflow:      mlflow ui --backend-store-uri {trained.tracking_uri}")
+    lines.append(f"         TensorBoard: tensorboard --logdir {trained.tensorboard}")
     lines.append(f"done in {time.perf_counter() - t0:.1f} s")
     print("\n".join(lines))
     return 0
 
 
-def held_out_scorecard(config, overrides, cfg, workdir: Path, trained: dict) -> list[str]:
+def held_out_scorecard(config, overrides, cfg, workdir: Path, trained: TrainResult) -> list[str]:
     """Synthesise a held-out span, infer on it with the registered model and the hveto
     baseline, and score both against the truth; returns the summary lines."""
     from glitchflow.evaluate.report import run_evaluate
@@ -127,18 +131,18 @@ def held_out_scorecard(config, overrides, cfg, workdir: Path, trained: dict) -> 
     infer = run_inference(
         cfg,
         held.frames[0].parent,
-        trained["registered"]["uri"],
+        trained.registered.uri,
         workdir / "infer",
-        tracking_uri=trained["tracking_uri"],
+        tracking_uri=trained.tracking_uri,
         hveto=workdir / "scan" / "hveto.json",
         overwrite=True,
     )
-    f = infer["figures"]
+    f = infer.figures
     report = run_evaluate(cfg, held.truth_path, workdir / "infer", workdir / "evaluate")
     lr, d = report["learned"], report["denoise"]
     lines = [
         f"[held-out] {held.summary()}",
-        f"[infer]  {infer['windows_written']}/{infer['windows_expected']} windows, "
+        f"[infer]  {infer.windows_written}/{infer.windows_expected} windows, "
         f"{f['veto_segments']} veto segments, {f['data_seconds_per_wall_second']:.0f} s of data "
         f"per wall s ({workdir / 'infer'})",
         f"[evaluate] witnessed glitches (strain SNR >= {report['strain_snr_threshold']:g}): "
@@ -181,26 +185,26 @@ DEMO_SEARCH = [
 ]
 
 
-def small_search(config, overrides, workdir: Path, trained: dict) -> list[str]:
+def small_search(config, overrides, workdir: Path, trained: TrainResult) -> list[str]:
     """A four-trial ASHA search on the demo dataset, in the training run's MLflow."""
     from glitchflow.pipelines.tune import run_tune
 
-    uri = trained["tracking_uri"]
+    uri = trained.tracking_uri
     cfg = load_config(config, [*overrides, *DEMO_SEARCH, f"train.mlflow.tracking_uri={uri}"])
     s = run_tune(cfg, workdir / "dataset", workdir / "tune", overwrite=True)
-    metric = f"best_{s['metric']}"
-    best = s["best"]
+    metric = f"best_{s.metric}"
+    best = s.best
     line = (
-        f"[tune]   {s['trials']} trials ({s['stopped_early']} stopped early by ASHA) in "
-        f"{s['wall_seconds']:.0f} s; best {metric} {best[metric]:.4f}"
+        f"[tune]   {s.trials} trials ({s.stopped_early} stopped early by ASHA) in "
+        f"{s.wall_seconds:.0f} s; best {metric} {best[metric]:.4f}"
     )
-    if "default" in s:
-        line += f" vs {s['default'][metric]:.4f} for the default architecture"
+    if s.default:
+        line += f" vs {s.default[metric]:.4f} for the default architecture"
     params = ", ".join(f"{k.removeprefix('train.')}={v}" for k, v in best["params"].items())
     return [line, f"         best: {params} ({workdir / 'tune' / 'best_config.yaml'})"]
 
 
-def served_request(cfg, workdir: Path, trained: dict) -> list[str]:
+def served_request(cfg, workdir: Path, trained: TrainResult) -> list[str]:
     """Start the endpoint on loopback, ask for the loudest held-out window, shut down."""
     import pandas as pd
 
@@ -210,7 +214,7 @@ def served_request(cfg, workdir: Path, trained: dict) -> list[str]:
     windows = pd.read_csv(workdir / "infer" / "windows.csv")
     loudest = windows.loc[windows["max_real_snr2"].idxmax()]
     t0 = time.perf_counter()
-    url = start_endpoint(cfg, trained["registered"]["uri"], trained["tracking_uri"])
+    url = start_endpoint(cfg, trained.registered.uri, trained.tracking_uri)
     started = time.perf_counter() - t0
     try:
         info = get(url, "/v1/model")

@@ -197,17 +197,7 @@ def run_evaluate(
     idx = assign_windows(witnessed["gps_peak"].to_numpy(dtype=float), starts, window)
     witnessed["window_start"] = np.where(idx >= 0, starts[np.maximum(idx, 0)], np.nan)
     free = {round(float(s), 4) for s in starts[glitch_free(starts, window, truth)]}
-    acc = Accumulator(cfg, summary, witnessed, free)
-    shape = tuple(summary["window_shape"])
-    shards = infer_dir / "spectrograms"
-    files = sorted(shards.glob("*.parquet")) if shards.is_dir() else []
-    for path in files:
-        table = pads.dataset(str(path), format="parquet").to_table(
-            columns=["gps_start", "real", "generated"]
-        )
-        real = torch.from_numpy(tensor_column(table, "real", shape).astype(np.float32))
-        gen = torch.from_numpy(tensor_column(table, "generated", shape).astype(np.float32))
-        acc.add(table.column("gps_start").to_numpy(), real, gen)
+    acc = accumulate_windows(Accumulator(cfg, summary, witnessed, free), infer_dir, summary)
     learned = veto_figures(groups, vetoes, live)
     learned_roc = [
         {"snr2_threshold": t, **veto_figures(groups, np.array(e).reshape(-1, 2), live)}
@@ -232,26 +222,7 @@ def run_evaluate(
     }
     base_file = infer_dir / "baseline" / "baseline.json"
     if base_file.is_file():
-        base = json.loads(base_file.read_text())
-        segments = read_segments(infer_dir / "baseline" / "vetoes.csv")
-        roc = baseline_roc(base, groups, live, ev.roc_thresholds)
-        fig = veto_figures(groups, segments, live)
-        report["baseline"] = fig | {
-            "roc": roc,
-            "at_deadtime": at_deadtimes(roc, ev.fixed_deadtimes),
-        }
-        report["comparison"] = {
-            "baseline_deadtime": fig["deadtime"],
-            "baseline_efficiency": fig["witnessed_efficiency"],
-            "learned_efficiency_at_baseline_deadtime": efficiency_at_deadtime(
-                learned_roc, fig["deadtime"]
-            ),
-            "learned_deadtime": learned["deadtime"],
-            "learned_efficiency": learned["witnessed_efficiency"],
-            "baseline_efficiency_at_learned_deadtime": efficiency_at_deadtime(
-                roc, learned["deadtime"]
-            ),
-        }
+        report |= baseline_sections(cfg, infer_dir, base_file, groups, live, learned, learned_roc)
     report["per_family"] = family_table(report)
     if clean_dir is not None:
         report["subtraction"] = evaluate_subtraction(
@@ -268,6 +239,43 @@ def run_evaluate(
             md.write(subtraction_markdown(report["subtraction"]))
     plot_report(report, out)
     return report
+
+
+def accumulate_windows(acc: Accumulator, infer_dir: Path, summary: dict) -> Accumulator:
+    """Feed every spectrogram shard of an inference run (real and generated strain) to
+    ``acc``, shard by shard (memory stays at one shard)."""
+    shape = tuple(summary["window_shape"])
+    shards = infer_dir / "spectrograms"
+    for path in sorted(shards.glob("*.parquet")) if shards.is_dir() else []:
+        table = pads.dataset(str(path), format="parquet").to_table(
+            columns=["gps_start", "real", "generated"]
+        )
+        real = torch.from_numpy(tensor_column(table, "real", shape).astype(np.float32))
+        gen = torch.from_numpy(tensor_column(table, "generated", shape).astype(np.float32))
+        acc.add(table.column("gps_start").to_numpy(), real, gen)
+    return acc
+
+
+def baseline_sections(cfg, infer_dir: Path, base_file: Path, groups, live, learned, learned_roc):
+    """The report's ``baseline`` (hveto figures, ROC, efficiency at fixed deadtimes) and
+    ``comparison`` (each veto at the other's deadtime) sections."""
+    ev = cfg.evaluate
+    base = json.loads(base_file.read_text())
+    segments = read_segments(infer_dir / "baseline" / "vetoes.csv")
+    roc = baseline_roc(base, groups, live, ev.roc_thresholds)
+    fig = veto_figures(groups, segments, live)
+    comparison = {
+        "baseline_deadtime": fig["deadtime"],
+        "baseline_efficiency": fig["witnessed_efficiency"],
+        "learned_efficiency_at_baseline_deadtime": efficiency_at_deadtime(
+            learned_roc, fig["deadtime"]
+        ),
+        "learned_deadtime": learned["deadtime"],
+        "learned_efficiency": learned["witnessed_efficiency"],
+        "baseline_efficiency_at_learned_deadtime": efficiency_at_deadtime(roc, learned["deadtime"]),
+    }
+    baseline = fig | {"roc": roc, "at_deadtime": at_deadtimes(roc, ev.fixed_deadtimes)}
+    return {"baseline": baseline, "comparison": comparison}
 
 
 def subtraction_markdown(sub: dict) -> str:

@@ -262,3 +262,14 @@ def read_frame(
             )
         out[name] = (data, float(rate), frame.start + k0 / rate)
     return out
+
+
+def make_blocks(frames: list[FrameFile], per_block: int) -> list[list[FrameFile]]:
+    """Runs of up to ``per_block`` contiguous frames."""
+    blocks: list[list[FrameFile]] = []
+    for frame in frames:
+        if blocks and len(blocks[-1]) < per_block and abs(blocks[-1][-1].end - frame.start) < 1e-6:
+            blocks[-1].append(frame)
+        else:
+            blocks.append([frame])
+    return blocks

@@ -144,86 +144,120 @@ class Checkpoint(CheckpointMeta):
         return _validated(raw, source)
 
 
-def _validated(raw: dict, source: str) -> Checkpoint:
-    def need(key: str, kind: type | tuple[type, ...]):
-        if key not in raw:
-            raise CheckpointError(f"{source}: field {key!r} is missing")
-        if not isinstance(raw[key], kind):
-            raise CheckpointError(f"{source}: field {key!r} is {type(raw[key]).__name__}")
-        return raw[key]
+class _Fields:
+    """Reads one raw checkpoint dict; every refusal names the file and the field."""
 
-    def check(ok: bool, what: str) -> None:
+    def __init__(self, raw: dict, source: str) -> None:
+        self.raw, self.source = raw, source
+
+    def need(self, key: str, kind: type | tuple[type, ...]):
+        if key not in self.raw:
+            raise CheckpointError(f"{self.source}: field {key!r} is missing")
+        if not isinstance(self.raw[key], kind):
+            kind_name = type(self.raw[key]).__name__
+            raise CheckpointError(f"{self.source}: field {key!r} is {kind_name}")
+        return self.raw[key]
+
+    def check(self, ok: bool, what: str) -> None:
         if not ok:
-            raise CheckpointError(f"{source}: {what}")
+            raise CheckpointError(f"{self.source}: {what}")
 
-    spec = need("model", dict)
-    check(
-        isinstance(spec.get("name"), str) and isinstance(spec.get("kwargs"), dict),
-        "field 'model' needs a 'name' and a 'kwargs' dict",
-    )
-    try:
-        kwargs = model_arguments(spec["name"], **spec["kwargs"])
-    except (ValueError, TypeError) as exc:
-        raise CheckpointError(f"{source}: field 'model': {exc}") from None
-    try:
-        signal = validate_model(SignalConfig, need("signal", dict), f"{source}: field 'signal'")
-    except ConfigError as exc:
-        raise CheckpointError(str(exc)) from None
-    channels = tuple(need("channels", list))
-    check(
-        len(channels) >= 2 and all(isinstance(c, str) and c for c in channels),
-        "field 'channels' needs the strain channel and at least one auxiliary channel",
-    )
-    check(len(set(channels)) == len(channels), "field 'channels' names a channel twice")
-    check(
-        kwargs.get("n_aux") == len(channels) - 1,
-        f"field 'model': n_aux {kwargs.get('n_aux')} but {len(channels) - 1} aux channels",
-    )
-    norm = need("normalisation", dict)
-    check(
-        isinstance(norm.get("aux"), list)
-        and len(norm["aux"]) == len(channels) - 1
-        and all(float(a) > 0 for a in norm["aux"]),
-        "field 'normalisation.aux' needs one positive divisor per auxiliary channel",
-    )
-    check(float(norm.get("strain", 0)) > 0, "field 'normalisation.strain' must be positive")
-    check(
-        norm.get("transform", "linear") in TRANSFORMS,
-        f"field 'normalisation.transform' must be one of {TRANSFORMS}",
-    )
-    sample = need("sample", dict)
-    try:
-        meta = SampleMeta(
-            crop=int(sample["crop"]),
-            clamp=float(sample["clamp"]),
-            window=float(sample["window"]),
-            stride=float(sample["stride"]),
-            rates={str(c): float(r) for c, r in (sample.get("rates") or {}).items()},
+    def model(self) -> ModelSpec:
+        spec = self.need("model", dict)
+        self.check(
+            isinstance(spec.get("name"), str) and isinstance(spec.get("kwargs"), dict),
+            "field 'model' needs a 'name' and a 'kwargs' dict",
         )
-    except (KeyError, TypeError, ValueError) as exc:
-        raise CheckpointError(f"{source}: field 'sample': {exc!r}") from None
-    check(
-        meta.crop > 0 and meta.clamp > 0 and meta.window > 0 and meta.stride > 0,
-        "field 'sample': crop, clamp, window and stride must be positive",
-    )
-    check(all(r > 0 for r in meta.rates.values()), "field 'sample.rates' must be positive")
-    check(meta.crop <= signal.qtransform.n_freq, "field 'sample.crop' exceeds signal n_freq")
-    thresholds = need("thresholds", dict)
-    check(
-        float(thresholds.get("snr2", 0)) > 0 and int(thresholds.get("min_area", 0)) >= 1,
-        "field 'thresholds' needs snr2 > 0 and min_area >= 1",
-    )
-    state = need("state_dict", dict)
+        try:
+            return ModelSpec(spec["name"], model_arguments(spec["name"], **spec["kwargs"]))
+        except (ValueError, TypeError) as exc:
+            raise CheckpointError(f"{self.source}: field 'model': {exc}") from None
+
+    def signal(self) -> SignalConfig:
+        where = f"{self.source}: field 'signal'"
+        try:
+            return validate_model(SignalConfig, self.need("signal", dict), where)
+        except ConfigError as exc:
+            raise CheckpointError(str(exc)) from None
+
+    def channels(self, n_aux: int) -> tuple[str, ...]:
+        channels = tuple(self.need("channels", list))
+        self.check(
+            len(channels) >= 2 and all(isinstance(c, str) and c for c in channels),
+            "field 'channels' needs the strain channel and at least one auxiliary channel",
+        )
+        self.check(len(set(channels)) == len(channels), "field 'channels' names a channel twice")
+        self.check(
+            n_aux == len(channels) - 1,
+            f"field 'model': n_aux {n_aux} but {len(channels) - 1} aux channels",
+        )
+        return channels
+
+    def normalisation(self, n_aux: int) -> dict:
+        norm = self.need("normalisation", dict)
+        aux = norm.get("aux")
+        self.check(
+            isinstance(aux, list)
+            and len(aux) == n_aux
+            and all(isinstance(a, (int, float)) and a > 0 for a in aux),
+            "field 'normalisation.aux' needs one positive divisor per auxiliary channel",
+        )
+        strain = norm.get("strain", 0)
+        self.check(
+            isinstance(strain, (int, float)) and strain > 0,
+            "field 'normalisation.strain' must be positive",
+        )
+        self.check(
+            norm.get("transform", "linear") in TRANSFORMS,
+            f"field 'normalisation.transform' must be one of {TRANSFORMS}",
+        )
+        return dict(norm)
+
+    def sample(self, n_freq: int) -> SampleMeta:
+        sample = self.need("sample", dict)
+        try:
+            meta = SampleMeta(
+                crop=int(sample["crop"]),
+                clamp=float(sample["clamp"]),
+                window=float(sample["window"]),
+                stride=float(sample["stride"]),
+                rates={str(c): float(r) for c, r in (sample.get("rates") or {}).items()},
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CheckpointError(f"{self.source}: field 'sample': {exc!r}") from None
+        self.check(
+            meta.crop > 0 and meta.clamp > 0 and meta.window > 0 and meta.stride > 0,
+            "field 'sample': crop, clamp, window and stride must be positive",
+        )
+        self.check(all(r > 0 for r in meta.rates.values()), "field 'sample.rates' must be > 0")
+        self.check(meta.crop <= n_freq, "field 'sample.crop' exceeds signal n_freq")
+        return meta
+
+    def thresholds(self) -> dict:
+        thresholds = self.need("thresholds", dict)
+        snr2, area = thresholds.get("snr2", 0), thresholds.get("min_area", 0)
+        self.check(
+            isinstance(snr2, (int, float)) and snr2 > 0 and isinstance(area, int) and area >= 1,
+            "field 'thresholds' needs snr2 > 0 and min_area >= 1",
+        )
+        return dict(thresholds)
+
+
+def _validated(raw: dict, source: str) -> Checkpoint:
+    fields_ = _Fields(raw, source)
+    spec = fields_.model()
+    signal = fields_.signal()
+    n_aux = spec.kwargs.get("n_aux")
     return Checkpoint(
-        model=ModelSpec(spec["name"], kwargs),
+        model=spec,
         signal=signal,
-        channels=channels,
-        normalisation=dict(norm),
-        sample=meta,
-        thresholds=dict(thresholds),
-        epoch=int(need("epoch", int)),
+        channels=fields_.channels(n_aux),
+        normalisation=fields_.normalisation(n_aux),
+        sample=fields_.sample(signal.qtransform.n_freq),
+        thresholds=fields_.thresholds(),
+        epoch=int(fields_.need("epoch", int)),
         metrics={k: float(v) for k, v in raw.get("metrics", {}).items()},
-        state_dict=state,
+        state_dict=fields_.need("state_dict", dict),
         optimizer=raw.get("optimizer"),
         scheduler=raw.get("scheduler"),
     )

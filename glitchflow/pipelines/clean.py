@@ -25,6 +25,7 @@ import json
 import logging
 import math
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -32,10 +33,9 @@ import numpy as np
 from glitchflow.config import Config, SignalConfig
 from glitchflow.evaluate.subtraction import SUBTRACTED
 from glitchflow.io.atomic import atomic_path, write_json_atomic
-from glitchflow.io.frames import find_frames, frame_name, write_frame
+from glitchflow.io.frames import find_frames, frame_name, make_blocks, write_frame
 from glitchflow.models.subtraction import SubtractionModel
 from glitchflow.pipelines.clean_block import clean_segment, read_block
-from glitchflow.pipelines.preprocess import make_blocks
 from glitchflow.pipelines.runtime import check_shared_storage, check_stage_resources, claim_out
 from glitchflow.signal.conditioner import Conditioner
 from glitchflow.tracking.model_store import resolve_subtraction
@@ -127,6 +127,28 @@ def clean_block(
     return rows, list(reports.values())
 
 
+@dataclass(frozen=True)
+class CleanResult:
+    """What ``glitchflow clean`` wrote (also OUT/summary.json): frames in = written +
+    failed (each failure with its file and reason); per witness channel its triggers and
+    the glitches subtracted from them; ``data_seconds`` / ``wall_seconds`` (s) and their
+    ratio ``real_time_factor``."""
+
+    frames_in: int
+    frames_written: int
+    frames_failed: list[dict]
+    witnesses: dict[str, dict]
+    glitches_subtracted: int
+    model: dict
+    data_seconds: float
+    wall_seconds: float
+    real_time_factor: float | None
+    out: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
 def run_clean(
     cfg: Config,
     frames_dir: str | Path,
@@ -134,7 +156,7 @@ def run_clean(
     out: str | Path,
     tracking_uri: str | None = None,
     overwrite: bool = False,
-) -> dict:
+) -> CleanResult:
     """Clean every frame in ``frames_dir``; write the products; return the summary."""
     import pandas as pd
     import ray
@@ -187,24 +209,24 @@ def run_clean(
             "triggers": len(mine),
             "subtracted": int(mine.subtracted.sum()) if len(mine) else 0,
         }
-    summary = {
-        "frames_in": len(found.frames) + len(found.failures),
-        "frames_written": len(written),
-        "frames_failed": failed,
-        "witnesses": per_witness,
-        "glitches_subtracted": int(table.subtracted.sum()) if len(table) else 0,
-        "model": described,
-        "data_seconds": seconds,
-        "wall_seconds": round(wall, 2),
-        "real_time_factor": round(seconds / wall, 2) if wall > 0 else None,
-        "out": str(out),
-    }
-    write_json_atomic(out / "summary.json", summary, default=str)
+    result = CleanResult(
+        frames_in=len(found.frames) + len(found.failures),
+        frames_written=len(written),
+        frames_failed=failed,
+        witnesses=per_witness,
+        glitches_subtracted=int(table.subtracted.sum()) if len(table) else 0,
+        model=described,
+        data_seconds=seconds,
+        wall_seconds=round(wall, 2),
+        real_time_factor=round(seconds / wall, 2) if wall > 0 else None,
+        out=str(out),
+    )
+    write_json_atomic(out / "summary.json", result.to_dict(), default=str)
     log.info(
         "clean: %d/%d frames, %d glitches subtracted, %.0fx real time",
         len(written),
-        summary["frames_in"],
-        summary["glitches_subtracted"],
-        summary["real_time_factor"] or 0,
+        result.frames_in,
+        result.glitches_subtracted,
+        result.real_time_factor or 0,
     )
-    return summary
+    return result

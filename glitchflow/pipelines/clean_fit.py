@@ -28,7 +28,8 @@ from tqdm.auto import tqdm
 
 from glitchflow.config import Config, validate_config
 from glitchflow.io.atomic import atomic_path, write_json_atomic
-from glitchflow.io.frames import find_frames
+from glitchflow.io.channels import channels_from_file
+from glitchflow.io.frames import find_frames, make_blocks
 from glitchflow.models.subtraction import (
     CouplingEquations,
     Localiser,
@@ -45,7 +46,6 @@ from glitchflow.pipelines.clean_block import (
     whiten_block,
 )
 from glitchflow.pipelines.clean_report import log_fit, plot_couplings
-from glitchflow.pipelines.preprocess import channels_from_file, make_blocks
 from glitchflow.pipelines.runtime import check_resources, claim_out
 from glitchflow.signal.conditioner import Conditioner
 

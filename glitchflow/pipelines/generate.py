@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -79,6 +80,22 @@ def channel_order(model_channels: list[str], data_channels: list[str]) -> list[i
 GENERATE_PRODUCTS = ["generated", "samples.png", "manifest.json"]
 
 
+@dataclass(frozen=True)
+class GenerateResult:
+    """What ``glitchflow generate`` wrote (also OUT/manifest.json): windows in =
+    generated + skipped for bad data; ``wall_seconds``: s."""
+
+    model: dict
+    data: str
+    windows_in: int
+    windows_generated: int
+    windows_skipped_bad_data: int
+    wall_seconds: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
 def run_generate(
     cfg: Config,
     data_dir: str | Path,
@@ -86,7 +103,7 @@ def run_generate(
     out: str | Path,
     tracking_uri=None,
     overwrite: bool = False,
-) -> dict:
+) -> GenerateResult:
     """Generate the strain spectrogram of every window of ``data_dir``; a previous run's
     products in ``out`` are refused (Parquet shards would mix) unless ``overwrite``."""
     import ray
@@ -125,15 +142,15 @@ def run_generate(
     n_in = int(manifest["windows_written"])
     samples = written.sort("gps_start").take(4)
     plot_samples(samples, out / "samples.png")
-    result = {
-        "model": model.describe(),
-        "data": str(Path(data_dir).resolve()),
-        "windows_in": n_in,
-        "windows_generated": int(n_out),
-        "windows_skipped_bad_data": n_in - int(n_out),
-        "wall_seconds": round(time.perf_counter() - t0, 2),
-    }
-    write_json_atomic(out / "manifest.json", result)
+    result = GenerateResult(
+        model=model.describe(),
+        data=str(Path(data_dir).resolve()),
+        windows_in=n_in,
+        windows_generated=int(n_out),
+        windows_skipped_bad_data=n_in - int(n_out),
+        wall_seconds=round(time.perf_counter() - t0, 2),
+    )
+    write_json_atomic(out / "manifest.json", result.to_dict())
     return result
 
 

@@ -27,12 +27,17 @@ import numpy as np
 
 from glitchflow.config import Config, InferConfig
 from glitchflow.config.base import validate_model
-from glitchflow.io.frames import FrameFile, find_frames
+from glitchflow.io.frames import FrameFile, find_frames, make_blocks
 from glitchflow.io.windows import FrameWindowCutter, drop_bad_windows
 from glitchflow.models.checkpoint import Checkpoint
 from glitchflow.models.inference import Predictor
-from glitchflow.pipelines.infer_products import SCALAR_COLUMNS, SPECTROGRAMS, write_products
-from glitchflow.pipelines.preprocess import WRITE_CPUS, build_manifest, make_blocks
+from glitchflow.pipelines.infer_products import (
+    SCALAR_COLUMNS,
+    SPECTROGRAMS,
+    InferResult,
+    write_products,
+)
+from glitchflow.pipelines.preprocess import WRITE_CPUS, build_manifest
 from glitchflow.pipelines.runtime import check_shared_storage, check_stage_resources, claim_out
 from glitchflow.signal.conditioner import Conditioner
 from glitchflow.tracking.model_store import resolve_model
@@ -165,7 +170,7 @@ def run_inference(
     tracking_uri: str | None = None,
     hveto: str | Path | None = None,
     overwrite: bool = False,
-) -> dict:
+) -> InferResult:
     """Infer over every frame in ``frames_dir``; write the products; return the summary.
 
     A previous run's products in ``out`` are refused (its spectrogram shards would mix
@@ -226,5 +231,4 @@ def run_inference(
             ray_remote_args={"num_cpus": WRITE_CPUS},
         )
     accounting = build_manifest(cfg, found, list(ckpt.channels), out / REPORTS, 0.0)
-    summary = write_products(cfg, out, model, found, accounting, hveto, time.perf_counter() - t0)
-    return summary
+    return write_products(cfg, out, model, found, accounting, hveto, time.perf_counter() - t0)

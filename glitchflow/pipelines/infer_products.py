@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -214,8 +215,88 @@ def frequencies(ckpt: Checkpoint) -> np.ndarray:
     return freqs.cpu().numpy()[model_rows(qt.n_freq, ckpt.sample.crop)]
 
 
-def write_products(cfg: Config, out: Path, model, found, accounting: dict, hveto, wall: float):
-    """Every product of the run (see the module docstring); returns the summary."""
+def write_window_tables(out: Path, strain: str, veto_padding: float):
+    """windows.csv/.parquet (one row per window), live.csv (analysed segments),
+    vetoes.csv and vetoes.h5 (veto segments from the clusters, padded by ``veto_padding``
+    s, inside live time); returns (windows, live, veto segments)."""
+    windows = read_windows(out)
+    live = live_segments(windows)
+    clusters = [json.loads(c) for c in windows["clusters"]]
+    segments = veto_segments_from_clusters(clusters, veto_padding, live)
+    with atomic_path(out / "windows.csv") as tmp:
+        windows.drop(columns=["clusters"]).to_csv(tmp, index=False)
+    with atomic_path(out / "windows.parquet") as tmp:
+        windows.to_parquet(tmp, index=False)
+    write_segments(out / "live.csv", live)
+    write_segments(out / "vetoes.csv", segments)
+    write_flag(out / "vetoes.h5", f"{strain.split(':')[0]}:GLITCHFLOW-VETO:1", segments, live)
+    return windows, live, segments
+
+
+def _start_infer_run(cfg: Config, out: Path, model, found, uri: str, figures: dict) -> str:
+    """The run's MLflow run with its settings and figures; its id."""
+    import mlflow
+
+    run_id = start_run(
+        uri,
+        cfg.train.mlflow.experiment,
+        f"infer-{Path(out).name}",
+        {"model_uri": model.uri, "infer": cfg.infer.model_dump(mode="json")},
+        {
+            "stage": "infer",
+            "model_version": model.version,
+            "frames": str(found.frames[0].path) if found.frames else "",
+        },
+        artifact_location=default_artifact_location(out),
+    )
+    client = mlflow.MlflowClient(uri)
+    for key, value in figures.items():
+        client.log_metric(run_id, key, float(value))
+    return run_id
+
+
+@dataclass(frozen=True)
+class InferResult:
+    """What ``glitchflow infer`` produced (also OUT/summary.json and the MLflow run's
+    ``summary.json``).  Frames and windows are accounted for: ``frames_in`` =
+    ``frames_written`` + failed, ``windows_expected`` = ``windows_written`` + skipped
+    (each failure and skip with its file and reason).  ``figures``: windows, vetoes,
+    livetime (s), deadtime (fraction) and data seconds per wall second; ``gated``: the
+    gated frames written; ``baseline``: the hveto baseline's figures (None without
+    ``--hveto``); ``window_shape``: (rows, bins) of the spectrograms; ``time_step``: s;
+    ``frequencies``: Hz of the rows; ``thresholds``: the operating point used."""
+
+    model: dict
+    channels: list[str]
+    frames_in: int
+    frames_written: int
+    frames_failed: list[dict]
+    windows_expected: int
+    windows_written: int
+    windows_skipped: list[dict]
+    bad_channels: list
+    figures: dict[str, float]
+    gated: dict
+    baseline: dict | None
+    infer_config: dict
+    window_shape: list[int]
+    time_step: float
+    frequencies: list[float]
+    thresholds: dict
+    tensorboard: str
+    tracking_uri: str
+    run_id: str
+    wall_seconds: float
+    inference_wall_seconds: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def write_products(
+    cfg: Config, out: Path, model, found, accounting: dict, hveto, wall: float
+) -> InferResult:
+    """Every product of the run (see the module docstring); returns the result."""
     import time
 
     import mlflow
@@ -224,17 +305,7 @@ def write_products(cfg: Config, out: Path, model, found, accounting: dict, hveto
     ckpt = model.ckpt
     inf = cfg.infer
     strain = ckpt.strain_channel
-    windows = read_windows(out)
-    live = live_segments(windows)
-    clusters = [json.loads(c) for c in windows["clusters"]]
-    segments = veto_segments_from_clusters(clusters, inf.veto_padding, live)
-    with atomic_path(out / "windows.csv") as tmp:
-        windows.drop(columns=["clusters"]).to_csv(tmp, index=False)
-    with atomic_path(out / "windows.parquet") as tmp:
-        windows.to_parquet(tmp, index=False)
-    write_segments(out / "live.csv", live)
-    write_segments(out / "vetoes.csv", segments)
-    write_flag(out / "vetoes.h5", f"{strain.split(':')[0]}:GLITCHFLOW-VETO:1", segments, live)
+    windows, live, segments = write_window_tables(out, strain, inf.veto_padding)
     written = set(accounting["frames_written_files"])
     gated = (
         write_gated_frames(cfg, found.frames, written, strain, segments, live, out)
@@ -256,47 +327,33 @@ def write_products(cfg: Config, out: Path, model, found, accounting: dict, hveto
         "data_seconds_per_wall_second": livetime / max(wall, 1e-9),
     }
     uri = model.tracking_uri or cfg.train.mlflow.tracking_uri or default_tracking_uri(out)
-    run_id = start_run(
-        uri,
-        cfg.train.mlflow.experiment,
-        f"infer-{Path(out).name}",
-        {"model_uri": model.uri, "infer": inf.model_dump(mode="json")},
-        {
-            "stage": "infer",
-            "model_version": model.version,
-            "frames": str(found.frames[0].path) if found.frames else "",
-        },
-        artifact_location=default_artifact_location(out),
-    )
-    client = mlflow.MlflowClient(uri)
-    for key, value in figures.items():
-        client.log_metric(run_id, key, float(value))
-    summary = {
-        "model": model.describe(),
-        "channels": list(ckpt.channels),
-        "frames_in": accounting["frames_in"],
-        "frames_written": accounting["frames_written"],
-        "frames_failed": accounting["frames_failed"],
-        "windows_expected": accounting["windows_expected"],
-        "windows_written": len(windows),
-        "windows_skipped": accounting["windows_skipped"],
-        "bad_channels": accounting["bad_channels"],
-        "figures": figures,
-        "gated": gated,
-        "baseline": baseline,
-        "infer_config": inf.model_dump(mode="json"),
-        "window_shape": list(shape),
-        "time_step": step,
-        "frequencies": frequencies(ckpt).tolist(),
-        "thresholds": OperatingPoint.from_thresholds(
+    run_id = _start_infer_run(cfg, out, model, found, uri, figures)
+    result = InferResult(
+        model=model.describe(),
+        channels=list(ckpt.channels),
+        frames_in=accounting["frames_in"],
+        frames_written=accounting["frames_written"],
+        frames_failed=accounting["frames_failed"],
+        windows_expected=accounting["windows_expected"],
+        windows_written=len(windows),
+        windows_skipped=accounting["windows_skipped"],
+        bad_channels=accounting["bad_channels"],
+        figures=figures,
+        gated=gated,
+        baseline=baseline,
+        infer_config=inf.model_dump(mode="json"),
+        window_shape=list(shape),
+        time_step=step,
+        frequencies=frequencies(ckpt).tolist(),
+        thresholds=OperatingPoint.from_thresholds(
             ckpt.thresholds, inf.snr2_threshold, inf.min_area
         ).describe(),
-        "tensorboard": tensorboard,
-        "tracking_uri": uri,
-        "run_id": run_id,
-        "wall_seconds": round(wall + time.perf_counter() - t0, 2),
-        "inference_wall_seconds": round(wall, 2),
-    }
-    client.log_dict(run_id, summary, "summary.json")
-    write_json_atomic(out / "summary.json", summary, default=float)
-    return summary
+        tensorboard=tensorboard,
+        tracking_uri=uri,
+        run_id=run_id,
+        wall_seconds=round(wall + time.perf_counter() - t0, 2),
+        inference_wall_seconds=round(wall, 2),
+    )
+    mlflow.MlflowClient(uri).log_dict(run_id, result.to_dict(), "summary.json")
+    write_json_atomic(out / "summary.json", result.to_dict(), default=float)
+    return result

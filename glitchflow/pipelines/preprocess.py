@@ -19,7 +19,8 @@ import numpy as np
 
 from glitchflow.config import Config, config_hash, validate_config
 from glitchflow.io.atomic import write_json_atomic
-from glitchflow.io.frames import FrameFile, find_frames, frame_channels
+from glitchflow.io.channels import resolve_channels
+from glitchflow.io.frames import FrameFile, find_frames, make_blocks
 from glitchflow.io.windows import FrameWindowCutter
 from glitchflow.pipelines.runtime import (
     check_shared_storage,
@@ -107,48 +108,6 @@ def rows_to_batch(rows: list[dict], n_channels: int, cond) -> dict:
         "bad_channels": np.array([r["bad_channels"] for r in rows], dtype=object),
         "frame": np.array([r["frame"] for r in rows], dtype=object),
     }
-
-
-def channels_from_file(path: str | Path) -> list[str]:
-    """Channel names of a channel-selection file (``glitchflow scan``'s channels.json):
-    ``{"channels": [name or {"name": ...}, ...]}``."""
-    data = json.loads(Path(path).read_text())
-    entries = data.get("channels") if isinstance(data, dict) else None
-    if not isinstance(entries, list):
-        raise ValueError(f"{path}: expected a JSON object with a 'channels' list")
-    return [e["name"] if isinstance(e, dict) else str(e) for e in entries]
-
-
-def resolve_channels(cfg: Config, frames: list[FrameFile], channels_file: str | None) -> list[str]:
-    """Strain first, then the auxiliary channels: from a channel-selection file, the
-    config, or (by default) every channel of the first readable frame, sorted."""
-    strain = cfg.signal.strain_channel
-    if channels_file:
-        aux = channels_from_file(channels_file)
-    elif cfg.preprocess.channels is not None:
-        aux = list(cfg.preprocess.channels)
-    else:
-        aux = None
-        for frame in frames:
-            try:
-                aux = sorted(frame_channels(frame.path))
-                break
-            except Exception as exc:  # a bad first frame must not stop discovery
-                log.warning("cannot list channels of %s: %s", frame.path, exc)
-        if aux is None:
-            raise ValueError("no readable frame to list channels from")
-    return [strain] + [c for c in aux if c != strain]
-
-
-def make_blocks(frames: list[FrameFile], per_block: int) -> list[list[FrameFile]]:
-    """Runs of up to ``per_block`` contiguous frames."""
-    blocks: list[list[FrameFile]] = []
-    for frame in frames:
-        if blocks and len(blocks[-1]) < per_block and abs(blocks[-1][-1].end - frame.start) < 1e-6:
-            blocks[-1].append(frame)
-        else:
-            blocks.append([frame])
-    return blocks
 
 
 def run_preprocess(

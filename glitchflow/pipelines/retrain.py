@@ -23,6 +23,7 @@ import json
 import logging
 import os
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -139,9 +140,45 @@ def better(cfg: Config, candidate: dict, production: dict | None) -> bool:
     return c > p + rt.min_improvement
 
 
+@dataclass(frozen=True)
+class Decision:
+    """Promote or keep, and why: both models' held-out ``scores`` (``metric`` decides)."""
+
+    decision: str  # "promote" | "keep"
+    reason: str
+    candidate_version: str
+    production_version: str | None
+    metric: str
+    scores: dict[str, dict]
+
+
+@dataclass(frozen=True)
+class RetrainResult:
+    """One retrain cycle (also OUT/retrain_summary.json): the buffer's ``span`` (GPS s),
+    frames trained on and held out, the scan's selection, the training run and the
+    promotion :class:`Decision`'s fields; ``wall_seconds``: s."""
+
+    span: list
+    training_frames: int
+    holdout_frames: int
+    selected: list[str]
+    train_run_id: str
+    tracking_uri: str
+    decision: str
+    reason: str
+    candidate_version: str
+    production_version: str | None
+    metric: str
+    scores: dict[str, dict]
+    wall_seconds: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
 def compare_and_promote(
     cfg: Config, uri: str, candidate_version: str, holdout_dir: Path, run_id: str
-) -> dict:
+) -> Decision:
     """Score the candidate and the production model on the held-out windows; move the
     production alias when the candidate is better; log everything to ``run_id``."""
     import mlflow
@@ -182,27 +219,27 @@ def compare_and_promote(
     )
     if problems:
         log.warning("retrain: production kept: %s", reason)
-    decision = {
-        "decision": "promote" if promote else "keep",
-        "reason": reason,
-        "candidate_version": candidate_version,
-        "production_version": production.version if production else None,
-        "metric": rt.metric,
-        "scores": scores,
-    }
+    decision = Decision(
+        decision="promote" if promote else "keep",
+        reason=reason,
+        candidate_version=candidate_version,
+        production_version=production.version if production else None,
+        metric=rt.metric,
+        scores=scores,
+    )
     for who, figures in scores.items():
         for key, value in figures.items():
             client.log_metric(run_id, f"{who}_{key}", float(value))
-    client.set_tag(run_id, "decision", decision["decision"])
+    client.set_tag(run_id, "decision", decision.decision)
     client.set_tag(
         run_id,
         "production_version_after",
-        candidate_version if promote else str(decision["production_version"]),
+        candidate_version if promote else str(decision.production_version),
     )
     return decision
 
 
-def run_retrain(cfg: Config, frames_dir: str | Path, out: str | Path) -> dict:
+def run_retrain(cfg: Config, frames_dir: str | Path, out: str | Path) -> RetrainResult:
     """The whole cycle; returns (and writes) the summary with the decision."""
     import mlflow
 
@@ -229,8 +266,8 @@ def run_retrain(cfg: Config, frames_dir: str | Path, out: str | Path) -> dict:
     selected = str(out / "scan" / "selected_channels.json")
     run_preprocess(cfg, train_dir, out / "dataset", selected, overwrite=True)
     trained = run_training(cfg, out / "dataset", out / "train", overwrite=True)
-    version = str(trained["registered"]["version"])
-    channels = list(resolve_model(trained["registered"]["uri"], uri).ckpt.channels)
+    version = str(trained.registered.version)
+    channels = list(resolve_model(trained.registered.uri, uri).ckpt.channels)
     try:
         prod = resolve_model(
             f"models:/{cfg.train.mlflow.registered_model}@{rt.production_alias}", uri
@@ -242,16 +279,16 @@ def run_retrain(cfg: Config, frames_dir: str | Path, out: str | Path) -> dict:
     holdout_channels.write_text(json.dumps({"channels": channels[1:]}))
     run_preprocess(cfg, held_dir, out / "holdout", str(holdout_channels), overwrite=True)
     decision = compare_and_promote(cfg, uri, version, out / "holdout", run_id)
-    summary = {
-        "span": span,
-        "training_frames": len(train_frames),
-        "holdout_frames": len(held),
-        "selected": scan["selected"],
-        "train_run_id": trained["run_id"],
-        "tracking_uri": uri,
-        **decision,
-        "wall_seconds": round(time.perf_counter() - t0, 1),
-    }
-    write_json_atomic(out / "retrain_summary.json", summary, default=float)
+    result = RetrainResult(
+        span=span,
+        training_frames=len(train_frames),
+        holdout_frames=len(held),
+        selected=scan.selected,
+        train_run_id=trained.run_id,
+        tracking_uri=uri,
+        **asdict(decision),
+        wall_seconds=round(time.perf_counter() - t0, 1),
+    )
+    write_json_atomic(out / "retrain_summary.json", result.to_dict(), default=float)
     mlflow.MlflowClient(uri).set_terminated(run_id, "FINISHED")
-    return summary
+    return result

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import logging
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -19,8 +20,8 @@ from glitchflow.config import Config, config_hash, validate_config
 from glitchflow.evaluate.hveto import run_hveto
 from glitchflow.evaluate.selection import scan_block, score_channels, seed_rule
 from glitchflow.io.atomic import atomic_path, write_json_atomic
-from glitchflow.io.frames import FrameFile, find_frames
-from glitchflow.pipelines.preprocess import make_blocks, resolve_channels
+from glitchflow.io.channels import resolve_channels
+from glitchflow.io.frames import FrameFile, find_frames, make_blocks
 from glitchflow.pipelines.runtime import check_resources, check_shared_storage, claim_out
 
 log = logging.getLogger(__name__)
@@ -96,8 +97,34 @@ SCAN_PRODUCTS = [
 ]
 
 
-def run_scan(cfg: Config, frames_dir: str | Path, out: str | Path, overwrite: bool = False) -> dict:
-    """Scan every auxiliary channel against strain; write the outputs; return the summary.
+@dataclass(frozen=True)
+class ScanResult:
+    """What ``glitchflow scan`` found (also in OUT/selected_channels.json).
+
+    ``frames_failed``: each unreadable frame and why; ``livetime_s``: analysed time (s);
+    ``selected``: the witness channels chosen by ``scan.selection``; ``seed_rule_selected``:
+    what the seed's ratio/IoU rule would choose; ``hveto_rounds``: rounds of the
+    hveto-style baseline; ``wall_seconds``: s."""
+
+    config_hash: str
+    frames_in: int
+    frames_failed: list[dict]
+    livetime_s: float
+    strain_triggers: int
+    channels_scanned: int
+    selected: list[str]
+    seed_rule_selected: list[str]
+    hveto_rounds: int
+    wall_seconds: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def run_scan(
+    cfg: Config, frames_dir: str | Path, out: str | Path, overwrite: bool = False
+) -> ScanResult:
+    """Scan every auxiliary channel against strain; write the outputs; return the result.
     A previous scan's outputs in ``out`` are refused unless ``overwrite`` replaces them."""
     t0 = time.perf_counter()
     out = claim_out(out, SCAN_PRODUCTS, "scan", overwrite)
@@ -123,20 +150,20 @@ def run_scan(cfg: Config, frames_dir: str | Path, out: str | Path, overwrite: bo
     )
     failed_frames = {p: reason for r in results for p, reason in r["errors"].items()}
     failed_frames |= {e.path: e.reason for e in found.failures}
-    summary = {
-        "config_hash": config_hash(cfg),
-        "frames_in": len(frames) + len(found.failures),
-        "frames_failed": [{"file": p, "reason": r} for p, r in sorted(failed_frames.items())],
-        "livetime_s": ctx["livetime"],
-        "strain_triggers": len(ctx["strain"]),
-        "channels_scanned": len(channels),
-        "selected": [r["channel"] for r in rows if r["selected"]],
-        "seed_rule_selected": seed_rule(rows, scan.seed_ratio, scan.seed_iou, scan.unsafe_channels),
-        "hveto_rounds": len(rounds),
-        "wall_seconds": round(time.perf_counter() - t0, 2),
-    }
-    write_outputs(out, cfg, rows, rounds, ctx, summary)
-    return summary
+    result = ScanResult(
+        config_hash=config_hash(cfg),
+        frames_in=len(frames) + len(found.failures),
+        frames_failed=[{"file": p, "reason": r} for p, r in sorted(failed_frames.items())],
+        livetime_s=ctx["livetime"],
+        strain_triggers=len(ctx["strain"]),
+        channels_scanned=len(channels),
+        selected=[r["channel"] for r in rows if r["selected"]],
+        seed_rule_selected=seed_rule(rows, scan.seed_ratio, scan.seed_iou, scan.unsafe_channels),
+        hveto_rounds=len(rounds),
+        wall_seconds=round(time.perf_counter() - t0, 2),
+    )
+    write_outputs(out, cfg, rows, rounds, ctx, result.to_dict())
+    return result
 
 
 def write_outputs(

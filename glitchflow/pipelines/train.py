@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +37,7 @@ from glitchflow.pipelines.train_loop import evaluate, train_loop_per_worker
 from glitchflow.pipelines.training_data import TrainingData, prepare_training_data
 from glitchflow.tracking.mlflow_tracking import (
     MlflowTrainCallback,
+    RegisteredModel,
     default_artifact_location,
     default_tracking_uri,
     log_and_register,
@@ -140,14 +142,43 @@ TRAIN_PRODUCTS = [
 ]
 
 
+@dataclass(frozen=True)
+class TrainResult:
+    """What ``glitchflow train`` produced (also written to OUT/train_summary.json).
+
+    ``registered``: the MLflow registry entry; ``best_checkpoint``: path of the calibrated
+    best checkpoint; ``samples``: crops per split; ``test``: test-split figures;
+    ``veto``: the calibrated operating point (None when calibration was off or had no
+    glitch-free time); ``history``: per-epoch metrics by name; ``wall_seconds``: s."""
+
+    config_hash: str
+    run_id: str
+    tracking_uri: str
+    registered: RegisteredModel
+    best_checkpoint: str
+    best_epoch: int
+    epochs_run: int
+    parameters: int
+    samples: dict[str, int]
+    normalisation: dict
+    test: dict[str, float]
+    veto: dict | None
+    history: dict[str, list]
+    tensorboard: str
+    wall_seconds: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
 def run_training(
     cfg: Config,
     data_dir: str | Path,
     out: str | Path,
     crash_after_epoch=None,
     overwrite: bool = False,
-) -> dict:
-    """Train, score on the test split and register the model; returns the summary
+) -> TrainResult:
+    """Train, score on the test split and register the model; returns the result
     (also written to OUT/train_summary.json).  A previous run's products in ``out`` are
     refused (its TensorBoard events and checkpoints would mix with this run's) unless
     ``overwrite`` replaces them."""
@@ -161,6 +192,47 @@ def run_training(
     if crash_after_epoch is not None:
         loop |= {"crash_after_epoch": crash_after_epoch, "crash_marker": str(out / ".crashed")}
     uri = tr.mlflow.tracking_uri or default_tracking_uri(out)
+    run_id = _start_mlflow_run(cfg, data, loop, uri, data_dir, out)
+    # one Ray run per training run: a second `train` into the same OUT must not restore
+    # the first one's checkpoints (Ray Train resumes a run of the same name and storage)
+    trainer = make_trainer(
+        cfg, data, out, loop, [MlflowTrainCallback(uri, run_id)], name=f"train-{run_id[:12]}"
+    )
+    fitted = fit_releasing_controller(trainer)
+    history = metric_history(uri, run_id)
+    best = min(fitted.best_checkpoints, key=lambda cm: cm[1]["val_loss"])[0]
+    with best.as_directory() as directory:
+        ckpt = calibrate_checkpoint(read_checkpoint(directory), data.datasets["val"], cfg)
+    best_file = save_checkpoint(ckpt, out / "best_model.pt")
+    test = score_checkpoint(ckpt, data.datasets["test"], cfg)
+    refuse_non_finite(test, ckpt.metrics.get("val_loss", float("nan")))
+    plot_history(history, out / "loss_curves.png")
+    model = GlitchModel.from_checkpoint(ckpt)  # what MLflow registers: infer and serve run it
+    registered = _register(cfg, model, test, uri, run_id, best_file, out)
+    result = TrainResult(
+        config_hash=config_hash(cfg),
+        run_id=run_id,
+        tracking_uri=uri,
+        registered=registered,
+        best_checkpoint=str(best_file),
+        best_epoch=ckpt.epoch,
+        epochs_run=int(fitted.metrics["epoch"]) + 1,
+        parameters=count_parameters(model),
+        samples=data.counts,
+        normalisation=data.normalisation,
+        test=test,
+        veto=ckpt.thresholds.get("veto"),
+        history=history[["epoch", *HISTORY_KEYS]].to_dict(orient="list"),
+        tensorboard=loop["tensorboard_dir"],
+        wall_seconds=round(time.perf_counter() - t0, 1),
+    )
+    write_json_atomic(out / "train_summary.json", result.to_dict(), default=float)
+    return result
+
+
+def _start_mlflow_run(cfg: Config, data, loop: dict, uri: str, data_dir, out: Path) -> str:
+    """The run's MLflow run (parameters, config hash, data path); its id."""
+    tr = cfg.train
     params = {
         "model": loop["model"],
         "loss": loop["loss"],
@@ -172,7 +244,7 @@ def run_training(
         "normalisation": data.normalisation,
         "counts": data.counts,
     }
-    run_id = start_run(
+    return start_run(
         uri,
         tr.mlflow.experiment,
         f"train-{config_hash(cfg)}",
@@ -180,65 +252,40 @@ def run_training(
         {"config_hash": config_hash(cfg), "data": str(Path(data_dir).resolve())},
         artifact_location=default_artifact_location(out),
     )
-    # one Ray run per training run: a second `train` into the same OUT must not restore
-    # the first one's checkpoints (Ray Train resumes a run of the same name and storage)
-    trainer = make_trainer(
-        cfg, data, out, loop, [MlflowTrainCallback(uri, run_id)], name=f"train-{run_id[:12]}"
-    )
-    result = fit_releasing_controller(trainer)
-    history = metric_history(uri, run_id)
-    best_ckpt = min(result.best_checkpoints, key=lambda cm: cm[1]["val_loss"])[0]
-    with best_ckpt.as_directory() as directory:
-        ckpt = read_checkpoint(directory)
-    ckpt = calibrate_checkpoint(ckpt, data.datasets["val"], cfg)
-    best_file = save_checkpoint(ckpt, out / "best_model.pt")
-    test = score_checkpoint(ckpt, data.datasets["test"], cfg)
-    val_loss = ckpt.metrics.get("val_loss", float("nan"))
+
+
+def refuse_non_finite(test: dict, val_loss: float) -> None:
+    """A model with a non-finite test figure or best validation loss is not registered."""
     bad = {k: v for k, v in test.items() if not np.isfinite(v)}
     if bad or not np.isfinite(val_loss):
         raise ValueError(
             f"non-finite figures (test {bad}, best val_loss {val_loss}): "
             "the model is not registered"
         )
-    plot_history(history, out / "loss_curves.png")
-    model = GlitchModel.from_checkpoint(ckpt)  # what MLflow registers: infer and serve run it
-    example = torch.zeros(1, model.n_aux, model.crop, model.crop)
+
+
+def _register(cfg: Config, model, test: dict, uri: str, run_id: str, best_file, out: Path):
+    """Log the model, its checkpoint, figures and config to the run; register it under the
+    configured alias; log the test figures."""
+    import mlflow
+
+    tr = cfg.train
     config_file = out / "config.yaml"
     config_file.write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
-    registry = log_and_register(
+    registered = log_and_register(
         uri,
         run_id,
         best_file,
         model,
-        example,
+        torch.zeros(1, model.n_aux, model.crop, model.crop),
         tr.mlflow.registered_model,
         tr.mlflow.alias,
         [out / "loss_curves.png", config_file],
     )
-    import mlflow
-
     client = mlflow.MlflowClient(uri)
     for key, value in test.items():
         client.log_metric(run_id, f"test_{key}", value)
-    summary = {
-        "config_hash": config_hash(cfg),
-        "run_id": run_id,
-        "tracking_uri": uri,
-        "registered": registry,
-        "best_checkpoint": str(best_file),
-        "best_epoch": ckpt.epoch,
-        "epochs_run": int(result.metrics["epoch"]) + 1,
-        "parameters": count_parameters(model),
-        "samples": data.counts,
-        "normalisation": data.normalisation,
-        "test": test,
-        "veto": ckpt.thresholds.get("veto"),
-        "history": history[["epoch", *HISTORY_KEYS]].to_dict(orient="list"),
-        "tensorboard": loop["tensorboard_dir"],
-        "wall_seconds": round(time.perf_counter() - t0, 1),
-    }
-    write_json_atomic(out / "train_summary.json", summary, default=float)
-    return summary
+    return registered
 
 
 def fit_releasing_controller(trainer):

@@ -60,18 +60,18 @@ def evaluate(model, batches, loss_fn, scaling, threshold, min_area) -> dict:
 
 
 def train_loop_per_worker(config: dict) -> None:
+    """One DDP worker: build the model, resume from Ray Train's checkpoint if any, then per
+    epoch train, validate, log (rank 0) and report metrics with a checkpoint (rank 0)."""
     import ray.train
     import ray.train.torch
     from torch.utils.tensorboard import SummaryWriter
 
-    ctx = ray.train.get_context()
-    rank = ctx.get_world_rank()
+    rank = ray.train.get_context().get_world_rank()
     torch.manual_seed(config["seed"] + rank)
     torch.set_num_threads(max(1, int(config.get("threads", 1))))
     device = ray.train.torch.get_device()
     spec = config["model"]
-    model = create_model(spec["name"], **spec["kwargs"])
-    model = ray.train.torch.prepare_model(model)
+    model = ray.train.torch.prepare_model(create_model(spec["name"], **spec["kwargs"]))
     opt = torch.optim.AdamW(
         model.parameters(), lr=config["lr"], weight_decay=config["weight_decay"]
     )
@@ -79,91 +79,120 @@ def train_loop_per_worker(config: dict) -> None:
         opt, mode="min", factor=config["plateau_factor"], patience=config["plateau_patience"]
     )
     loss_fn = SpectrogramLoss(**config["loss"])
-    norm = config["normalisation"]
-    scaling = Scaling(norm, device)
-    start_epoch = 0
-    resumed = ray.train.get_checkpoint()
-    if resumed:
-        with resumed.as_directory() as directory:
-            state = read_checkpoint(directory)
-        getattr(model, "module", model).load_state_dict(state.state_dict)
-        if state.optimizer is not None:
-            opt.load_state_dict(state.optimizer)
-        if state.scheduler is not None:
-            sched.load_state_dict(state.scheduler)
-        start_epoch = state.epoch + 1
+    scaling = Scaling(config["normalisation"], device)
+    start_epoch = _resume(model, opt, sched)
     train_shard = ray.train.get_dataset_shard("train")
     val_shard = ray.train.get_dataset_shard("val")
     writer = SummaryWriter(config["tensorboard_dir"]) if rank == 0 else None
-    first_step_seconds = None
-    t_start = time.perf_counter()
+    t_start, first_step = time.perf_counter(), None
     for epoch in range(start_epoch, config["epochs"]):
-        model.train()
-        train_loss, n_train = 0.0, 0
         t_epoch = time.perf_counter()
-        for x, y in _batches(train_shard, config["batch_size"], config["seed"] + epoch, device):
-            pred = model(scaling.inputs(x))
-            loss = loss_fn(pred, scaling.targets(y))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config["grad_clip"])
-            opt.step()
-            if first_step_seconds is None:
-                first_step_seconds = time.perf_counter() - t_start
-            train_loss += loss.item() * len(x)
-            n_train += len(x)
-        val = evaluate(
-            model,
-            _batches(val_shard, config["batch_size"], None, device),
-            loss_fn,
-            scaling,
-            config["snr2_threshold"],
-            config["min_area"],
+        batches = _batches(train_shard, config["batch_size"], config["seed"] + epoch, device)
+        train_loss, n_train, first = _train_epoch(
+            model, batches, loss_fn, scaling, opt, config["grad_clip"]
         )
-        sched.step(val["loss"] if np.isfinite(val["loss"]) else train_loss / max(n_train, 1))
+        if first_step is None and first is not None:
+            first_step = first - t_start
+        val_batches = _batches(val_shard, config["batch_size"], None, device)
+        val = evaluate(
+            model, val_batches, loss_fn, scaling, config["snr2_threshold"], config["min_area"]
+        )
+        sched.step(val["loss"] if np.isfinite(val["loss"]) else train_loss)
         metrics = {
             "epoch": epoch,
-            "train_loss": train_loss / max(n_train, 1),
+            "train_loss": train_loss,
             "val_loss": val["loss"],
             "val_l1": val["l1"],
             "val_veto_accuracy": val["veto_accuracy"],
             "val_denoise_accuracy": val["denoise_accuracy"],
             "lr": opt.param_groups[0]["lr"],
             "samples_per_second": n_train / max(time.perf_counter() - t_epoch, 1e-9),
-            "time_to_first_step_s": first_step_seconds or 0.0,
+            "time_to_first_step_s": first_step or 0.0,
         }
         if writer is not None:
-            for key, value in metrics.items():
-                if key != "epoch":
-                    writer.add_scalar(key, value, epoch)
-            if epoch % config["image_every"] == 0 or epoch == config["epochs"] - 1:
-                log_spectrogram_images(writer, model, val_shard, scaling, epoch)
-            writer.flush()
-        with tempfile.TemporaryDirectory() as tmp:
-            checkpoint = None
-            if rank == 0:
-                ckpt = make_checkpoint(
-                    model,
-                    spec,
-                    config["signal"],
-                    config["channels"],
-                    norm,
-                    config["sample"],
-                    {"snr2": config["snr2_threshold"], "min_area": config["min_area"]},
-                    epoch,
-                    metrics,
-                    opt.state_dict(),
-                    sched.state_dict(),
-                )
-                save_checkpoint(ckpt, tmp)
-                checkpoint = ray.train.Checkpoint.from_directory(tmp)
-            ray.train.report(metrics, checkpoint=checkpoint)
-        crash = config.get("crash_after_epoch")
-        if crash is not None and epoch == crash and rank == 0:
-            marker = Path(config["crash_marker"])
-            if not marker.exists():
-                marker.write_text(str(epoch))
-                time.sleep(3.0)  # let the reported checkpoint persist first
-                os._exit(1)  # a real worker death, for the fault-tolerance test
+            _log_epoch(writer, model, val_shard, scaling, metrics, config)
+        _report(config, model, opt, sched, metrics, rank)
+        _crash_if_asked(config, epoch, rank)
     if writer is not None:
         writer.close()
+
+
+def _resume(model, opt, sched) -> int:
+    """Load Ray Train's latest checkpoint (after a worker failure) into the model,
+    optimiser and scheduler; the epoch to start from (0 without one)."""
+    import ray.train
+
+    resumed = ray.train.get_checkpoint()
+    if not resumed:
+        return 0
+    with resumed.as_directory() as directory:
+        state = read_checkpoint(directory)
+    getattr(model, "module", model).load_state_dict(state.state_dict)
+    if state.optimizer is not None:
+        opt.load_state_dict(state.optimizer)
+    if state.scheduler is not None:
+        sched.load_state_dict(state.scheduler)
+    return state.epoch + 1
+
+
+def _train_epoch(model, batches, loss_fn, scaling, opt, grad_clip: float):
+    """One pass over ``batches``: (mean loss, samples, perf_counter of the first step)."""
+    model.train()
+    total, n, first = 0.0, 0, None
+    for x, y in batches:
+        loss = loss_fn(model(scaling.inputs(x)), scaling.targets(y))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        opt.step()
+        first = first or time.perf_counter()
+        total += loss.item() * len(x)
+        n += len(x)
+    return total / max(n, 1), n, first
+
+
+def _log_epoch(writer, model, val_shard, scaling, metrics: dict, config: dict) -> None:
+    """TensorBoard scalars every epoch, spectrogram images every ``image_every``."""
+    epoch = metrics["epoch"]
+    for key, value in metrics.items():
+        if key != "epoch":
+            writer.add_scalar(key, value, epoch)
+    if epoch % config["image_every"] == 0 or epoch == config["epochs"] - 1:
+        log_spectrogram_images(writer, model, val_shard, scaling, epoch)
+    writer.flush()
+
+
+def _report(config: dict, model, opt, sched, metrics: dict, rank: int) -> None:
+    """Report the epoch's metrics; rank 0 attaches the self-describing checkpoint."""
+    import ray.train
+
+    with tempfile.TemporaryDirectory() as tmp:
+        checkpoint = None
+        if rank == 0:
+            ckpt = make_checkpoint(
+                model,
+                config["model"],
+                config["signal"],
+                config["channels"],
+                config["normalisation"],
+                config["sample"],
+                {"snr2": config["snr2_threshold"], "min_area": config["min_area"]},
+                metrics["epoch"],
+                metrics,
+                opt.state_dict(),
+                sched.state_dict(),
+            )
+            save_checkpoint(ckpt, tmp)
+            checkpoint = ray.train.Checkpoint.from_directory(tmp)
+        ray.train.report(metrics, checkpoint=checkpoint)
+
+
+def _crash_if_asked(config: dict, epoch: int, rank: int) -> None:
+    """A real worker death after ``crash_after_epoch``, once, for the fault-tolerance test."""
+    crash = config.get("crash_after_epoch")
+    if crash is not None and epoch == crash and rank == 0:
+        marker = Path(config["crash_marker"])
+        if not marker.exists():
+            marker.write_text(str(epoch))
+            time.sleep(3.0)  # let the reported checkpoint persist first
+            os._exit(1)

@@ -92,6 +92,46 @@ def dataset_problems(data_dir: Path, manifest: dict) -> list[str]:
     return problems
 
 
+def split_counts(crops, data_dir, tr) -> dict:
+    """Glitch and background crops per split; refuses a split without crops and a
+    training split without a glitch crop (naming the setting to change)."""
+    meta = crops.select_columns(["gps_start", "split", "is_glitch"]).to_pandas()
+    counts = {
+        split: {
+            "glitch": int(((meta.split == split) & meta.is_glitch).sum()),
+            "background": int(((meta.split == split) & ~meta.is_glitch).sum()),
+        }
+        for split in ("train", "val", "test")
+    }
+    empty = [split for split, c in counts.items() if c["glitch"] + c["background"] == 0]
+    if empty:
+        raise ValueError(
+            f"{data_dir}: no crop falls in the {' and '.join(empty)} split(s) (GPS blocks of "
+            f"train.split_block={tr.split_block} s); preprocess a longer span or use shorter "
+            "blocks: a model without validation and test data is not trained or registered"
+        )
+    if counts["train"]["glitch"] == 0:
+        raise ValueError(
+            f"no training crop reaches train.glitch_threshold={tr.glitch_threshold} SNR^2"
+        )
+    return counts
+
+
+def training_normalisation(train, transform: str) -> dict:
+    """The normalisation constants from the training split's glitch crops (per-crop
+    maxima of each auxiliary channel and of strain)."""
+    maxima = train.map_batches(
+        lambda b: {
+            "x_max": b["x"].reshape(len(b["x"]), b["x"].shape[1], -1).max(-1),
+            "y_max": b["y"].reshape(len(b["y"]), -1).max(-1),
+            "is_glitch": b["is_glitch"],
+        },
+        batch_format="numpy",
+    ).to_pandas()
+    glitchy = maxima[maxima.is_glitch]
+    return normalisation(np.stack(glitchy.x_max.to_list()), glitchy.y_max.to_numpy(), transform)
+
+
 def prepare_training_data(cfg: Config, data_dir: str | Path) -> TrainingData:
     import ray
 
@@ -125,26 +165,8 @@ def prepare_training_data(cfg: Config, data_dir: str | Path) -> TrainingData:
         batch_format="numpy",
         batch_size=8,
     ).materialize()
-    meta = crops.select_columns(["gps_start", "split", "is_glitch"]).to_pandas()
-    counts = {
-        split: {
-            "glitch": int(((meta.split == split) & meta.is_glitch).sum()),
-            "background": int(((meta.split == split) & ~meta.is_glitch).sum()),
-        }
-        for split in ("train", "val", "test")
-    }
-    empty = [split for split, c in counts.items() if c["glitch"] + c["background"] == 0]
-    if empty:
-        raise ValueError(
-            f"{data_dir}: no crop falls in the {' and '.join(empty)} split(s) (GPS blocks of "
-            f"train.split_block={tr.split_block} s); preprocess a longer span or use shorter "
-            "blocks: a model without validation and test data is not trained or registered"
-        )
+    counts = split_counts(crops, data_dir, tr)
     n_glitch, n_bg = counts["train"]["glitch"], counts["train"]["background"]
-    if n_glitch == 0:
-        raise ValueError(
-            f"no training crop reaches train.glitch_threshold={tr.glitch_threshold} SNR^2"
-        )
     p_bg = min(1.0, tr.background_fraction * n_glitch / max(n_bg, 1))
     seed = cfg.seed
 
@@ -164,20 +186,7 @@ def prepare_training_data(cfg: Config, data_dir: str | Path) -> TrainingData:
         # iterated every epoch inside the training workers: one progress bar per epoch
         # per worker would flood the driver's log
         dataset.context.enable_progress_bars = False
-    maxima = (
-        datasets["train"]
-        .map_batches(
-            lambda b: {
-                "x_max": b["x"].reshape(len(b["x"]), b["x"].shape[1], -1).max(-1),
-                "y_max": b["y"].reshape(len(b["y"]), -1).max(-1),
-                "is_glitch": b["is_glitch"],
-            },
-            batch_format="numpy",
-        )
-        .to_pandas()
-    )
-    glitchy = maxima[maxima.is_glitch]
-    norm = normalisation(np.stack(glitchy.x_max.to_list()), glitchy.y_max.to_numpy(), tr.transform)
+    norm = training_normalisation(datasets["train"], tr.transform)
     counts["train_used"] = int(datasets["train"].count())
     log.info("training samples: %s; normalisation %s", counts, norm)
     return TrainingData(datasets, norm, channels, counts, manifest)

@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from glitchflow.config import Config, ConfigError, config_hash, validate_config
@@ -40,6 +41,7 @@ from glitchflow.pipelines.tune_results import summarise
 from glitchflow.pipelines.tune_space import default_point, trial_config
 from glitchflow.tracking.mlflow_tracking import (
     MlflowTrainCallback,
+    RegisteredModel,
     default_artifact_location,
     default_tracking_uri,
     start_run,
@@ -170,14 +172,39 @@ def check_trial_resources(cfg: Config) -> None:
     )
 
 
+@dataclass(frozen=True)
+class TuneResult:
+    """What ``glitchflow tune`` produced (also OUT/tune_summary.json).
+
+    Trials by outcome (``completed``, ``stopped_early`` by ASHA, ``failed``); ``best``:
+    the best trial's id, parameters and ``best_<metric>``; ``default``: the same for the
+    trial at the config's own architecture, when one ran; ``registered``: the best
+    model's registry entry (None when its checkpoint was not kept); ``wall_seconds``: s."""
+
+    trials: int
+    completed: int
+    stopped_early: int
+    failed: int
+    metric: str
+    mode: str
+    parent_run_id: str
+    tracking_uri: str
+    registered: RegisteredModel | None
+    best: dict
+    wall_seconds: float
+    default: dict | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
 def run_tune(
     cfg: Config, data_dir: str | Path, out: str | Path, resume: bool = False, overwrite=False
-) -> dict:
+) -> TuneResult:
     """Run (or resume) the search; write the outputs; register the best model.  A new
     search refuses a previous one's products in ``out`` unless ``overwrite`` replaces them
     (``resume`` continues it instead)."""
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler
 
     t0 = time.perf_counter()
     out = Path(out).resolve()
@@ -188,23 +215,7 @@ def run_tune(
     check_shared_storage(out)
     check_space(cfg)
     uri = cfg.train.mlflow.tracking_uri or default_tracking_uri(out)
-    state_file = out / STATE
-    if resume and state_file.is_file():
-        state = json.loads(state_file.read_text())
-    else:
-        if resume:
-            log.warning("%s not found: starting a new search", state_file)
-            resume = False
-        parent = start_run(
-            uri,
-            cfg.train.mlflow.experiment,
-            f"tune-{config_hash(cfg)}",
-            {"tune": cfg.tune.model_dump(mode="json"), "data": str(data_dir)},
-            {"stage": "tune", "config_hash": config_hash(cfg)},
-            artifact_location=default_artifact_location(out),
-        )
-        state = {"parent_run_id": parent, "config": cfg.model_dump(mode="json")}
-        write_json_atomic(state_file, state)
+    state, resume = _search_state(cfg, data_dir, out, uri, resume)
     data = prepare_training_data(cfg, data_dir)
     trainable = tune.with_resources(
         tune.with_parameters(
@@ -221,40 +232,69 @@ def run_tune(
     if resume and tune.Tuner.can_restore(str(experiment)):
         tuner = tune.Tuner.restore(str(experiment), trainable, resume_errored=True)
     else:
-        tn = cfg.tune
-        tuner = tune.Tuner(
-            trainable,
-            param_space=search_space(cfg),
-            tune_config=tune.TuneConfig(
-                metric=tn.metric,
-                mode=tn.mode,
-                num_samples=tn.num_samples,
-                search_alg=_searcher(cfg),
-                # one more than the epochs a trial runs: a trial that reaches the last
-                # epoch ends by itself instead of being stopped while Ray Train shuts
-                # its run down (a stop in that moment can strand the run's workers)
-                scheduler=ASHAScheduler(
-                    time_attr="training_iteration",
-                    max_t=tn.scheduler.max_t + 1,
-                    grace_period=tn.scheduler.grace_period,
-                    reduction_factor=tn.scheduler.reduction_factor,
-                ),
-            ),
-            run_config=tune.RunConfig(
-                name=EXPERIMENT,
-                storage_path=str(out / "ray_results"),
-                # Tune's status tables only with --verbose; a progress bar otherwise
-                verbose=1 if verbose() else 0,
-                callbacks=[] if verbose() else [trial_progress(tn.num_samples, tn.metric, tn.mode)],
-            ),
-        )
+        tuner = _new_tuner(cfg, trainable, out)
     if not verbose():  # Tune's new console output prints its start block even at verbose=0
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     grid = tuner.fit()
     summary = summarise(cfg, grid, data, out, uri, state["parent_run_id"])
-    summary["wall_seconds"] = round(time.perf_counter() - t0, 1)
-    write_json_atomic(out / "tune_summary.json", summary, default=float)
-    return summary
+    result = TuneResult(**summary, wall_seconds=round(time.perf_counter() - t0, 1))
+    write_json_atomic(out / "tune_summary.json", result.to_dict(), default=float)
+    return result
+
+
+def _search_state(cfg: Config, data_dir, out: Path, uri: str, resume: bool):
+    """The search's state (its MLflow parent run), read back when resuming, else started
+    and written; and whether this is a resume."""
+    state_file = out / STATE
+    if resume and state_file.is_file():
+        return json.loads(state_file.read_text()), True
+    if resume:
+        log.warning("%s not found: starting a new search", state_file)
+    parent = start_run(
+        uri,
+        cfg.train.mlflow.experiment,
+        f"tune-{config_hash(cfg)}",
+        {"tune": cfg.tune.model_dump(mode="json"), "data": str(data_dir)},
+        {"stage": "tune", "config_hash": config_hash(cfg)},
+        artifact_location=default_artifact_location(out),
+    )
+    state = {"parent_run_id": parent, "config": cfg.model_dump(mode="json")}
+    write_json_atomic(state_file, state)
+    return state, False
+
+
+def _new_tuner(cfg: Config, trainable, out: Path):
+    """A Tuner over the configured space with ASHA and the configured searcher."""
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+
+    tn = cfg.tune
+    return tune.Tuner(
+        trainable,
+        param_space=search_space(cfg),
+        tune_config=tune.TuneConfig(
+            metric=tn.metric,
+            mode=tn.mode,
+            num_samples=tn.num_samples,
+            search_alg=_searcher(cfg),
+            # one more than the epochs a trial runs: a trial that reaches the last
+            # epoch ends by itself instead of being stopped while Ray Train shuts
+            # its run down (a stop in that moment can strand the run's workers)
+            scheduler=ASHAScheduler(
+                time_attr="training_iteration",
+                max_t=tn.scheduler.max_t + 1,
+                grace_period=tn.scheduler.grace_period,
+                reduction_factor=tn.scheduler.reduction_factor,
+            ),
+        ),
+        run_config=tune.RunConfig(
+            name=EXPERIMENT,
+            storage_path=str(out / "ray_results"),
+            # Tune's status tables only with --verbose; a progress bar otherwise
+            verbose=1 if verbose() else 0,
+            callbacks=[] if verbose() else [trial_progress(tn.num_samples, tn.metric, tn.mode)],
+        ),
+    )
 
 
 def trial_progress(total: int, metric: str, mode: str = "min"):

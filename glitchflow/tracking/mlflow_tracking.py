@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 from ray.train import UserCallback
@@ -99,6 +100,16 @@ class MlflowTrainCallback(UserCallback):
         client.set_tag(self.run_id, "last_worker_failure", text[:5000])
 
 
+@dataclass(frozen=True)
+class RegisteredModel:
+    """A model version in the MLflow registry and the alias that was set on it."""
+
+    name: str
+    version: int
+    alias: str
+    uri: str  # models:/NAME@ALIAS
+
+
 def log_and_register(
     tracking_uri: str,
     run_id: str,
@@ -108,7 +119,7 @@ def log_and_register(
     registered_model: str,
     alias: str,
     extra_artifacts: list[Path] = (),
-) -> dict:
+) -> RegisteredModel:
     """Log the final model (with signature) and its checkpoint; register it under an alias."""
     import mlflow
     import mlflow.pytorch
@@ -132,9 +143,6 @@ def log_and_register(
     version = mlflow.register_model(info.model_uri, registered_model)
     client.set_registered_model_alias(registered_model, alias, version.version)
     client.set_model_version_tag(registered_model, version.version, "run_id", run_id)
-    return {
-        "name": registered_model,
-        "version": int(version.version),
-        "alias": alias,
-        "uri": f"models:/{registered_model}@{alias}",
-    }
+    return RegisteredModel(
+        registered_model, int(version.version), alias, f"models:/{registered_model}@{alias}"
+    )

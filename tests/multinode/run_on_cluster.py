@@ -29,7 +29,7 @@ def main() -> None:
         elif stage == "scan":
             from glitchflow.pipelines.scan import run_scan
 
-            result = run_scan(cfg, frames, out, overwrite=True)
+            result = run_scan(cfg, frames, out, overwrite=True).to_dict()
         elif stage == "train":
             from glitchflow.pipelines.train import run_training
 
@@ -38,11 +38,11 @@ def main() -> None:
             )  # FRAMES is the dataset directory here
             import mlflow
 
-            run = mlflow.MlflowClient(summary["tracking_uri"]).get_run(summary["run_id"])
+            run = mlflow.MlflowClient(summary.tracking_uri).get_run(summary.run_id)
             result = {
-                "epochs_run": summary["epochs_run"],
+                "epochs_run": summary.epochs_run,
                 "workers": run.data.params["workers"],
-                "test": summary["test"],
+                "test": summary.test,
             }
         else:
             raise SystemExit(f"unknown stage {stage}")

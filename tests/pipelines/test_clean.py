@@ -51,9 +51,9 @@ def test_fit_registers_a_model_whose_blip_coupling_has_the_twin_delay(cleaned):
 
 def test_clean_accounts_for_every_frame_and_splits_strain_exactly(cleaned, tiny_twin):
     _, _, summary, root = cleaned
-    assert summary["frames_in"] == summary["frames_written"] + len(summary["frames_failed"])
-    assert summary["frames_written"] == len(tiny_twin.frames)
-    assert [f["file"].split("/")[-1] for f in summary["frames_failed"]] == [
+    assert summary.frames_in == summary.frames_written + len(summary.frames_failed)
+    assert summary.frames_written == len(tiny_twin.frames)
+    assert [f["file"].split("/")[-1] for f in summary.frames_failed] == [
         f"V-V1_GLITCHFLOW_TWIN-{int(FrameFile.from_path(tiny_twin.frames[-1]).end)}-32.gwf"
     ]
     out = find_frames(root / "out" / "frames").frames
@@ -66,7 +66,7 @@ def test_clean_accounts_for_every_frame_and_splits_strain_exactly(cleaned, tiny_
         np.testing.assert_allclose(rebuilt, raw, rtol=0, atol=2**-23 * np.abs(raw).max())
     table = pd.read_csv(root / "out" / "glitches.csv")
     assert set(table.channel) <= set(WITNESSES)
-    assert table.subtracted.sum() == summary["glitches_subtracted"] > 0
+    assert table.subtracted.sum() == summary.glitches_subtracted > 0
 
 
 def test_subtraction_removes_witnessed_glitches_and_leaves_glitch_free_noise(

@@ -41,9 +41,9 @@ def inferred(tiny_model, tiny_twin, ray_local, tmp_path_factory):
     result = run_inference(
         cfg,
         frames,
-        summary["registered"]["uri"],
+        summary.registered.uri,
         out,
-        tracking_uri=summary["tracking_uri"],
+        tracking_uri=summary.tracking_uri,
         hveto=hveto,
     )
     return result, out, cfg
@@ -51,12 +51,12 @@ def inferred(tiny_model, tiny_twin, ray_local, tmp_path_factory):
 
 def test_inference_writes_every_product_and_counts_everything(inferred, tiny_twin):
     s, out, cfg = inferred
-    assert s["frames_in"] == 3 and s["frames_written"] == 2
-    (failure,) = s["frames_failed"]
+    assert s.frames_in == 3 and s.frames_written == 2
+    (failure,) = s.frames_failed
     assert failure["file"].endswith("-1400000064-32.gwf") and "truncated" in failure["reason"]
-    assert s["windows_expected"] == s["windows_written"] + len(s["windows_skipped"])
+    assert s.windows_expected == s.windows_written + len(s.windows_skipped)
     windows = pd.read_csv(out / "windows.csv")
-    assert len(windows) == s["windows_written"] > 0
+    assert len(windows) == s.windows_written > 0
     # GPS times on the stride grid, real GPS seconds, every window 6 s long
     assert np.allclose(windows.gps_start % cfg.infer.stride, 0)
     assert windows.gps_start.min() >= 1_400_000_000
@@ -71,7 +71,7 @@ def test_inference_writes_every_product_and_counts_everything(inferred, tiny_twi
 
     flag = DataQualityFlag.read(str(out / "vetoes.h5"))
     assert len(flag.active) == len(vetoes)
-    assert abs(flag.known) == pytest.approx(s["figures"]["livetime_s"])
+    assert abs(flag.known) == pytest.approx(s.figures["livetime_s"])
     # gated strain frames: zero inside veto segments, untouched far from them, plus state
     gated = sorted((out / "gated").glob("*.gwf"))
     assert len(gated) == 2
@@ -104,13 +104,13 @@ def test_inference_writes_every_product_and_counts_everything(inferred, tiny_twi
     assert any((out / "spectrograms").glob("*.parquet"))
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    acc = EventAccumulator(s["tensorboard"], size_guidance={"images": 0}).Reload()
+    acc = EventAccumulator(s.tensorboard, size_guidance={"images": 0}).Reload()
     assert acc.Tags()["images"]
     import mlflow
 
-    run = mlflow.MlflowClient(s["tracking_uri"]).get_run(s["run_id"])
+    run = mlflow.MlflowClient(s.tracking_uri).get_run(s.run_id)
     assert run.data.metrics["windows"] == len(windows)
-    assert s["baseline"]["channels"] == ["V1:LSC_DARM_CORR"]
+    assert s.baseline["channels"] == ["V1:LSC_DARM_CORR"]
     assert (out / "baseline" / "vetoes.csv").is_file()
 
 
@@ -120,6 +120,7 @@ def test_the_mlflow_model_gives_what_infer_wrote(inferred, tiny_twin, tiny_model
     import mlflow
     import torch
 
+    from glitchflow.io.frames import make_blocks
     from glitchflow.io.spectrograms import read_columns, tensor_column
     from glitchflow.io.windows import FrameWindowCutter
     from glitchflow.models.glitch_model import GlitchModel
@@ -129,16 +130,18 @@ def test_the_mlflow_model_gives_what_infer_wrote(inferred, tiny_twin, tiny_model
 
     _, out, cfg = inferred
     summary, _ = tiny_model
-    mlflow.set_registry_uri(summary["tracking_uri"])
-    loaded = mlflow.pytorch.load_model(summary["registered"]["uri"])
+    mlflow.set_tracking_uri(summary.tracking_uri)  # other tests point MLflow elsewhere
+    mlflow.set_registry_uri(summary.tracking_uri)
+    loaded = mlflow.pytorch.load_model(summary.registered.uri)
     assert isinstance(loaded, GlitchModel)
-    ckpt = resolve_model(summary["registered"]["uri"], summary["tracking_uri"]).ckpt
+    ckpt = resolve_model(summary.registered.uri, summary.tracking_uri).ckpt
     predictor = Predictor(ckpt, hop_fraction=cfg.infer.crop_hop, model=loaded)
-    frames = [FrameFile.from_path(p) for p in tiny_twin.frames]
+    frames = sorted(FrameFile.from_path(p) for p in tiny_twin.frames)
     cutter = FrameWindowCutter(
         Conditioner(ckpt.signal), frames, ckpt.channels, cfg.infer.window, cfg.infer.stride
     )
-    windows, _ = cutter.process(frames[:1])
+    # the first block exactly as infer cut it (its PSD is estimated over the whole block)
+    windows, _ = cutter.process(make_blocks(frames, cfg.infer.frames_per_block)[0])
     starts = [w["gps_start"] for w in windows][:3]
     spec = torch.from_numpy(np.stack([w["spectrogram"] for w in windows[:3]]))
     ours = predictor.generate(spec[:, 1:]).numpy()
@@ -156,9 +159,9 @@ def test_a_second_inference_into_the_same_out_is_refused(inferred, tiny_twin, ti
         run_inference(
             cfg,
             tiny_twin.frames[0].parent,
-            summary["registered"]["uri"],
+            summary.registered.uri,
             out,
-            tracking_uri=summary["tracking_uri"],
+            tracking_uri=summary.tracking_uri,
         )
     assert sorted((out / "spectrograms").glob("*.parquet")) == shards  # untouched
 
@@ -205,10 +208,10 @@ def test_evaluate_scores_against_the_truth(inferred, tiny_twin, tmp_path):
 def test_generate_writes_spectrograms_for_every_window(tiny_model, tiny_dataset, tmp_path):
     summary, _ = tiny_model
     cfg = load_config(CONFIGS / "demo.yaml")
-    res = run_generate(cfg, tiny_dataset, summary["best_checkpoint"], tmp_path)
+    res = run_generate(cfg, tiny_dataset, summary.best_checkpoint, tmp_path)
     manifest = json.loads((tiny_dataset / "manifest.json").read_text())
-    assert res["windows_in"] == manifest["windows_written"]
-    assert res["windows_generated"] + res["windows_skipped_bad_data"] == res["windows_in"]
+    assert res.windows_in == manifest["windows_written"]
+    assert res.windows_generated + res.windows_skipped_bad_data == res.windows_in
     assert (tmp_path / "samples.png").is_file()
 
 
@@ -216,6 +219,6 @@ def test_unknown_model_uri_is_a_clear_error(tiny_model, tmp_path):
     summary, _ = tiny_model
     cfg = load_config(CONFIGS / "demo.yaml")
     with pytest.raises(LookupError, match="models:/nope@candidate"):
-        run_inference(cfg, tmp_path, "models:/nope@candidate", tmp_path, summary["tracking_uri"])
+        run_inference(cfg, tmp_path, "models:/nope@candidate", tmp_path, summary.tracking_uri)
     with pytest.raises(FileNotFoundError, match="neither a checkpoint"):
         run_inference(cfg, tmp_path, str(tmp_path / "missing.pt"), tmp_path)

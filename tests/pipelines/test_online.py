@@ -106,7 +106,7 @@ def reference(tiny_model, live_twin, ray_local, tmp_path_factory):
     summary, _ = tiny_model
     frames = live_twin[0].parent
     out = tmp_path_factory.mktemp("online_ref")
-    status = run_online(_cfg(), frames, summary["best_checkpoint"], out, idle_exit=1.0)
+    status = run_online(_cfg(), frames, summary.best_checkpoint, out, idle_exit=1.0)
     inf = tmp_path_factory.mktemp("online_infer")
     cfg = load_config(
         CONFIGS / "demo.yaml",
@@ -118,7 +118,7 @@ def reference(tiny_model, live_twin, ray_local, tmp_path_factory):
             "infer.images=0",
         ],
     )
-    run_inference(cfg, frames, summary["best_checkpoint"], inf)
+    run_inference(cfg, frames, summary.best_checkpoint, inf)
     return status, out, inf
 
 
@@ -271,9 +271,9 @@ def test_a_promoted_model_is_picked_up_between_frames(
 
     summary, _ = tiny_model
     _, ref_out, _ = reference
-    uri, name = summary["tracking_uri"], summary["registered"]["name"]
+    uri, name = summary.tracking_uri, summary.registered.name
     client = mlflow.MlflowClient(uri, registry_uri=uri)
-    first = client.get_model_version(name, str(summary["registered"]["version"]))
+    first = client.get_model_version(name, str(summary.registered.version))
     # same weights (same run and checkpoint), a new version
     mlflow.set_tracking_uri(uri)  # the registry looks the logged model up through it
     second = client.create_model_version(name, first.source, run_id=first.run_id)

@@ -39,7 +39,7 @@ def test_a_stage_refuses_a_previous_runs_products(
     out = tmp_path / "out"
     out.mkdir()
     (out / product).write_text("previous run")
-    model = tiny_model[0]["best_checkpoint"]
+    model = tiny_model[0].best_checkpoint
     calls = {
         "scan": lambda: run_scan(cfg, tmp_path / "no-frames-needed", out),
         "train": lambda: run_training(cfg, tiny_dataset, out),

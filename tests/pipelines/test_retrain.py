@@ -26,14 +26,14 @@ def test_retrain_promotes_a_first_model_and_keeps_a_no_better_one(ray_local, tmp
     cfg = load_config(CONFIGS / "demo.yaml", overrides)
     twin = generate(cfg, tmp_path / "twin", progress=False)
     summary = run_retrain(cfg, twin.frames[0].parent, tmp_path / "retrain")
-    assert summary["training_frames"] == 3 and summary["holdout_frames"] == 1
-    assert summary["decision"] == "promote" and summary["production_version"] is None
-    uri = summary["tracking_uri"]
+    assert summary.training_frames == 3 and summary.holdout_frames == 1
+    assert summary.decision == "promote" and summary.production_version is None
+    uri = summary.tracking_uri
     client = mlflow.MlflowClient(uri, registry_uri=uri)
     name = "glitchflow-retrain-test"
     production = client.get_model_version_by_alias(name, "production")
-    assert str(production.version) == summary["candidate_version"]
-    scores = summary["scores"]["candidate"]
+    assert str(production.version) == summary.candidate_version
+    scores = summary.scores["candidate"]
     assert scores["windows"] > 0 and 0 <= scores["veto_accuracy"] <= 1
     # the same model again is no improvement: production stays where it is
     cfg = cfg.model_copy(
@@ -46,10 +46,10 @@ def test_retrain_promotes_a_first_model_and_keeps_a_no_better_one(ray_local, tmp
     experiment = client.get_experiment_by_name(cfg.train.mlflow.experiment).experiment_id
     run = client.create_run(experiment, run_name="retrain-keep")
     kept = compare_and_promote(
-        cfg, uri, summary["candidate_version"], tmp_path / "retrain" / "holdout", run.info.run_id
+        cfg, uri, summary.candidate_version, tmp_path / "retrain" / "holdout", run.info.run_id
     )
-    assert kept["decision"] == "keep"
-    assert kept["scores"]["candidate"] == kept["scores"]["production"]
+    assert kept.decision == "keep"
+    assert kept.scores["candidate"] == kept.scores["production"]
     assert client.get_run(run.info.run_id).data.tags["decision"] == "keep"
     retrain_runs = client.search_runs([experiment], "tags.stage = 'retrain'")
     assert retrain_runs and retrain_runs[0].data.tags["decision"] == "promote"
@@ -61,12 +61,12 @@ def test_retrain_promotes_a_first_model_and_keeps_a_no_better_one(ray_local, tmp
     kept = compare_and_promote(
         strict,
         uri,
-        summary["candidate_version"],
+        summary.candidate_version,
         tmp_path / "retrain" / "holdout",
         run.info.run_id,
     )
-    assert kept["decision"] == "keep" and "glitch windows" in kept["reason"]
-    held = kept["scores"]["candidate"]
+    assert kept.decision == "keep" and "glitch windows" in kept.reason
+    held = kept.scores["candidate"]
     assert held["glitch_windows"] + held["background_windows"] == held["windows"]
 
 

@@ -33,8 +33,8 @@ def test_scan_finds_the_true_witnesses_of_the_demo_twin(demo_twin, ray_local, tm
     cfg = load_config(CONFIGS / "demo.yaml")
     summary = run_scan(cfg, demo_twin.frames[0].parent, tmp_path)
     truth = true_witness_channels(read_truth(demo_twin.truth_path))
-    recall, precision = _recall_precision(summary["selected"], truth)
-    seed_recall, seed_precision = _recall_precision(summary["seed_rule_selected"], truth)
+    recall, precision = _recall_precision(summary.selected, truth)
+    seed_recall, seed_precision = _recall_precision(summary.seed_rule_selected, truth)
     print(
         f"significance rule: recall {recall:.2f} precision {precision:.2f}; "
         f"seed rule: recall {seed_recall:.2f} precision {seed_precision:.2f}"
@@ -42,11 +42,11 @@ def test_scan_finds_the_true_witnesses_of_the_demo_twin(demo_twin, ray_local, tm
     assert recall == 1.0 and precision >= 0.9
     # outputs: ordered selection with scores, every channel in the CSV, plot, report, hveto
     selected = json.loads((tmp_path / "selected_channels.json").read_text())
-    assert [c["name"] for c in selected["channels"]] == summary["selected"]
+    assert [c["name"] for c in selected["channels"]] == summary.selected
     sig = [c["significance"] for c in selected["channels"]]
     assert sig == sorted(sig, reverse=True)
     rows = list(csv.DictReader((tmp_path / "channels.csv").open()))
-    assert len(rows) == summary["channels_scanned"] == len(cfg.twin.channels)
+    assert len(rows) == summary.channels_scanned == len(cfg.twin.channels)
     unsafe = next(r for r in rows if r["channel"] == "V1:LSC_DARM_ERR")
     assert unsafe["selected"] == "False" and "unsafe" in unsafe["reason"]
     assert float(unsafe["significance"]) > 5  # it does see every strain glitch
@@ -74,7 +74,7 @@ def test_scan_finds_the_witnesses_of_another_seed(ray_local, tmp_path):
     summary = run_scan(cfg, twin.frames[0].parent, tmp_path / "scan")
     truth = true_witness_channels(read_truth(twin.truth_path))
     assert truth == {"V1:LSC_DARM_CORR", "V1:Sa_NE_F0_Z_500Hz", "V1:ENV_CEB_MAG_N"}
-    recall, precision = _recall_precision(summary["selected"], truth)
+    recall, precision = _recall_precision(summary.selected, truth)
     assert recall == 1.0 and precision >= 0.9
 
 
@@ -104,13 +104,13 @@ def test_missing_flat_and_nan_channels_are_reported_not_fatal(tmp_path, ray_loca
     )
     cfg = load_config(CONFIGS / "demo.yaml", ["scan.frames_per_block=1", "scan.unsafe_channels=[]"])
     summary = run_scan(cfg, tmp_path / "frames", tmp_path / "out")
-    assert summary["frames_failed"] == []
+    assert summary.frames_failed == []
     rows = {r["channel"]: r for r in csv.DictReader((tmp_path / "out" / "channels.csv").open())}
     assert set(rows) == {"V1:AUX_A", "V1:AUX_FLAT", "V1:AUX_NAN", "V1:AUX_MISS"}
     assert "flat" in rows["V1:AUX_FLAT"]["bad_data"]
     assert "non-finite" in rows["V1:AUX_NAN"]["bad_data"]
     assert "not in frame" in rows["V1:AUX_MISS"]["bad_data"]
-    assert summary["selected"] == ["V1:AUX_A"]
+    assert summary.selected == ["V1:AUX_A"]
 
 
 @pytest.mark.slow
@@ -129,8 +129,8 @@ def test_scan_on_two_nodes_matches_one_node(tmp_path, ray_local):
     multi = run_on_cluster(
         "scan", CONFIGS / "demo.yaml", tmp_path / "frames", tmp_path / "two", overrides
     )
-    assert multi["selected"] == single["selected"] == ["V1:AUX_A"]
-    assert multi["strain_triggers"] == single["strain_triggers"]
-    assert multi["livetime_s"] == single["livetime_s"]
+    assert multi["selected"] == single.selected == ["V1:AUX_A"]
+    assert multi["strain_triggers"] == single.strain_triggers
+    assert multi["livetime_s"] == single.livetime_s
     one = (tmp_path / "one" / "channels.csv").read_text()
     assert one == (tmp_path / "two" / "channels.csv").read_text()

@@ -25,29 +25,29 @@ def _cfg(*extra):
 
 def test_training_is_tracked_registered_and_self_describing(tiny_model):
     summary, tmp_path = tiny_model
-    mlflow.set_tracking_uri(summary["tracking_uri"])  # other tests point MLflow elsewhere
-    mlflow.set_registry_uri(summary["tracking_uri"])
-    assert summary["epochs_run"] == 2
-    assert set(summary["test"]) >= {"loss", "l1", "veto_accuracy", "denoise_accuracy"}
+    mlflow.set_tracking_uri(summary.tracking_uri)  # other tests point MLflow elsewhere
+    mlflow.set_registry_uri(summary.tracking_uri)
+    assert summary.epochs_run == 2
+    assert set(summary.test) >= {"loss", "l1", "veto_accuracy", "denoise_accuracy"}
     # the weight-free L1 is part of the loss: l1_weight * L1 <= loss (SSIM term >= 0)
-    assert 0 < summary["test"]["l1"] * 0.8 <= summary["test"]["loss"] + 1e-6
+    assert 0 < summary.test["l1"] * 0.8 <= summary.test["loss"] + 1e-6
     # MLflow: per-epoch metrics, parameters, the registered model under its alias
-    client = mlflow.MlflowClient(summary["tracking_uri"])
-    history = client.get_metric_history(summary["run_id"], "val_loss")
+    client = mlflow.MlflowClient(summary.tracking_uri)
+    history = client.get_metric_history(summary.run_id, "val_loss")
     assert [m.step for m in history] == [0, 1]
-    assert len(client.get_metric_history(summary["run_id"], "val_l1")) == 2
-    run = client.get_run(summary["run_id"])
+    assert len(client.get_metric_history(summary.run_id, "val_l1")) == 2
+    run = client.get_run(summary.run_id)
     assert run.data.params["model.name"] == "unet_res_att"
     assert "test_veto_accuracy" in run.data.metrics
     version = client.get_model_version_by_alias("glitchflow-unet", "candidate")
-    assert version.run_id == summary["run_id"]
+    assert version.run_id == summary.run_id
     loaded = mlflow.pytorch.load_model("models:/glitchflow-unet@candidate")
     assert loaded(torch.zeros(1, 3, 64, 64)).shape == (1, 1, 64, 64)
     assert run.info.artifact_uri.startswith((tmp_path / "mlartifacts").as_uri())
-    artifacts = {a.path for a in client.list_artifacts(summary["run_id"])}
+    artifacts = {a.path for a in client.list_artifacts(summary.run_id)}
     assert {"checkpoint", "checkpoints", "loss_curves.png"} <= artifacts
     # the checkpoint alone rebuilds the model and its preprocessing
-    ckpt = read_checkpoint(summary["best_checkpoint"])
+    ckpt = read_checkpoint(summary.best_checkpoint)
     assert ckpt.strain_channel == "V1:Hrec_hoft_16384Hz" and len(ckpt.channels) == 4
     assert ckpt.signal.qtransform.q == 12 and len(ckpt.normalisation["aux"]) == 3
     network = build_network(ckpt)
@@ -59,7 +59,7 @@ def test_training_is_tracked_registered_and_self_describing(tiny_model):
     torch.testing.assert_close(loaded(crops)[:, 0], Predictor(ckpt).predict_crops(crops))
     # the veto's operating point, calibrated on the validation split's glitch-free time
     veto = ckpt.thresholds["veto"]
-    assert veto == summary["veto"] and veto["target_deadtime"] == 0.01
+    assert veto == summary.veto and veto["target_deadtime"] == 0.01
     assert veto["glitch_free_bins"] > 0 and veto["min_area"] >= 1 and veto["snr2"] > 0
     assert veto["val_deadtime"] <= veto["target_deadtime"] or not veto["reached_target"]
     curve = veto["curve"]
@@ -68,25 +68,25 @@ def test_training_is_tracked_registered_and_self_describing(tiny_model):
     # TensorBoard scalars every epoch and images
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    acc = EventAccumulator(summary["tensorboard"], size_guidance={"images": 0}).Reload()
+    acc = EventAccumulator(summary.tensorboard, size_guidance={"images": 0}).Reload()
     assert len(acc.Scalars("val_loss")) == 2
     assert acc.Tags()["images"]
     assert (tmp_path / "loss_curves.png").is_file()
-    assert json.loads((tmp_path / "train_summary.json").read_text())["run_id"] == summary["run_id"]
+    assert json.loads((tmp_path / "train_summary.json").read_text())["run_id"] == summary.run_id
 
 
 def test_training_resumes_after_a_worker_dies(tiny_dataset, tiny_model, tmp_path):
     summary = run_training(_cfg("train.epochs=3"), tiny_dataset, tmp_path, crash_after_epoch=1)
     assert (tmp_path / ".crashed").read_text() == "1"
-    assert summary["epochs_run"] == 3
+    assert summary.epochs_run == 3
     # same data, config and seed: the epochs before the crash repeat the fixture's run exactly
-    reference = tiny_model[0]["history"]
+    reference = tiny_model[0].history
     for key in ("train_loss", "val_loss"):
-        assert summary["history"][key][:2] == reference[key]
-    client = mlflow.MlflowClient(summary["tracking_uri"])
-    steps = sorted({m.step for m in client.get_metric_history(summary["run_id"], "val_loss")})
+        assert summary.history[key][:2] == reference[key]
+    client = mlflow.MlflowClient(summary.tracking_uri)
+    steps = sorted({m.step for m in client.get_metric_history(summary.run_id, "val_loss")})
     assert steps == [0, 1, 2]
-    assert "last_worker_failure" in client.get_run(summary["run_id"]).data.tags
+    assert "last_worker_failure" in client.get_run(summary.run_id).data.tags
 
 
 def test_too_many_workers_fail_fast(tiny_dataset, tmp_path):

@@ -85,9 +85,9 @@ def test_search_interrupted_resumed_asha_and_registered(tiny_dataset, ray_local,
     summary = run_tune(cfg, tiny_dataset, out, resume=True)
 
     table = pd.read_csv(out / "trials.csv")
-    assert len(table) == 4 == summary["trials"]
-    assert summary["stopped_early"] >= 1, table[["trial_id", "epochs", "stop_reason"]]
-    assert summary["failed"] == 0
+    assert len(table) == 4 == summary.trials
+    assert summary.stopped_early >= 1, table[["trial_id", "epochs", "stop_reason"]]
+    assert summary.failed == 0
     # finished trials were not run again: their history still has one row per epoch
     for trial_dir in (out / "ray_results" / "search").iterdir():
         if trial_dir.name in done_before:
@@ -97,12 +97,12 @@ def test_search_interrupted_resumed_asha_and_registered(tiny_dataset, ray_local,
     assert "default" in summary
     best = load_config(out / "best_config.yaml")
     assert best.train.epochs == 3
-    params = summary["best"]["params"]
+    params = summary.best["params"]
     assert best.train.model.name == params["train.model.name"]
     assert (out / "search.png").is_file()
     # MLflow: one parent, one child per trial with per-epoch metrics and a status
-    client = mlflow.MlflowClient(summary["tracking_uri"])
-    parent = client.get_run(summary["parent_run_id"])
+    client = mlflow.MlflowClient(summary.tracking_uri)
+    parent = client.get_run(summary.parent_run_id)
     children = client.search_runs(
         [parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
     )
@@ -112,13 +112,13 @@ def test_search_interrupted_resumed_asha_and_registered(tiny_dataset, ray_local,
     assert set(by_trial) == set(table.trial_id)
     statuses = {run.info.status for runs in by_trial.values() for run in runs}
     assert "KILLED" in statuses and "FINISHED" in statuses
-    some = by_trial[summary["best"]["trial_id"]][0]
+    some = by_trial[summary.best["trial_id"]][0]
     assert len(client.get_metric_history(some.info.run_id, "val_loss")) >= 1
     assert parent.info.status == "FINISHED"
     # the best trial's model is registered under the alias
-    reg = summary["registered"]
-    version = client.get_model_version_by_alias(reg["name"], reg["alias"])
-    assert version.run_id in {r.info.run_id for r in by_trial[summary["best"]["trial_id"]]}
+    reg = summary.registered
+    version = client.get_model_version_by_alias(reg.name, reg.alias)
+    assert version.run_id in {r.info.run_id for r in by_trial[summary.best["trial_id"]]}
     yaml.safe_load((out / "best_config.yaml").read_text())
 
 

@@ -53,8 +53,8 @@ def _deploy(tiny_model, tiny_subtraction, port: int, user_config: dict | None = 
     cfg = load_config(CONFIGS / "demo.yaml", overrides)
     return start_endpoint(
         cfg,
-        summary["registered"]["uri"],
-        summary["tracking_uri"],
+        summary.registered.uri,
+        summary.tracking_uri,
         CONFIGS / "demo.yaml",
         overrides,
         env_vars={"GLITCHFLOW_SERVE_TOKEN": TOKEN},
@@ -115,7 +115,7 @@ def _json(start, channels, **extra) -> bytes:
 def test_model_description_health_and_auth(endpoint):
     url, info, summary = endpoint
     assert info["channels"][0] == "V1:Hrec_hoft_16384Hz" and len(info["channels"]) == 4
-    assert info["version"] == summary["registered"]["version"].__str__()
+    assert info["version"] == summary.registered.version.__str__()
     assert info["request_duration_s"] == pytest.approx(
         info["pad_before_s"] + info["window_s"] + info["pad_after_s"]
     )
@@ -167,7 +167,7 @@ def test_json_and_binary_agree_and_equal_batch_inference(endpoint, tiny_twin, tm
         {n: (x, rate) for n, (x, rate, _) in data.items()},
     )
     cfg = load_config(CONFIGS / "demo.yaml", ["infer.write_gated_frames=false", "infer.images=0"])
-    run_inference(cfg, frames, summary["best_checkpoint"], tmp_path / "infer")
+    run_inference(cfg, frames, summary.best_checkpoint, tmp_path / "infer")
     (row,) = pd.read_csv(tmp_path / "infer" / "windows.csv").itertuples()
     assert row.gps_start == T0
     assert bool(row.veto) == by_json["veto"] and bool(row.cleaned) == by_json["cleaned"]
@@ -462,10 +462,10 @@ def test_reload_reaches_every_replica_and_user_config_reconfigures(
     import mlflow
 
     url, info, summary = endpoint
-    mlflow.set_tracking_uri(summary["tracking_uri"])  # the registry finds the logged model
-    mlflow.set_registry_uri(summary["tracking_uri"])  # through the global URIs
-    client = mlflow.MlflowClient(summary["tracking_uri"], registry_uri=summary["tracking_uri"])
-    name = summary["registered"]["name"]
+    mlflow.set_tracking_uri(summary.tracking_uri)  # the registry finds the logged model
+    mlflow.set_registry_uri(summary.tracking_uri)  # through the global URIs
+    client = mlflow.MlflowClient(summary.tracking_uri, registry_uri=summary.tracking_uri)
+    name = summary.registered.name
     first = client.get_model_version_by_alias(name, "candidate")
     assert set(_until_all(url, str(first.version)).values()) == {str(first.version)}
     second = client.create_model_version(name, first.source, first.run_id)
