@@ -28,6 +28,7 @@ RANKS = {
     "cli": 4,
     "cli_clean": 4,
     "cli_common": 4,
+    "cli_stages": 4,
     "workflow": 4,
     "demo": 4,
     "__init__": 0,
@@ -125,7 +126,7 @@ def test_ray_and_mlflow_stay_in_the_upper_layers(package):
 
 #: the command-line entry points load a stage only when it runs, so that ``glitchflow
 #: --help`` and a refused argument answer at once (no torch, Ray or MLflow import)
-LAZY_ENTRY_POINTS = ("cli", "cli_clean", "cli_common", "demo", "workflow")
+LAZY_ENTRY_POINTS = ("cli", "cli_clean", "cli_common", "cli_stages", "demo", "workflow")
 
 
 def test_library_modules_import_glitchflow_at_the_top():
