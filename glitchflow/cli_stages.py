@@ -26,6 +26,15 @@ def _config(args: argparse.Namespace) -> Config:
     return load_config(args.config, args.overrides)
 
 
+def command_overrides(args: argparse.Namespace) -> list[str]:
+    """The config overrides a command runs with: its trailing ``key=value`` arguments
+    and the ones its own flags stand for (``synth --frame-duration``)."""
+    overrides = list(getattr(args, "overrides", []))
+    if getattr(args, "frame_duration", None) is not None:
+        overrides.append(f"twin.frame_duration={args.frame_duration}")
+    return overrides
+
+
 def _print_accounting(stage: str, counts: dict, extra: str) -> None:
     """Frames and windows in = written + failed/skipped, then each failed frame."""
     print(
@@ -42,9 +51,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
     from glitchflow.synth.live import stream
     from glitchflow.synth.twin import generate
 
-    if args.frame_duration is not None:
-        args.overrides = [*args.overrides, f"twin.frame_duration={args.frame_duration}"]
-    cfg = _config(args)
+    cfg = load_config(args.config, command_overrides(args))
     if args.realtime:
         result = stream(cfg, args.out, speed=args.speed, progress=not args.quiet)
     else:
