@@ -12,6 +12,7 @@ from pathlib import Path
 import yaml
 
 from glitchflow.config import Config, with_overrides
+from glitchflow.models.registry import architecture
 
 
 def trial_config(base: Config, params: dict) -> Config:
@@ -27,13 +28,18 @@ def trial_config(base: Config, params: dict) -> Config:
 
 
 def default_point(cfg: Config) -> dict:
-    """The base config's own values of the searched keys (the default architecture)."""
+    """The base config's own values of the searched keys (the default architecture);
+    an architecture switch left unset (``train.model.attention: null``) is the value the
+    architecture takes by default, so the space does not grow a third "unset" choice."""
     data = cfg.model_dump(mode="json")
+    defaults = architecture(cfg.train.model.name).defaults
     point = {}
     for key in cfg.tune.space:
         node = data
         for part in key.split("."):
             node = node[part]
+        if node is None and key.startswith("train.model."):
+            node = defaults.get(key.rpartition(".")[2])
         point[key] = node
     return point
 

@@ -126,7 +126,13 @@ def test_search_space_trial_configs_and_searchers():
     from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
 
     from glitchflow.config import ConfigError
-    from glitchflow.pipelines.tune import _searcher, default_point, search_space, trial_config
+    from glitchflow.pipelines.tune import (
+        _searcher,
+        default_point,
+        dimensions,
+        search_space,
+        trial_config,
+    )
 
     cfg = load_config(CONFIGS / "demo.yaml", ["tune.max_concurrent_trials=2"])
     space = search_space(cfg)
@@ -135,6 +141,10 @@ def test_search_space_trial_configs_and_searchers():
     assert trial.train.model.name == "unet" and trial.train.epochs == cfg.tune.scheduler.max_t
     assert trial.train.loss.l1_weight == pytest.approx(0.7)
     assert default_point(cfg)["train.model.name"] == cfg.train.model.name
+    # switches the config leaves unset are the architecture's defaults, not a new choice
+    assert cfg.train.model.attention is None and cfg.train.model.name == "unet_res_att"
+    assert default_point(cfg)["train.model.attention"] is True
+    assert dimensions(cfg)["train.model.attention"].values == [True, False]
     random = _searcher(cfg)
     assert isinstance(random, BasicVariantGenerator) and random.max_concurrent == 2
     optuna_cfg = load_config(CONFIGS / "demo.yaml", ["tune.search=optuna"])
