@@ -23,7 +23,8 @@ def default_config(name: str) -> Path | None:
 
 
 def _config(args: argparse.Namespace) -> Config:
-    return load_config(args.config, args.overrides)
+    """The command's config file with its overrides (:func:`command_overrides`)."""
+    return load_config(args.config, command_overrides(args))
 
 
 def command_overrides(args: argparse.Namespace) -> list[str]:
@@ -51,7 +52,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
     from glitchflow.synth.live import stream
     from glitchflow.synth.twin import generate
 
-    cfg = load_config(args.config, command_overrides(args))
+    cfg = _config(args)
     if args.realtime:
         result = stream(cfg, args.out, speed=args.speed, progress=not args.quiet)
     else:

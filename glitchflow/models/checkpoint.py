@@ -93,15 +93,6 @@ class CheckpointMeta:
     def n_freq(self) -> int:
         return int(self.signal.qtransform.n_freq)
 
-    def describe(self) -> dict:
-        """JSON-ready summary (what ``/v1/model`` and run summaries report)."""
-        return {
-            "model": asdict(self.model),
-            "channels": list(self.channels),
-            "sample": asdict(self.sample),
-            "epoch": self.epoch,
-        }
-
 
 @dataclass(frozen=True)
 class Checkpoint(CheckpointMeta):
