@@ -7,6 +7,7 @@ torch, Ray or MLflow) and reads the stage's typed result by attribute.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 
@@ -183,6 +184,10 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _stop_on_sigterm(signum, frame):
+    raise KeyboardInterrupt
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import time
 
@@ -210,6 +215,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         cfg, args.model, args.tracking_uri, args.config, overrides, insecure=args.insecure
     )
     print(f"serving {args.model} at {url} (OpenAPI docs: {url}/docs); Ctrl-C stops")
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)  # `kill` shuts Serve down as Ctrl-C does
     try:
         while True:
             time.sleep(3600)

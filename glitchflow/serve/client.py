@@ -65,3 +65,29 @@ def post_window(
             return json.loads(resp.read())
     except urllib.error.HTTPError as exc:
         raise RuntimeError(f"{path}: HTTP {exc.code}: {exc.read().decode()[:500]}") from None
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m glitchflow.serve.client URL FRAMES GPS [--route denoise]``: read the
+    decision window starting at GPS from FRAMES as the endpoint wants it, POST it in the
+    binary layout and print the answer as JSON."""
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m glitchflow.serve.client", description=main.__doc__
+    )
+    parser.add_argument("url", help="the endpoint, e.g. http://127.0.0.1:8000")
+    parser.add_argument("frames", help="directory of GWF frames that cover the window")
+    parser.add_argument("gps", type=float, help="decision window start (GPS s)")
+    parser.add_argument("--route", choices=("veto", "denoise"), default="veto")
+    args = parser.parse_args(argv)
+    url = args.url.rstrip("/")
+    info = get(url, "/v1/model")
+    channels = window_from_frames(args.frames, info, args.gps)
+    answer = post_window(url, f"/v1/{args.route}", info, args.gps, channels)
+    print(json.dumps(answer, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
