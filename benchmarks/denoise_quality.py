@@ -48,7 +48,7 @@ def fit_science(work: Path) -> Path:
     channels = work / "channels.json"
     channels.write_text(json.dumps({"channels": WITNESSES}))
     fit = run_fit_clean(cfg, twin / "frames", str(channels), work / "fit", False, overwrite=True)
-    return Path(fit["model"])
+    return Path(fit.model)
 
 
 def gating_deadtime(truth, span_seconds: float, min_snr: float) -> float:

@@ -76,7 +76,7 @@ def child(args: argparse.Namespace) -> None:
     stop.set()
     thread.join()
     ray.shutdown()
-    n_ch = len(manifest["channels"])
+    n_ch = len(manifest.channels)
     seconds = sum(f.stat().st_size > 0 for f in files) * cfg.twin.frame_duration
     print(
         "RESULT "
@@ -88,7 +88,7 @@ def child(args: argparse.Namespace) -> None:
                 "wall_s": round(wall, 2),
                 "channel_s_per_s": round(seconds * n_ch / wall, 1),
                 "peak_pss_mib": round(peak[0] / 2**20),
-                "windows": manifest["windows_written"],
+                "windows": manifest.windows_written,
             }
         )
     )

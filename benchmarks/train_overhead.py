@@ -81,6 +81,7 @@ def plain_torch(cfg, x, y, epochs: int) -> dict:
 def ray_train(cfg, x, y, epochs: int) -> dict:
     import ray
 
+    from glitchflow.io.manifest import Manifest
     from glitchflow.pipelines.train import loop_config, make_trainer
     from glitchflow.pipelines.training_data import TrainingData
 
@@ -89,15 +90,27 @@ def ray_train(cfg, x, y, epochs: int) -> dict:
     ]
     train = ray.data.from_items(items).materialize()
     val = ray.data.from_items(items[:20]).materialize()
-    manifest = {
-        "config": {"signal": cfg.signal.model_dump(mode="json")},
-        "window_seconds": 6.0,
-        "stride_seconds": 3.0,
-    }
+    channels = ["V1:Hrec_hoft_16384Hz"] + [f"V1:AUX_{k}" for k in range(x.shape[1])]
+    manifest = Manifest(
+        config=cfg.model_dump(mode="json"),
+        config_hash="",
+        channels=channels,
+        sample_rates={},
+        frames_in=0,
+        frames_written=0,
+        frames_written_files=[],
+        frames_failed=[],
+        windows_expected=len(items),
+        windows_written=len(items),
+        windows_skipped=[],
+        bad_channels={},
+        window_seconds=6.0,
+        stride_seconds=3.0,
+    )
     data = TrainingData(
         {"train": train, "val": val, "test": val},
         {"aux": [1.0] * x.shape[1], "strain": 1.0},
-        ["V1:Hrec_hoft_16384Hz"] + [f"V1:AUX_{k}" for k in range(x.shape[1])],
+        channels,
         {},
         manifest,
     )

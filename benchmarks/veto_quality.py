@@ -104,7 +104,7 @@ def score_span(
             cfg, twin.frames[0].parent, str(model), span / "infer", hveto=hveto, overwrite=True
         )
     report = run_evaluate(cfg, truth_path, span / "infer", span / "evaluate")
-    learned, base = report["learned"], report["baseline"]
+    learned, base = report.learned, report.baseline
     live = read_segments(span / "infer" / "live.csv")
     occupied = glitch_time_fraction(read_truth(truth_path), live, cfg.evaluate.strain_snr_threshold)
     families = {
@@ -114,7 +114,7 @@ def score_span(
             "learned": row["learned"]["efficiency"],
             "glitches": row["learned"]["glitches"],
         }
-        for f, row in report["per_family"].items()
+        for f, row in report.per_family.items()
     }
     witnessed = [f for f in families if f != "unwitnessed"]
     return {
@@ -126,14 +126,14 @@ def score_span(
         "witnessed_glitches": learned["witnessed_glitches"],
         "efficiency": learned["witnessed_efficiency"],
         "deadtime": learned["deadtime"],
-        "efficiency_at_1pct_deadtime": efficiency_at_deadtime(report["learned_roc"], 0.01),
+        "efficiency_at_1pct_deadtime": efficiency_at_deadtime(report.learned_roc, 0.01),
         "glitch_time_fraction": occupied,
         "coverage": learned["witnessed_coverage"],
         "unwitnessed_efficiency": learned["unwitnessed_efficiency"],
         "baseline_efficiency": base["witnessed_efficiency"],
         "baseline_deadtime": base["deadtime"],
         "baseline_coverage": base["witnessed_coverage"],
-        "learned_at_baseline_deadtime": report["comparison"][
+        "learned_at_baseline_deadtime": report.comparison[
             "learned_efficiency_at_baseline_deadtime"
         ],
         "per_family": families,

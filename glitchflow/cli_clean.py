@@ -16,18 +16,16 @@ def cmd_fit_clean(args: argparse.Namespace) -> int:
         cfg, args.frames, args.channels, args.out, args.tracking_uri, args.alias, args.overwrite
     )
     print(
-        f"fit-clean: {s['frames_in']} frames, {len(s['frames_failed'])} failed; training "
-        f"triggers {s['training_triggers']}; group delay 40-250 Hz (ms) {s['group_delay_ms']}"
+        f"fit-clean: {s.frames_in} frames, {len(s.frames_failed)} failed; training "
+        f"triggers {s.training_triggers}; group delay 40-250 Hz (ms) {s.group_delay_ms}"
     )
-    for w, v in s["validation"].items():
+    for w, v in s.validation.items():
         print(
             f"  held out {w}: {v['subtracted']}/{v['triggers']} triggers subtracted, "
             f"median fit SNR {v['median_fit_snr']}"
         )
-    reg = s.get("registered") or {}
-    print(
-        f"model: {s['model']}" + (f" registered as {reg['uri']} v{reg['version']}" if reg else "")
-    )
+    reg = s.registered or {}
+    print(f"model: {s.model}" + (f" registered as {reg['uri']} v{reg['version']}" if reg else ""))
     return 0
 
 

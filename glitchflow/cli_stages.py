@@ -37,15 +37,16 @@ def command_overrides(args: argparse.Namespace) -> list[str]:
     return overrides
 
 
-def _print_accounting(stage: str, counts: dict, extra: str) -> None:
-    """Frames and windows in = written + failed/skipped, then each failed frame."""
+def _print_accounting(stage: str, counts, extra: str) -> None:
+    """Frames and windows in = written + failed/skipped, then each failed frame
+    (``counts``: a stage's result with the accounting fields, e.g. a Manifest)."""
     print(
-        f"{stage}: {counts['frames_written']}/{counts['frames_in']} frames, "
-        f"{counts['windows_written']}/{counts['windows_expected']} windows "
-        f"({len(counts['windows_skipped'])} skipped), "
-        f"{len(counts['frames_failed'])} failed frames, {extra}"
+        f"{stage}: {counts.frames_written}/{counts.frames_in} frames, "
+        f"{counts.windows_written}/{counts.windows_expected} windows "
+        f"({len(counts.windows_skipped)} skipped), "
+        f"{len(counts.frames_failed)} failed frames, {extra}"
     )
-    for failure in counts["frames_failed"]:
+    for failure in counts.frames_failed:
         print(f"  failed: {failure['file']}: {failure['reason']}")
 
 
@@ -68,9 +69,9 @@ def cmd_preprocess(args: argparse.Namespace) -> int:
 
     cfg = config_on_ray(args)
     manifest = run_preprocess(cfg, args.frames, args.out, args.channels, args.overwrite)
-    _print_accounting("preprocess", manifest, f"{manifest['wall_seconds']:.1f} s")
+    _print_accounting("preprocess", manifest, f"{manifest.wall_seconds:.1f} s")
     print(f"manifest: {Path(args.out) / 'manifest.json'}")
-    return 0 if manifest["frames_written"] else 1
+    return 0 if manifest.frames_written else 1
 
 
 def cmd_scan(args: argparse.Namespace) -> int:
@@ -133,7 +134,7 @@ def cmd_infer(args: argparse.Namespace) -> int:
     f = s.figures
     _print_accounting(
         "infer",
-        s.to_dict(),
+        s,
         f"{f['veto_segments']} veto segments, deadtime {100 * f['deadtime']:.2f}%, "
         f"{f['cleaned_windows']}/{f['windows']} windows cleaned, "
         f"{f['data_seconds_per_wall_second']:.0f} s of data per wall s",
@@ -150,16 +151,16 @@ def cmd_online(args: argparse.Namespace) -> int:
         cfg, args.frames, args.model, args.out, args.tracking_uri, args.idle_exit, args.start
     )
     print(
-        f"online: {s['frames_in']} frames in = {s['frames_analysed']} analysed + "
-        f"{s['frames_failed']} failed + {s['frames_skipped']} skipped + "
-        f"{s['frames_pending']} pending; latency p50 {s['latency_p50_s']} s, "
-        f"p99 {s['latency_p99_s']} s; model version {s['model_version']}"
+        f"online: {s.frames_in} frames in = {s.frames_analysed} analysed + "
+        f"{s.frames_failed} failed + {s.frames_skipped} skipped + "
+        f"{s.frames_pending} pending; latency p50 {s.latency_p50_s} s, "
+        f"p99 {s.latency_p99_s} s; model version {s.model_version}"
     )
-    for failure in s["failed"]:
+    for failure in s.failed:
         print(f"  failed: {failure['file']}: {failure['reason']}")
-    for skipped in s["skipped"]:
+    for skipped in s.skipped:
         print(f"  skipped: {skipped['file']}: {skipped['reason']}")
-    print(f"outputs: {s['out']} (frames/, segments.jsonl, vetoes.h5, status.json)")
+    print(f"outputs: {s.out} (frames/, segments.jsonl, vetoes.h5, status.json)")
     return 0
 
 
@@ -235,9 +236,9 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     print(
         f"retrain: {s.training_frames} training frames, {s.holdout_frames} held out; "
         f"candidate version {s.candidate_version} {s.metric} "
-        f"{scores['candidate'][s.metric]:.4f}"
+        f"{scores.candidate[s.metric]:.4f}"
         + (
-            f" vs production version {s.production_version} {scores['production'][s.metric]:.4f}"
+            f" vs production version {s.production_version} {scores.production[s.metric]:.4f}"
             if "production" in scores
             else " (no production model yet)"
         )

@@ -84,9 +84,9 @@ def run_demo(
         overwrite=True,  # the demo owns its workdir: a re-run replaces the last one
     )
     lines.append(
-        f"[preprocess] {manifest['frames_written']}/{manifest['frames_in']} frames -> "
-        f"{manifest['windows_written']} windows of {manifest['window_seconds']} s x "
-        f"{len(manifest['channels'])} channels in {manifest['wall_seconds']:.1f} s "
+        f"[preprocess] {manifest.frames_written}/{manifest.frames_in} frames -> "
+        f"{manifest.windows_written} windows of {manifest.window_seconds} s x "
+        f"{len(manifest.channels)} channels in {manifest.wall_seconds:.1f} s "
         f"({workdir / 'dataset'})"
     )
     from glitchflow.pipelines.train import run_training
@@ -139,22 +139,22 @@ def held_out_scorecard(config, overrides, cfg, workdir: Path, trained: TrainResu
     )
     f = infer.figures
     report = run_evaluate(cfg, held.truth_path, workdir / "infer", workdir / "evaluate")
-    lr, d = report["learned"], report["denoise"]
+    lr, d = report.learned, report.denoise
     lines = [
         f"[held-out] {held.summary()}",
         f"[infer]  {infer.windows_written}/{infer.windows_expected} windows, "
         f"{f['veto_segments']} veto segments, {f['data_seconds_per_wall_second']:.0f} s of data "
         f"per wall s ({workdir / 'infer'})",
-        f"[evaluate] witnessed glitches (strain SNR >= {report['strain_snr_threshold']:g}): "
+        f"[evaluate] witnessed glitches (strain SNR >= {report.strain_snr_threshold:g}): "
         f"learned veto {100 * lr['witnessed_efficiency']:.0f}% "
         f"({lr['witnessed_vetoed']}/{lr['witnessed_glitches']}) at "
         f"{100 * lr['deadtime']:.2f}% deadtime (eff/dead {lr['efficiency_over_deadtime']:.0f}), "
         f"unwitnessed {100 * lr['unwitnessed_efficiency']:.0f}%, glitch time covered "
         f"{100 * lr['witnessed_coverage']:.0f}%",
     ]
-    if report["baseline"]:
-        b = report["baseline"]
-        c = report["comparison"]
+    if report.baseline:
+        b = report.baseline
+        c = report.comparison
         lines.append(
             f"         hveto baseline {100 * b['witnessed_efficiency']:.0f}% at "
             f"{100 * b['deadtime']:.2f}% deadtime, glitch time covered "
@@ -164,12 +164,12 @@ def held_out_scorecard(config, overrides, cfg, workdir: Path, trained: TrainResu
     families = [
         f"{name} {row['learned']['vetoed']}/{row['learned']['glitches']}"
         + (f" vs {row['baseline']['vetoed']}" if row.get("baseline") else "")
-        for name, row in report["per_family"].items()
+        for name, row in report.per_family.items()
     ]
     lines.append("         per family, learned vs hveto: " + ", ".join(families))
     lines.append(
         f"         denoising: {100 * d['cleaned_fraction']:.0f}% of witnessed glitches cleaned "
-        f"below SNR^2 {report['snr2_threshold']:g}, median max-SNR^2 reduction "
+        f"below SNR^2 {report.snr2_threshold:g}, median max-SNR^2 reduction "
         f"{100 * d['median_max_snr2_reduction']:.0f}%, glitch-free energy change "
         f"{100 * d['glitch_free_energy_change']:+.1f}% ({workdir / 'evaluate' / 'report.md'})"
     )

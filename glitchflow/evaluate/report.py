@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -169,13 +170,50 @@ def denoise_figures(per_glitch: list[dict], snr2: float, energy: np.ndarray) -> 
     }
 
 
+@dataclass(frozen=True)
+class EvaluationReport:
+    """The scorecard of an inference run against the twin's truth (OUT/report.json).
+
+    ``learned`` and ``baseline`` (the hveto rounds, None without ``--hveto`` at infer):
+    efficiency on witnessed and unwitnessed glitches, deadtime (fraction of livetime),
+    glitch time covered, and efficiency at the fixed deadtimes (``at_deadtime``);
+    ``learned_roc``: the same at every generated-SNR^2 threshold; ``comparison``: each
+    veto at the other's deadtime; ``ideal``: a veto that knows every witness trigger;
+    ``per_family``: glitches vetoed per family; ``denoise``: the spectrogram residual's
+    figures; ``per_glitch``: one row per witnessed glitch; ``operating_point``: the
+    model's calibrated threshold; ``subtraction``: ``glitchflow clean``'s figures against
+    the truth strain (None without ``--clean``).  Times in GPS s, livetime in s."""
+
+    truth: str
+    infer: str
+    model: dict
+    livetime_s: float
+    strain_snr_threshold: float
+    snr2_threshold: float
+    operating_point: dict
+    windows: int
+    learned: dict
+    learned_roc: list[dict]
+    ideal: dict
+    denoise: dict
+    accuracy_curves: dict
+    per_glitch: list[dict]
+    baseline: dict | None
+    per_family: dict
+    comparison: dict | None = None
+    subtraction: dict | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
 def run_evaluate(
     cfg: Config,
     truth_path: str | Path,
     infer_dir: str | Path,
     out: str | Path,
     clean_dir: str | Path | None = None,
-):
+) -> EvaluationReport:
     """Score an inference run (and a ``glitchflow clean`` run) against the truth; write the
     report; return it.  The subtraction is scored against the truth frames beside
     ``truth_path`` (key ``subtraction``)."""
@@ -238,7 +276,7 @@ def run_evaluate(
         with open(out / "report.md", "a") as md:
             md.write(subtraction_markdown(report["subtraction"]))
     plot_report(report, out)
-    return report
+    return EvaluationReport(**report)
 
 
 def accumulate_windows(acc: Accumulator, infer_dir: Path, summary: dict) -> Accumulator:

@@ -66,6 +66,46 @@ def read_grid_unit(time_step: float) -> int:
     return Fraction(time_step).limit_denominator(1 << 20).numerator
 
 
+@dataclass(frozen=True)
+class ReadGrid:
+    """Where the data of a window are read from and where the window sits in them: the
+    one arithmetic of preprocess, infer, online and the endpoint, so that all of them
+    condition the same samples for a window and give it the same decision.
+
+    A window starting at GPS ``s`` is conditioned from data read from
+    :meth:`read_start` (the ``unit`` grid time at or before ``s - edge``, so that every
+    integer-rate channel has a sample there and the output bins of different reads line
+    up) to ``s + window + edge``; in that read its first output bin is
+    :meth:`first_bin`.  ``edge``: the Conditioner's edge (s); ``time_step``: output bin
+    width (s); ``unit``: :func:`read_grid_unit` (s)."""
+
+    edge: float
+    time_step: float
+    unit: int
+
+    @classmethod
+    def of(cls, conditioner: Conditioner) -> ReadGrid:
+        step = conditioner.time_step
+        return cls(conditioner.edge_seconds, step, read_grid_unit(step))
+
+    def read_start(self, start: float) -> float:
+        """The read start (GPS s) for a window starting at ``start``."""
+        return math.floor((start - self.edge) / self.unit + 1e-9) * self.unit
+
+    def first_grid_time(self, t: float) -> float:
+        """The first ``unit`` grid time at or after ``t`` (GPS s)."""
+        return math.ceil(t / self.unit - 1e-9) * self.unit
+
+    def first_bin(self, start: float, read_start: float) -> int:
+        """Index of the window's first output bin in data read from ``read_start``."""
+        return round((start - read_start - self.edge) / self.time_step)
+
+    @property
+    def pad_before(self) -> float:
+        """Seconds read before a window that starts on the ``unit`` grid."""
+        return math.ceil(self.edge / self.unit - 1e-9) * self.unit
+
+
 class FrameWindowCutter:
     """Turns a frame into window rows with one shared :class:`Conditioner`.
 
@@ -89,7 +129,7 @@ class FrameWindowCutter:
         self.stride = stride
         self.device = device
         self.bins_per_window = round(window / conditioner.time_step)
-        self.unit = read_grid_unit(conditioner.time_step)
+        self.grid = ReadGrid.of(conditioner)
 
     def process(self, block: Sequence[FrameFile]) -> tuple[list[dict], list[FrameReport]]:
         """Window rows for a run of consecutive frames, and one report per frame.
@@ -109,7 +149,7 @@ class FrameWindowCutter:
         if not len(starts):
             return [], list(reports.values())
         edge = self.cond.edge_seconds
-        lo = math.floor((starts[0] - edge) / self.unit + 1e-9) * self.unit
+        lo = self.grid.read_start(starts[0])
         hi = math.ceil(starts[-1] + self.window + edge - 1e-9)
         got = read_padded(block, self.frames, self.channels, lo, hi, required=self.channels[:1])
         span, channels = got.span, got.channels
@@ -144,14 +184,14 @@ class FrameWindowCutter:
     def _windows(self, seg: Segment, starts, channels, bad: dict[str, str], wanted):
         """Condition the part of ``seg`` that covers whole windows with their padding and
         cut it; returns the rows and a mask of the windows covered."""
-        edge, step = self.cond.edge_seconds, self.cond.time_step
-        grid0 = math.ceil(seg.start / self.unit - 1e-9) * self.unit
+        edge = self.cond.edge_seconds
+        grid0 = self.grid.first_grid_time(seg.start)
         fits = (starts - edge >= grid0 - 1e-6) & (starts + self.window + edge <= seg.end + 1e-6)
         covered = np.zeros(len(starts), dtype=bool)
         if not fits.any():
             return [], covered
         first, last = starts[fits][0], starts[fits][-1]
-        t0 = math.floor((first - edge) / self.unit + 1e-9) * self.unit
+        t0 = self.grid.read_start(first)
         t1 = last + self.window + edge
         arrays, rates = [], []
         for name in channels:
@@ -172,7 +212,7 @@ class FrameWindowCutter:
         gap_after = seg.end < wanted[1] - 1e-6
         rows = []
         for k in np.flatnonzero(fits):
-            b0 = round((starts[k] - t0 - edge) / step)
+            b0 = self.grid.first_bin(starts[k], t0)
             tile = full[:, :, b0 : b0 + self.bins_per_window]
             if tile.shape[-1] < self.bins_per_window:
                 continue

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -189,6 +190,32 @@ def witness_channels(cfg: Config, channels_file: str | None) -> list[str]:
     return names
 
 
+@dataclass(frozen=True)
+class FitCleanResult:
+    """What ``glitchflow fit-clean`` produced (also OUT/summary.json).  ``frames_in``
+    readable frames, of which ``frames_failed`` (file, reason) could not be used;
+    ``frames_rejected``: files that are not readable frames; ``training_triggers``:
+    witness triggers per channel that the fit used; ``validation``: per witness, the
+    held-out blocks' subtraction figures; ``coupling_delay_ms`` and ``group_delay_ms``
+    (40-250 Hz) per witness; ``model``: the written model file; ``registered``: its
+    MLflow registry entry (name, version, uri, tracking_uri), None when not logged."""
+
+    witnesses: list[str]
+    frames_in: int
+    frames_failed: list[dict]
+    frames_rejected: list[dict]
+    training_triggers: dict[str, int]
+    validation: dict[str, dict]
+    coupling_delay_ms: dict[str, float]
+    group_delay_ms: dict[str, float]
+    wall_seconds: float
+    model: str
+    registered: dict | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
 def run_fit_clean(
     cfg: Config,
     frames_dir: str | Path,
@@ -197,7 +224,7 @@ def run_fit_clean(
     tracking_uri: str | None = None,
     alias: str = "candidate",
     overwrite: bool = False,
-) -> dict:
+) -> FitCleanResult:
     """Fit the couplings over ``frames_dir``; write the products; return the summary."""
     import ray
 
@@ -250,25 +277,26 @@ def run_fit_clean(
     }
     model = _model(cfg, witnesses, firs, meta)
     model.save(out / "model.pt")
-    summary = {
-        "witnesses": witnesses,
-        "frames_in": len(found.frames),
-        "frames_failed": [{"file": p, "reason": why} for p, why in sorted(failed.items())],
-        "frames_rejected": [{"file": e.path, "reason": e.reason} for e in found.failures],
-        "training_triggers": counts,
-        "validation": validation_metrics(rows, witnesses),
-        "coupling_delay_ms": delays,
-        "group_delay_ms": {w: round(1e3 * model.group_delay(w), 3) for w in witnesses},
-        "wall_seconds": round(time.perf_counter() - t0, 2),
-        "model": str(out / "model.pt"),
-    }
+    result = FitCleanResult(
+        witnesses=witnesses,
+        frames_in=len(found.frames),
+        frames_failed=[{"file": p, "reason": why} for p, why in sorted(failed.items())],
+        frames_rejected=[{"file": e.path, "reason": e.reason} for e in found.failures],
+        training_triggers=counts,
+        validation=validation_metrics(rows, witnesses),
+        coupling_delay_ms=delays,
+        group_delay_ms={w: round(1e3 * model.group_delay(w), 3) for w in witnesses},
+        wall_seconds=round(time.perf_counter() - t0, 2),
+        model=str(out / "model.pt"),
+    )
     _write_csv(rows, out / "validation.csv")
     examples = [e for res in held for e in res["examples"]][:4]
     plot_couplings(model, examples, out / "couplings.png", out / "tensorboard")
     if tracking_uri is not False:
-        summary["registered"] = log_fit(cfg, out, summary, tracking_uri, alias)
-    write_json_atomic(out / "summary.json", summary, default=str)
-    return summary
+        registered = log_fit(cfg, out, result.to_dict(), tracking_uri, alias)
+        result = replace(result, registered=registered)
+    write_json_atomic(out / "summary.json", result.to_dict(), default=str)
+    return result
 
 
 def _write_csv(rows: list[dict], path: Path) -> None:

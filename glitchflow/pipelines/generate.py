@@ -21,13 +21,11 @@ from pathlib import Path
 import numpy as np
 
 from glitchflow.config import Config
-from glitchflow.config.base import validate_model
-from glitchflow.config.signal import SignalConfig
 from glitchflow.io.atomic import write_json_atomic
+from glitchflow.io.manifest import load_manifest
 from glitchflow.models.checkpoint import Checkpoint
 from glitchflow.models.inference import Predictor
 from glitchflow.pipelines.runtime import check_stage_resources, claim_out
-from glitchflow.pipelines.training_data import load_manifest
 from glitchflow.tracking.images import panel_figure
 from glitchflow.tracking.model_store import resolve_model
 
@@ -112,16 +110,16 @@ def run_generate(
     model = resolve_model(model_uri, tracking_uri)
     ckpt = model.ckpt
     manifest = load_manifest(data_dir)
-    if validate_model(SignalConfig, manifest["config"]["signal"], data_dir) != ckpt.signal:
+    if manifest.stage_config().signal != ckpt.signal:
         raise ValueError(
             f"{data_dir} was conditioned with other signal settings than the model "
             f"({model.uri}); re-run preprocess with the model's signal config"
         )
-    order = channel_order(list(ckpt.channels), manifest["channels"])
+    order = channel_order(list(ckpt.channels), manifest.channels)
     res = cfg.infer.resources
     check_stage_resources(res, "generate")
     out = claim_out(out, GENERATE_PRODUCTS, "generate", overwrite)  # checks passed
-    shards = str((Path(data_dir) / manifest.get("shards", "shards")).resolve())
+    shards = str(manifest.shard_dir(data_dir))
     ds = ray.data.read_parquet(shards).map_batches(
         WindowGenerator,
         fn_constructor_kwargs={
@@ -139,7 +137,7 @@ def run_generate(
     ds.write_parquet(str(out / "generated"), min_rows_per_file=cfg.infer.rows_per_file)
     written = ray.data.read_parquet(str(out / "generated"))
     n_out = written.count()
-    n_in = int(manifest["windows_written"])
+    n_in = manifest.windows_written
     samples = written.sort("gps_start").take(4)
     plot_samples(samples, out / "samples.png")
     result = GenerateResult(

@@ -28,6 +28,7 @@ import numpy as np
 from glitchflow.config import Config, InferConfig
 from glitchflow.config.base import validate_model
 from glitchflow.io.frames import FrameFile, find_frames, make_blocks
+from glitchflow.io.manifest import frame_accounting
 from glitchflow.io.windows import FrameWindowCutter, drop_bad_windows
 from glitchflow.models.checkpoint import Checkpoint
 from glitchflow.models.inference import Predictor
@@ -37,7 +38,7 @@ from glitchflow.pipelines.infer_products import (
     InferResult,
     write_products,
 )
-from glitchflow.pipelines.preprocess import WRITE_CPUS, build_manifest
+from glitchflow.pipelines.preprocess import WRITE_CPUS
 from glitchflow.pipelines.runtime import check_shared_storage, check_stage_resources, claim_out
 from glitchflow.signal.conditioner import Conditioner
 from glitchflow.tracking.model_store import resolve_model
@@ -230,5 +231,5 @@ def run_inference(
             min_rows_per_file=inf.rows_per_file,
             ray_remote_args={"num_cpus": WRITE_CPUS},
         )
-    accounting = build_manifest(cfg, found, list(ckpt.channels), out / REPORTS, 0.0)
+    accounting = frame_accounting(found, out / REPORTS)
     return write_products(cfg, out, model, found, accounting, hveto, time.perf_counter() - t0)

@@ -29,6 +29,7 @@ from glitchflow.evaluate.hveto import apply_rounds, duration, intersect, merge_s
 from glitchflow.evaluate.selection import score_channels
 from glitchflow.io.atomic import atomic_path, write_json_atomic
 from glitchflow.io.frames import FrameFile, frame_name, read_frame, write_frame
+from glitchflow.io.manifest import FrameAccounting
 from glitchflow.io.spectrograms import read_columns, tensor_column
 from glitchflow.models.checkpoint import Checkpoint
 from glitchflow.models.geometry import model_rows
@@ -274,7 +275,7 @@ class InferResult:
     windows_expected: int
     windows_written: int
     windows_skipped: list[dict]
-    bad_channels: list
+    bad_channels: dict
     figures: dict[str, float]
     gated: dict
     baseline: dict | None
@@ -294,7 +295,7 @@ class InferResult:
 
 
 def write_products(
-    cfg: Config, out: Path, model, found, accounting: dict, hveto, wall: float
+    cfg: Config, out: Path, model, found, accounting: FrameAccounting, hveto, wall: float
 ) -> InferResult:
     """Every product of the run (see the module docstring); returns the result."""
     import time
@@ -306,7 +307,7 @@ def write_products(
     inf = cfg.infer
     strain = ckpt.strain_channel
     windows, live, segments = write_window_tables(out, strain, inf.veto_padding)
-    written = set(accounting["frames_written_files"])
+    written = set(accounting.frames_written_files)
     gated = (
         write_gated_frames(cfg, found.frames, written, strain, segments, live, out)
         if inf.write_gated_frames
@@ -331,13 +332,13 @@ def write_products(
     result = InferResult(
         model=model.describe(),
         channels=list(ckpt.channels),
-        frames_in=accounting["frames_in"],
-        frames_written=accounting["frames_written"],
-        frames_failed=accounting["frames_failed"],
-        windows_expected=accounting["windows_expected"],
+        frames_in=accounting.frames_in,
+        frames_written=accounting.frames_written,
+        frames_failed=accounting.frames_failed,
+        windows_expected=accounting.windows_expected,
         windows_written=len(windows),
-        windows_skipped=accounting["windows_skipped"],
-        bad_channels=accounting["bad_channels"],
+        windows_skipped=accounting.windows_skipped,
+        bad_channels=accounting.bad_channels,
         figures=figures,
         gated=gated,
         baseline=baseline,

@@ -43,10 +43,15 @@ import numpy as np
 
 from glitchflow.config import Config
 from glitchflow.io.frames import FrameFile
-from glitchflow.io.windows import window_starts
+from glitchflow.io.windows import ReadGrid, window_starts
 from glitchflow.pipelines.online_analyser import FrameAnalyser, FrameResult
 from glitchflow.pipelines.online_outputs import OnlinePublisher, Slot, slot_segments
-from glitchflow.pipelines.online_status import MetricsLogger, OnlineMetrics, StatusServer
+from glitchflow.pipelines.online_status import (
+    MetricsLogger,
+    OnlineMetrics,
+    OnlineResult,
+    StatusServer,
+)
 from glitchflow.pipelines.online_timeline import EPS, FrameTimeline
 from glitchflow.pipelines.runtime import check_resources
 from glitchflow.tracking.mlflow_tracking import default_tracking_uri
@@ -109,7 +114,8 @@ class OnlineService:
             for _ in range(on.workers)
         ]
         geo = ray.get(self.actors[0].geometry.remote())
-        self.edge, self.unit = geo["edge"], geo["unit"]
+        self.grid = ReadGrid(geo["edge"], geo["time_step"], geo["unit"])  # as infer reads
+        self.edge, self.unit = self.grid.edge, self.grid.unit
         strain = geo["channels"][0]
         self.publisher = OnlinePublisher(
             self.out, strain.split(":")[0], strain[0], on.state_channel, on.state_rate, on.frame_tag
@@ -133,7 +139,7 @@ class OnlineService:
         starts = window_starts(frame.start, frame.end, self.on.stride)
         if not len(starts):
             return None
-        lo = math.floor((starts[0] - self.edge) / self.unit + 1e-9) * self.unit
+        lo = self.grid.read_start(starts[0])
         return lo, float(starts[-1] + self.on.window + self.edge)
 
     @property
@@ -284,7 +290,7 @@ class OnlineService:
             self.results.pop(start, None)
             self.dispatched.discard(start)
 
-    def run(self) -> dict:
+    def run(self) -> OnlineResult:
         on = self.on
         server = StatusServer(self.metrics, on.status_host, on.status_port)
         logger = MetricsLogger(
@@ -342,7 +348,7 @@ class OnlineService:
             snapshot = self.metrics.snapshot()
             logger.close(snapshot, extra)
             server.close()
-        return snapshot | extra | {"out": str(self.out)}
+        return OnlineResult(**snapshot, **extra, out=str(self.out))
 
     def _signalled(self, signum, _frame) -> None:
         log.info("online: signal %d: finishing the frames in flight", signum)
@@ -357,6 +363,6 @@ def model_label(model) -> str:
 
 def run_online(
     cfg: Config, frames_dir, model_uri: str, out, tracking_uri=None, idle_exit=None, start=None
-) -> dict:
+) -> OnlineResult:
     """Run the service (see :class:`OnlineService`); returns its final status."""
     return OnlineService(cfg, frames_dir, model_uri, out, tracking_uri, idle_exit, start).run()

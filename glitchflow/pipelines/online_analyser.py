@@ -108,7 +108,7 @@ class FrameAnalyser:
         and the channels."""
         return {
             "edge": self.cond.edge_seconds,
-            "unit": float(read_grid_unit(self.cond.time_step)),
+            "unit": read_grid_unit(self.cond.time_step),
             "time_step": self.cond.time_step,
             "channels": list(self.predictor.channels),
         }

@@ -22,6 +22,7 @@ import os
 import threading
 import time
 from collections import Counter, deque
+from dataclasses import asdict, dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -30,6 +31,47 @@ import numpy as np
 from glitchflow.tracking.mlflow_tracking import default_artifact_location, start_run
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class OnlineResult:
+    """The final status of a ``glitchflow online`` run (as ``OUT/status.json`` and the
+    status route give it while it runs).  ``frames_in`` = ``frames_analysed`` +
+    ``frames_failed`` + ``frames_skipped`` + ``frames_pending``; ``failed`` and
+    ``skipped``: the latest frames with their reasons; latencies in s (frame file
+    appeared -> output frame written); ``analysed_s``, ``vetoed_s``, ``not_analysed_s``:
+    data seconds; ``published_until`` and ``newest_data``: GPS s."""
+
+    uptime_s: float
+    frames_in: int
+    frames_analysed: int
+    frames_failed: int
+    frames_skipped: int
+    frames_pending: int
+    skipped_by_reason: dict[str, int]
+    failed: list[dict]
+    skipped: list[dict]
+    frames_published: int
+    in_flight: int
+    backlog_s: float
+    published_until: float | None
+    newest_data: float | None
+    analysed_s: float
+    vetoed_s: float
+    not_analysed_s: float
+    latency_p50_s: float | None
+    latency_p99_s: float | None
+    latency_max_s: float | None
+    compute_p50_s: float | None
+    model_version: str
+    model_changes: list[dict]
+    status_url: str
+    model_uri: str
+    resumed: bool
+    out: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
 
 
 class OnlineMetrics:

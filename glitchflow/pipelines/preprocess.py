@@ -17,10 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
-from glitchflow.config import Config, config_hash, validate_config
+from glitchflow.config import Config, validate_config
 from glitchflow.io.atomic import write_json_atomic
 from glitchflow.io.channels import resolve_channels
 from glitchflow.io.frames import FrameFile, find_frames, make_blocks
+from glitchflow.io.manifest import MANIFEST, REPORTS, SHARDS, Manifest, build_manifest
 from glitchflow.io.windows import FrameWindowCutter
 from glitchflow.pipelines.runtime import (
     check_shared_storage,
@@ -33,9 +34,6 @@ from glitchflow.signal.conditioner import Conditioner
 
 log = logging.getLogger(__name__)
 
-SHARDS = "shards"
-REPORTS = "reports"
-MANIFEST = "manifest.json"
 #: CPUs of each Parquet write task; kept free beside the actors so writing streams
 WRITE_CPUS = 0.25
 
@@ -116,7 +114,7 @@ def run_preprocess(
     out: str | Path,
     channels_file: str | None = None,
     overwrite: bool = False,
-) -> dict:
+) -> Manifest:
     """Run the preprocessing stage on the current Ray cluster; returns the manifest.
 
     A previous run's shards, reports and manifest in ``out`` are refused (they would
@@ -164,65 +162,8 @@ def run_preprocess(
             min_rows_per_file=cfg.preprocess.rows_per_file,
             ray_remote_args={"num_cpus": WRITE_CPUS},
         )
-    manifest = build_manifest(cfg, found, channels, report_dir, time.perf_counter() - t0)
-    manifest["shard_files"] = shard_rows(staging / SHARDS)
-    write_json_atomic(staging / MANIFEST, manifest)
+    wall = time.perf_counter() - t0
+    manifest = build_manifest(cfg, found, channels, report_dir, staging / SHARDS, wall)
+    write_json_atomic(staging / MANIFEST, manifest.to_dict())
     publish(staging, out, [SHARDS, REPORTS, MANIFEST])
     return manifest
-
-
-def shard_rows(shards: Path) -> dict[str, int]:
-    """Rows of every Parquet file in ``shards`` (from the file footers), by file name."""
-    import pyarrow.parquet as pq
-
-    if not shards.is_dir():
-        return {}
-    return {p.name: pq.read_metadata(p).num_rows for p in sorted(shards.glob("*.parquet"))}
-
-
-def build_manifest(cfg: Config, found, channels: list[str], report_dir: Path, wall: float) -> dict:
-    """Sum the per-frame reports: every frame found is written or failed, with a reason."""
-    reports = {}
-    for path in sorted(report_dir.glob("*.json")):
-        rep = json.loads(path.read_text())
-        reports[rep["frame"]] = rep
-    failed = [{"file": e.path, "reason": e.reason} for e in found.failures]
-    written = []
-    for frame in found.frames:
-        rep = reports.get(frame.path)
-        if rep is None:
-            failed.append({"file": frame.path, "reason": "no report: the block did not run"})
-        elif rep["windows_written"] == 0 and rep["windows_expected"] > 0:
-            reason = "; ".join(rep["errors"]) or (
-                rep["skipped"][0]["reason"] if rep["skipped"] else ""
-            )
-            failed.append({"file": frame.path, "reason": reason or "no window written"})
-        else:
-            written.append(frame.path)
-    skipped = [
-        {"frame": rep["frame"], **item} for rep in reports.values() for item in rep["skipped"]
-    ]
-    bad = {rep["frame"]: rep["bad_channels"] for rep in reports.values() if rep["bad_channels"]}
-    n_in = len(found.frames) + len(found.failures)
-    rates: dict[str, float] = {}
-    for rep in reports.values():
-        rates.update(rep.get("rates", {}))
-    return {
-        "config": cfg.model_dump(mode="json"),
-        "config_hash": config_hash(cfg),
-        "channels": channels,
-        "sample_rates": {c: rates[c] for c in channels if c in rates},
-        "frames_in": n_in,
-        "frames_written": len(written),
-        "frames_written_files": written,
-        "frames_failed": failed,
-        "windows_expected": int(sum(r["windows_expected"] for r in reports.values())),
-        "windows_written": int(sum(r["windows_written"] for r in reports.values())),
-        "windows_skipped": skipped,
-        "bad_channels": bad,
-        "window_seconds": cfg.preprocess.window,
-        "stride_seconds": cfg.preprocess.stride,
-        "shards": SHARDS,
-        "nodes": sorted({rep.get("worker", "") for rep in reports.values()}),
-        "wall_seconds": round(wall, 3),
-    }

@@ -32,6 +32,7 @@ import torch
 from glitchflow.config import Config, with_overrides
 from glitchflow.io.atomic import write_json_atomic
 from glitchflow.io.frames import FrameFile, find_frames
+from glitchflow.io.manifest import load_manifest
 from glitchflow.models.checkpoint import Checkpoint
 from glitchflow.models.clusters import has_cluster
 from glitchflow.models.decisions import residual
@@ -40,7 +41,6 @@ from glitchflow.pipelines.generate import channel_order
 from glitchflow.pipelines.preprocess import run_preprocess
 from glitchflow.pipelines.scan import run_scan
 from glitchflow.pipelines.train import run_training
-from glitchflow.pipelines.training_data import load_manifest
 from glitchflow.tracking.mlflow_tracking import (
     default_artifact_location,
     default_tracking_uri,
@@ -187,19 +187,17 @@ def compare_and_promote(
     name = cfg.train.mlflow.registered_model
     client = mlflow.MlflowClient(uri, registry_uri=uri)
     manifest = load_manifest(holdout_dir)
-    shards = str((holdout_dir / manifest["shards"]).resolve())
+    shards = str(manifest.shard_dir(holdout_dir))
     threshold = cfg.train.snr2_threshold
     candidate = resolve_model(f"models:/{name}/{candidate_version}", uri)
-    scores = {
-        "candidate": score_on_windows(candidate.ckpt, shards, manifest["channels"], threshold)
-    }
+    scores = {"candidate": score_on_windows(candidate.ckpt, shards, manifest.channels, threshold)}
     try:
         production = resolve_model(f"models:/{name}@{rt.production_alias}", uri)
     except LookupError:
         production = None
     if production is not None:
         scores["production"] = score_on_windows(
-            production.ckpt, shards, manifest["channels"], threshold
+            production.ckpt, shards, manifest.channels, threshold
         )
     problems = holdout_problems(cfg, scores, production is not None)
     promote = not problems and better(cfg, scores["candidate"], scores.get("production"))

@@ -63,7 +63,6 @@ def loop_config(cfg: Config, data: TrainingData, out: Path) -> dict:
     n_aux = len(data.channels) - 1
     m = tr.model
     kwargs = arguments_from_settings(m.name, n_aux, m.base, m.depth, m.residual, m.attention)
-    manifest_cfg = data.manifest["config"]
     return {
         "seed": cfg.seed,
         "model": {"name": tr.model.name, "kwargs": kwargs},
@@ -80,14 +79,14 @@ def loop_config(cfg: Config, data: TrainingData, out: Path) -> dict:
         "image_every": tr.image_every,
         "threads": max(1, int(tr.cpus_per_worker)),
         "normalisation": data.normalisation,
-        "signal": manifest_cfg["signal"],
+        "signal": data.manifest.config["signal"],
         "channels": data.channels,
         "sample": {
             "crop": tr.crop,
             "clamp": tr.clamp,
-            "window": data.manifest["window_seconds"],
-            "stride": data.manifest["stride_seconds"],
-            "rates": data.manifest.get("sample_rates", {}),
+            "window": data.manifest.window_seconds,
+            "stride": data.manifest.stride_seconds,
+            "rates": data.manifest.sample_rates,
         },
         "tensorboard_dir": str((out / "tensorboard").resolve()),
     }

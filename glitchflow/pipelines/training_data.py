@@ -8,15 +8,15 @@ datasets for ``train`` / ``val`` / ``test`` (small: crops of selected channels).
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from glitchflow.config import Config, config_hash, validate_config
+from glitchflow.config import Config
 from glitchflow.io.dataset import assign_blocks, crop_rows, keep_background, normalisation
+from glitchflow.io.manifest import Manifest, load_manifest
 
 log = logging.getLogger(__name__)
 
@@ -27,69 +27,7 @@ class TrainingData:
     normalisation: dict
     channels: list[str]
     counts: dict
-    manifest: dict
-
-
-def load_manifest(data_dir: str | Path) -> dict:
-    """The manifest of a preprocessed dataset, checked against its shards.
-
-    Refused with a message naming the problem: no manifest (the run did not finish), a
-    manifest whose config does not match its own hash, shard files that another run
-    added or that are missing, row counts that differ from the manifest's, or rows whose
-    channel order is not the manifest's.  Training on mixed or partial data is silent
-    damage; this makes it loud."""
-    path = Path(data_dir) / "manifest.json"
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"{path}: no manifest; run `glitchflow preprocess` first (a run that did not "
-            "finish publishes nothing)"
-        )
-    manifest = json.loads(path.read_text())
-    problems = dataset_problems(Path(data_dir), manifest)
-    if problems:
-        raise ValueError(
-            f"{data_dir}: the shards do not match manifest.json: {'; '.join(problems)}. "
-            "Re-run `glitchflow preprocess --overwrite` into this directory."
-        )
-    return manifest
-
-
-def dataset_problems(data_dir: Path, manifest: dict) -> list[str]:
-    """Why the shards under ``data_dir`` are not the dataset ``manifest`` describes."""
-    import pyarrow.parquet as pq
-
-    problems = []
-    try:
-        if config_hash(validate_config(manifest["config"])) != manifest["config_hash"]:
-            problems.append("its config does not match its config_hash")
-    except (KeyError, ValueError) as exc:
-        problems.append(f"its config is unreadable ({str(exc)[:200]})")
-    expected = manifest.get("shard_files")
-    if expected is None:  # written before manifests listed their shards
-        return problems
-    shards = data_dir / manifest.get("shards", "shards")
-    found = {p.name: p for p in shards.glob("*.parquet")} if shards.is_dir() else {}
-    extra = sorted(set(found) - set(expected))
-    missing = sorted(set(expected) - set(found))
-    if extra:
-        problems.append(f"{len(extra)} shard files not of this run (e.g. {extra[0]})")
-    if missing:
-        problems.append(f"{len(missing)} shard files missing (e.g. {missing[0]})")
-    order = ";".join(manifest["channels"])
-    for name in sorted(set(found) & set(expected)):
-        rows = pq.read_metadata(found[name]).num_rows
-        if rows != expected[name]:
-            problems.append(f"{name} has {rows} rows, the manifest says {expected[name]}")
-            continue
-        channels = set(pq.read_table(found[name], columns=["channels"]).column(0).to_pylist())
-        if channels - {order}:
-            problems.append(f"{name} holds rows with another channel order than {order}")
-    total = sum(expected.values())
-    if total != manifest["windows_written"]:
-        problems.append(
-            f"shards list {total} rows, windows_written is {manifest['windows_written']}"
-        )
-    return problems
+    manifest: Manifest
 
 
 def split_counts(crops, data_dir, tr) -> dict:
@@ -137,10 +75,10 @@ def prepare_training_data(cfg: Config, data_dir: str | Path) -> TrainingData:
 
     tr = cfg.train
     manifest = load_manifest(data_dir)
-    channels = manifest["channels"]
+    channels = manifest.channels
     if len(channels) < 2:
         raise ValueError(f"{data_dir}: the dataset has no auxiliary channel to learn from")
-    shards = str((Path(data_dir) / manifest.get("shards", "shards")).resolve())
+    shards = str(manifest.shard_dir(data_dir))
     ds = ray.data.read_parquet(shards)
     # blocks in file order at every step: the same data and seed give the same batches
     ds.context.execution_options.preserve_order = True
@@ -148,14 +86,14 @@ def prepare_training_data(cfg: Config, data_dir: str | Path) -> TrainingData:
     if len(starts) == 0:
         raise ValueError(f"{data_dir}: the dataset has no windows")
     assignment = assign_blocks(starts, tr.split_block, tr.split_fractions, cfg.seed)
-    time_step = manifest["config"]["signal"]["qtransform"]["time_step"]
+    time_step = manifest.stage_config().signal.qtransform.time_step
     crops = ds.map_batches(
         crop_rows,
         fn_kwargs={
             "time_step": time_step,
             "crop": tr.crop,
             "clamp": tr.clamp,
-            "stride": manifest["stride_seconds"],
+            "stride": manifest.stride_seconds,
             "window_starts": {round(float(s), 6) for s in starts},
             "block": tr.split_block,
             "assignment": assignment,

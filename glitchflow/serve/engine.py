@@ -28,7 +28,7 @@ import torch
 from glitchflow.config import SignalConfig
 from glitchflow.config.base import validate_model
 from glitchflow.io.span import Segment
-from glitchflow.io.windows import read_grid_unit
+from glitchflow.io.windows import ReadGrid
 from glitchflow.models.checkpoint import Checkpoint
 from glitchflow.models.decisions import WindowDecision
 from glitchflow.models.inference import Predictor
@@ -101,11 +101,10 @@ class DecisionEngine:
                 f"window {self.window} s must be a multiple of {step} s and at least "
                 f"{self.predictor.crop} bins"
             )
-        unit = read_grid_unit(step)
-        edge = self.cond.edge_seconds
-        self.pad_before = math.ceil(edge / unit - 1e-9) * unit
-        self.pad_after = edge
-        self.first_bin = round((self.pad_before - edge) / step)
+        grid = ReadGrid.of(self.cond)  # the read arithmetic of infer and online
+        self.pad_before = grid.pad_before
+        self.pad_after = grid.edge
+        self.first_bin = grid.first_bin(self.pad_before, 0.0)
         self.frequencies = self.cond.frequencies[self.predictor.rows]
         self.subtraction = None
         if subtraction is not None:

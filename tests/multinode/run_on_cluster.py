@@ -25,7 +25,7 @@ def main() -> None:
             from glitchflow.pipelines.preprocess import run_preprocess
 
             manifest = run_preprocess(cfg, frames, out)
-            result = {"nodes": manifest["nodes"], "n": manifest["windows_written"]}
+            result = {"nodes": list(manifest.nodes), "n": manifest.windows_written}
         elif stage == "scan":
             from glitchflow.pipelines.scan import run_scan
 

@@ -31,18 +31,18 @@ def cleaned(tiny_subtraction, tiny_twin, ray_local, tmp_path_factory):
     last = tiny_twin.frames[-1]
     broken = frames / f"V-V1_GLITCHFLOW_TWIN-{int(FrameFile.from_path(last).end)}-32.gwf"
     broken.write_bytes(last.read_bytes()[:5000])
-    tracking = fit["registered"]["tracking_uri"]
-    summary = run_clean(cfg, frames, fit["registered"]["uri"], root / "out", tracking)
+    tracking = fit.registered["tracking_uri"]
+    summary = run_clean(cfg, frames, fit.registered["uri"], root / "out", tracking)
     return cfg, fit, summary, root
 
 
 def test_fit_registers_a_model_whose_blip_coupling_has_the_twin_delay(cleaned):
     cfg, fit, _, _ = cleaned
-    root = Path(fit["model"]).parent.parent
-    assert fit["registered"]["uri"] == f"models:/{cfg.clean.model_name}@candidate"
-    assert fit["training_triggers"]["V1:LSC_DARM_CORR"] >= 3
+    root = Path(fit.model).parent.parent
+    assert fit.registered["uri"] == f"models:/{cfg.clean.model_name}@candidate"
+    assert fit.training_triggers["V1:LSC_DARM_CORR"] >= 3
     # the twin's blips reach strain 5 ms after their witness
-    assert fit["group_delay_ms"]["V1:LSC_DARM_CORR"] == pytest.approx(
+    assert fit.group_delay_ms["V1:LSC_DARM_CORR"] == pytest.approx(
         1e3 * cfg.twin.families.blip.delay, abs=0.5
     )
     assert (root / "fit" / "couplings.png").stat().st_size > 0
@@ -88,6 +88,6 @@ def test_subtraction_removes_witnessed_glitches_and_leaves_glitch_free_noise(
 def test_clean_refuses_a_used_out_and_names_a_missing_model(cleaned, tmp_path):
     cfg, fit, _, root = cleaned
     with pytest.raises(FileExistsError):
-        run_clean(cfg, root / "frames", fit["model"], root / "out")
+        run_clean(cfg, root / "frames", fit.model, root / "out")
     with pytest.raises(FileNotFoundError, match=r"nowhere\.pt"):
         run_clean(cfg, root / "frames", str(tmp_path / "nowhere.pt"), tmp_path / "o")

@@ -169,36 +169,34 @@ def test_a_second_inference_into_the_same_out_is_refused(inferred, tiny_twin, ti
 def test_evaluate_scores_against_the_truth(inferred, tiny_twin, tmp_path):
     _, out, cfg = inferred
     report = run_evaluate(cfg, tiny_twin.truth_path, out, tmp_path)
-    learned = report["learned"]
+    learned = report.learned
     assert 0 <= learned["deadtime"] <= 1
     assert learned["witnessed_glitches"] > 0
     assert 0 <= learned["witnessed_efficiency"] <= 1
-    assert report["baseline"] is not None and len(report["baseline"]["roc"]) == len(
+    assert report.baseline is not None and len(report.baseline["roc"]) == len(
         cfg.evaluate.roc_thresholds
     )
     # the model's calibrated operating point is a point of its ROC, and the veto used it
-    op = report["operating_point"]
-    assert op["calibrated"] and op["veto_snr2"] in [
-        p["snr2_threshold"] for p in report["learned_roc"]
-    ]
-    at_op = next(p for p in report["learned_roc"] if p["snr2_threshold"] == op["veto_snr2"])
+    op = report.operating_point
+    assert op["calibrated"] and op["veto_snr2"] in [p["snr2_threshold"] for p in report.learned_roc]
+    at_op = next(p for p in report.learned_roc if p["snr2_threshold"] == op["veto_snr2"])
     assert at_op["deadtime"] == pytest.approx(learned["deadtime"], abs=1e-9)
     # per family, at fixed deadtimes, the ideal bound and the glitch time covered
     assert set(learned["at_deadtime"]) == {"0.001", "0.005", "0.01"}
     eff = list(learned["at_deadtime"].values())
     assert all(b >= a for a, b in itertools.pairwise(eff))
-    for family, row in report["per_family"].items():
+    for family, row in report.per_family.items():
         assert row["learned"]["glitches"] >= row["learned"]["vetoed"] >= 0
         assert row["baseline"] is not None
         assert 0 <= row["learned_efficiency_at_baseline_deadtime"] <= 1
         assert family == "unwitnessed" or 0 <= row["ideal_efficiency"] <= 1
-    assert 0 <= report["ideal"]["witnessed_efficiency"] <= 1
+    assert 0 <= report.ideal["witnessed_efficiency"] <= 1
     assert 0 <= learned["witnessed_coverage"] <= 1
     assert "Per family" in (tmp_path / "report.md").read_text()
     # a higher threshold never vetoes more time
-    dead = [p["deadtime"] for p in report["learned_roc"]]
+    dead = [p["deadtime"] for p in report.learned_roc]
     assert all(b <= a + 1e-12 for a, b in itertools.pairwise(dead))
-    curves = report["accuracy_curves"]
+    curves = report.accuracy_curves
     assert len(curves["veto_accuracy"]) == 50
     assert all(0 <= v <= 1 for v in curves["denoise_accuracy"])
     for name in ("report.json", "report.md", "roc.png", "accuracy.png", "denoise.png"):

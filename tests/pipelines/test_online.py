@@ -124,8 +124,8 @@ def reference(tiny_model, live_twin, ray_local, tmp_path_factory):
 
 def test_online_decides_as_infer_and_accounts_for_every_frame(reference):
     status, out, inf = reference
-    assert status["frames_in"] == N_FRAMES == status["frames_analysed"]
-    assert status["frames_failed"] == status["frames_skipped"] == status["frames_pending"] == 0
+    assert status.frames_in == N_FRAMES == status.frames_analysed
+    assert status.frames_failed == status.frames_skipped == status.frames_pending == 0
     # the same analysed time and the same veto segments as batch inference
     for name in ("live.csv", "vetoes.csv"):
         online, batch = pd.read_csv(out / name), pd.read_csv(inf / name)
@@ -198,11 +198,11 @@ def test_gaps_late_and_corrupt_frames(reference, live_twin, ray_local, tmp_path)
     feeder = _feed(live_twin, live, plan)
     status = run_online(_cfg(), live, _model_path(reference), out, idle_exit=2.0)
     feeder.join(timeout=60)
-    assert status["frames_in"] == N_FRAMES
-    assert status["frames_analysed"] == N_FRAMES - 2
-    assert [f["file"] for f in status["failed"]] == [live_twin[15].name]
-    assert status["skipped_by_reason"] == {"late": 1}
-    assert status["skipped"][0]["file"] == live_twin[20].name
+    assert status.frames_in == N_FRAMES
+    assert status.frames_analysed == N_FRAMES - 2
+    assert [f["file"] for f in status.failed] == [live_twin[15].name]
+    assert status.skipped_by_reason == {"late": 1}
+    assert status.skipped[0]["file"] == live_twin[20].name
     states, ref = _states(out), _states(ref_out)
     assert sorted(states) == sorted(ref)  # every slot published once, gap included
     kinds = {r["start"] - base: r["kind"] for r in _log(out)}
@@ -251,7 +251,7 @@ def test_kill_and_restart_publish_every_frame_once(reference, live_twin, ray_loc
     assert 0 < first < N_FRAMES, (tmp_path / "online.log").read_text()[-3000:]
     feeder.join(timeout=60)
     status = run_online(_cfg(), live, _model_path(reference), out, idle_exit=1.5)
-    assert status["resumed"]
+    assert status.resumed
     log_lines = _log(out)
     starts = [r["start"] for r in log_lines]
     assert starts == [base + k for k in range(N_FRAMES)]  # none twice, none missing
@@ -297,8 +297,8 @@ def test_a_promoted_model_is_picked_up_between_frames(
         idle_exit=6.0,
     )
     feeder.join(timeout=60)
-    assert status["model_version"] == str(second.version), status
-    assert [c["to"] for c in status["model_changes"]] == [str(second.version)]
+    assert status.model_version == str(second.version), status
+    assert [c["to"] for c in status.model_changes] == [str(second.version)]
     states, ref = _states(out), _states(ref_out)
     assert sorted(states) == sorted(ref), status  # no gap in the output across the swap
     versions = [int(states[s][1][0]) for s in sorted(states)]
@@ -331,5 +331,5 @@ def test_status_route_serves_the_metrics(reference, live_twin, ray_local, tmp_pa
     status = service.run()
     asker.join(timeout=30)
     (answer,) = answers
-    assert answer["frames_in"] <= status["frames_in"] == 8
+    assert answer["frames_in"] <= status.frames_in == 8
     assert {"backlog_s", "latency_p99_s", "model_version", "frames_pending"} <= set(answer)

@@ -47,20 +47,18 @@ def test_counts_schema_and_glitch_across_a_frame_boundary(tmp_path, ray_local):
     )
     cfg = _config()
     manifest = run_preprocess(cfg, tmp_path / "frames", tmp_path / "out")
-    assert manifest["frames_in"] == 3 == manifest["frames_written"]
-    assert manifest["frames_failed"] == []
-    assert manifest["windows_expected"] == manifest["windows_written"] + len(
-        manifest["windows_skipped"]
-    )
-    assert manifest["channels"] == [STRAIN, "V1:AUX_A", "V1:AUX_B"]
-    assert json.loads((tmp_path / "out" / "manifest.json").read_text()) == manifest
+    assert manifest.frames_in == 3 == manifest.frames_written
+    assert manifest.frames_failed == []
+    assert manifest.windows_expected == manifest.windows_written + len(manifest.windows_skipped)
+    assert manifest.channels == [STRAIN, "V1:AUX_A", "V1:AUX_B"]
+    assert json.loads((tmp_path / "out" / "manifest.json").read_text()) == manifest.to_dict()
     rows = _rows(tmp_path / "out")
-    assert len(rows) == manifest["windows_written"]
+    assert len(rows) == manifest.windows_written
     assert np.allclose(rows.gps_start % 3, 0) and np.allclose(rows.gps_end - rows.gps_start, 6)
-    assert rows.channels.iloc[0] == ";".join(manifest["channels"])
+    assert rows.channels.iloc[0] == ";".join(manifest.channels)
     # only windows within the padding of the data's start and end are skipped
     edge = Conditioner(cfg.signal).edge_seconds
-    for skip in manifest["windows_skipped"]:
+    for skip in manifest.windows_skipped:
         t = skip["gps_start"]
         assert t - edge < T0 or t + 6 + edge > T0 + 48, skip
 
@@ -104,13 +102,13 @@ def test_bad_frames_are_reported_and_the_rest_processed(tmp_path, ray_local):
     frames[2].write_bytes(raw[: len(raw) // 3])  # truncated frame
     (tmp_path / "frames" / "notes.gwf").write_text("not a frame")  # misnamed, unreadable
     manifest = run_preprocess(_config(), tmp_path / "frames", tmp_path / "out")
-    assert manifest["frames_in"] == 6
-    failed = {f["file"].rsplit("/", 1)[-1]: f["reason"] for f in manifest["frames_failed"]}
-    assert manifest["frames_written"] + len(failed) == 6
+    assert manifest.frames_in == 6
+    failed = {f["file"].rsplit("/", 1)[-1]: f["reason"] for f in manifest.frames_failed}
+    assert manifest.frames_written + len(failed) == 6
     assert "notes.gwf" in failed and "OBS-TAG" in failed["notes.gwf"]
     assert frames[2].name in failed and "truncated" in failed[frames[2].name]
     # the NaN channel and the missing channel are named, their frames still written
-    bad = manifest["bad_channels"]
+    bad = manifest.bad_channels
     assert "non-finite" in bad[str(frames[1])]["V1:AUX_A"]
     assert "not in frame" in bad[str(frames[3])]["V1:AUX_B"]
     rows = _rows(tmp_path / "out")
@@ -120,16 +118,16 @@ def test_bad_frames_are_reported_and_the_rest_processed(tmp_path, ray_local):
     nan_row = flagged[flagged.frame == frames[1].name].iloc[0]
     assert np.all(_spectrogram(nan_row)[1] == 0) and _spectrogram(nan_row)[0].max() > 0
     # windows next to the lost frame are skipped with the reason
-    reasons = {s["reason"] for s in manifest["windows_skipped"]}
+    reasons = {s["reason"] for s in manifest.windows_skipped}
     assert any("unreadable" in r or "gap" in r for r in reasons)
-    assert manifest["windows_expected"] == len(rows) + len(manifest["windows_skipped"])
+    assert manifest.windows_expected == len(rows) + len(manifest.windows_skipped)
 
 
 def test_gap_between_frames_is_reported(tmp_path, ray_local):
     write_test_frames(tmp_path / "frames", [T0, T0 + 16, T0 + 48, T0 + 64])
     manifest = run_preprocess(_config(), tmp_path / "frames", tmp_path / "out")
-    assert manifest["frames_written"] == 4 and manifest["frames_failed"] == []
-    skipped = [s for s in manifest["windows_skipped"] if "gap" in s["reason"]]
+    assert manifest.frames_written == 4 and manifest.frames_failed == []
+    skipped = [s for s in manifest.windows_skipped if "gap" in s["reason"]]
     assert any(T0 + 28 <= s["gps_start"] <= T0 + 50 for s in skipped)
     rows = _rows(tmp_path / "out")
     assert not ((rows.gps_start < T0 + 48) & (rows.gps_end > T0 + 32)).any()
@@ -147,9 +145,9 @@ def test_a_second_run_into_the_same_out_is_refused_or_replaces_never_mixes(tmp_p
     with pytest.raises(FileExistsError, match="--overwrite") as refused:
         run_preprocess(_config(), tmp_path / "frames", out)
     assert "shards" in str(refused.value) and str(out) in str(refused.value)
-    assert len(_rows(out)) == first["windows_written"]  # the refused run wrote nothing
+    assert len(_rows(out)) == first.windows_written  # the refused run wrote nothing
     again = run_preprocess(_config(), tmp_path / "frames", out, overwrite=True)
-    assert len(_rows(out)) == again["windows_written"] == first["windows_written"]
+    assert len(_rows(out)) == again.windows_written == first.windows_written
     assert (out / "notes.txt").read_text() == "mine"
 
 
@@ -160,7 +158,7 @@ def test_channel_file_from_scan_selects_and_orders_channels(tmp_path, ray_local)
     from glitchflow.pipelines.preprocess import run_preprocess as run
 
     manifest = run(_config(), tmp_path / "frames", tmp_path / "out", str(selected))
-    assert manifest["channels"] == [STRAIN, "V1:AUX_B"]
+    assert manifest.channels == [STRAIN, "V1:AUX_B"]
     assert _spectrogram(_rows(tmp_path / "out").iloc[0]).shape == (2, 64, 256)
     shutil.rmtree(tmp_path / "out")
 
@@ -174,7 +172,7 @@ def test_a_run_killed_mid_write_publishes_nothing_and_the_next_run_is_complete(t
     import signal
     import time
 
-    from glitchflow.pipelines.training_data import load_manifest
+    from glitchflow.io.manifest import load_manifest
     from tests.conftest import start_cli
 
     write_test_frames(tmp_path / "frames", [T0 + 16 * k for k in range(8)])
@@ -207,21 +205,21 @@ def test_a_run_killed_mid_write_publishes_nothing_and_the_next_run_is_complete(t
     with pytest.raises(FileNotFoundError, match="no manifest"):
         load_manifest(out)
     manifest = run_preprocess(_config(), tmp_path / "frames", out)
-    assert manifest["frames_written"] == 8
+    assert manifest.frames_written == 8
     assert not list(out.glob(".staging-*"))  # the dead run's unpublished output is gone
-    assert load_manifest(out)["windows_written"] == len(_rows(out))
+    assert load_manifest(out).windows_written == len(_rows(out))
 
 
 def test_readers_refuse_shards_that_do_not_match_the_manifest(tmp_path, ray_local):
     """A shard added by another run, a missing shard, or a tampered config: the dataset is
     refused with the reason, before training or generating on it."""
-    from glitchflow.pipelines.training_data import load_manifest
+    from glitchflow.io.manifest import load_manifest
 
     write_test_frames(tmp_path / "frames", [T0, T0 + 16])
     out = tmp_path / "out"
     manifest = run_preprocess(_config(), tmp_path / "frames", out)
-    assert sum(manifest["shard_files"].values()) == manifest["windows_written"] > 0
-    assert load_manifest(out)["channels"] == manifest["channels"]
+    assert sum(manifest.shard_files.values()) == manifest.windows_written > 0
+    assert load_manifest(out).channels == manifest.channels
     shard = sorted((out / "shards").glob("*.parquet"))[0]
     extra = out / "shards" / "zz-another-run.parquet"
     shutil.copy(shard, extra)

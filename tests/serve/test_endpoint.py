@@ -48,7 +48,7 @@ def _deploy(tiny_model, tiny_subtraction, port: int, user_config: dict | None = 
         "serve.num_replicas=2",  # reload must reach both
         "serve.cpus_per_replica=0.5",
         "serve.sync_interval_s=0.2",
-        f"serve.clean_model={tiny_subtraction[0]['model']}",
+        f"serve.clean_model={tiny_subtraction[0].model}",
     ]
     cfg = load_config(CONFIGS / "demo.yaml", overrides)
     return start_endpoint(
