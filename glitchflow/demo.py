@@ -55,15 +55,37 @@ def run_demo(
     lines.append(f"[synth]  {twin.summary()}")
     lines.append("         glitches by family: " + ", ".join(f"{k}={v}" for k, v in counts.items()))
 
-    from glitchflow.io.truth import true_witness_channels
-    from glitchflow.pipelines.preprocess import run_preprocess
     from glitchflow.pipelines.runtime import init_ray, route_ray_logs
-    from glitchflow.pipelines.scan import run_scan
 
     init_ray()
     route_ray_logs(workdir / "logs" / "glitchflow-demo.log")  # Ray's INFO lines go there
     lines.append(f"         logs: {workdir / 'logs'} (glitchflow --verbose demo: on the console)")
     frames = twin.frames[0].parent
+    lines += scan_and_preprocess(cfg, frames, truth, workdir)
+
+    from glitchflow.pipelines.train import run_training
+
+    trained = run_training(cfg, workdir / "dataset", workdir / "train", overwrite=True)
+    lines += training_lines(cfg, trained)
+    if not skip_tune:
+        lines += small_search(config, overrides, workdir, trained)
+    lines += held_out_scorecard(config, overrides, cfg, workdir, trained)
+    lines += served_request(cfg, workdir, trained)
+    lines.append(f"         MLflow:      mlflow ui --backend-store-uri {trained.tracking_uri}")
+    lines.append(f"         TensorBoard: tensorboard --logdir {trained.tensorboard}")
+    lines.append(f"done in {time.perf_counter() - t0:.1f} s")
+    print("\n".join(lines))
+    return 0
+
+
+def scan_and_preprocess(cfg, frames: Path, truth, workdir: Path) -> list[str]:
+    """Select the witnesses (scored against the twin's truth) and preprocess the twin
+    with them; returns the summary lines."""
+    from glitchflow.io.truth import true_witness_channels
+    from glitchflow.pipelines.preprocess import run_preprocess
+    from glitchflow.pipelines.scan import run_scan
+
+    lines = []
     scan = run_scan(cfg, frames, workdir / "scan", overwrite=True)
     truth_set = true_witness_channels(truth)
     for rule, chosen in (("significance", scan.selected), ("seed", scan.seed_rule_selected)):
@@ -89,9 +111,13 @@ def run_demo(
         f"{len(manifest.channels)} channels in {manifest.wall_seconds:.1f} s "
         f"({workdir / 'dataset'})"
     )
-    from glitchflow.pipelines.train import run_training
+    return lines
 
-    trained = run_training(cfg, workdir / "dataset", workdir / "train", overwrite=True)
+
+def training_lines(cfg, trained: TrainResult) -> list[str]:
+    """The training run's summary lines: epochs, test-split figures, the calibrated veto
+    and the registered model."""
+    lines = []
     test = trained.test
     lines.append(
         f"[train]  {trained.epochs_run} epochs of {cfg.train.model.name} "
@@ -108,15 +134,7 @@ def run_demo(
             f"{veto['val_efficiency']:.0%} of {veto['glitches']} validation glitches"
         )
     lines.append(f"         registered {trained.registered.uri}")
-    if not skip_tune:
-        lines += small_search(config, overrides, workdir, trained)
-    lines += held_out_scorecard(config, overrides, cfg, workdir, trained)
-    lines += served_request(cfg, workdir, trained)
-    lines.append(f"         MLflow:      mlflow ui --backend-store-uri {trained.tracking_uri}")
-    lines.append(f"         TensorBoard: tensorboard --logdir {trained.tensorboard}")
-    lines.append(f"done in {time.perf_counter() - t0:.1f} s")
-    print("\n".join(lines))
-    return 0
+    return lines
 
 
 def held_out_scorecard(config, overrides, cfg, workdir: Path, trained: TrainResult) -> list[str]:

@@ -117,42 +117,61 @@ def evaluate_subtraction(
         white = _whiten_with(r, [tw - s, tw, r - s], fs, signal.conditioning)
         t0 = seg_clean.start + signal.conditioning.filter_duration / 2
         mine = truth[(truth.gps_peak >= frame.start) & (truth.gps_peak < frame.end)]
-        for g in mine.itertuples():
-            if g.family not in WITNESSED_FAMILIES or g.strain_snr < min_snr:
-                continue
-            half = g.duration / 2 + MARGIN
-            a = round((g.gps_peak - half - t0) * fs)
-            b = round((g.gps_peak + half - t0) * fs)
-            if a < 0 or b > white.shape[-1]:
-                log.warning("subtraction: glitch %d runs past the data; not scored", g.id)
-                continue
-            injected = float(np.linalg.norm(white[2, a:b]))
-            residual = float(np.linalg.norm(white[1, a:b]))
-            rows.append(
-                {
-                    "id": int(g.id),
-                    "family": g.family,
-                    "gps_peak": g.gps_peak,
-                    "strain_snr": g.strain_snr,
-                    "injected_snr": round(injected, 3),
-                    "residual_snr": round(residual, 3),
-                    "reduction": round(1 - residual / max(injected, 1e-12), 4),
-                }
-            )
-        # glitch-free chunks of the frame: PSDs of raw and cleaned (whitened, so flat ~1)
-        chunk = 2.0
-        busy = truth[["gps_peak", "duration"]].to_numpy()
-        for c0 in np.arange(frame.start, frame.end - chunk + 1e-9, chunk):
-            near = np.abs(busy[:, 0] - (c0 + chunk / 2)) < chunk / 2 + busy[:, 1] / 2 + 1.0
-            if near.any():
-                continue
-            a = round((c0 - t0) * fs)
-            if a < 0 or a + round(chunk * fs) > white.shape[-1]:
-                continue
-            psd_raw = psd_raw + _welch_sum(white[0, a:], fs, chunk)
-            psd_clean = psd_clean + _welch_sum(white[3, a:], fs, chunk)
+        rows += glitch_rows(mine, white, t0, fs, min_snr)
+        raw, cleaned = glitch_free_psds(truth, frame.start, frame.end, white, t0, fs)
+        psd_raw, psd_clean = psd_raw + raw, psd_clean + cleaned
         frames_scored += 1
     return summarise(pd.DataFrame(rows), psd_raw, psd_clean, fs, frames_scored)
+
+
+def glitch_rows(glitches, white: np.ndarray, t0: float, fs: float, min_snr: float) -> list[dict]:
+    """One row per witnessed glitch of ``glitches`` (truth rows) with strain SNR >=
+    ``min_snr``: injected SNR (whitened norm of the glitch alone) and residual SNR
+    (whitened norm of cleaned minus glitch-free strain) over the glitch +- MARGIN s.
+    ``white``: (4, samples) whitened [raw, residual, injected glitch, cleaned] from
+    GPS ``t0`` at ``fs`` Hz."""
+    rows = []
+    for g in glitches.itertuples():
+        if g.family not in WITNESSED_FAMILIES or g.strain_snr < min_snr:
+            continue
+        half = g.duration / 2 + MARGIN
+        a = round((g.gps_peak - half - t0) * fs)
+        b = round((g.gps_peak + half - t0) * fs)
+        if a < 0 or b > white.shape[-1]:
+            log.warning("subtraction: glitch %d runs past the data; not scored", g.id)
+            continue
+        injected = float(np.linalg.norm(white[2, a:b]))
+        residual = float(np.linalg.norm(white[1, a:b]))
+        rows.append(
+            {
+                "id": int(g.id),
+                "family": g.family,
+                "gps_peak": g.gps_peak,
+                "strain_snr": g.strain_snr,
+                "injected_snr": round(injected, 3),
+                "residual_snr": round(residual, 3),
+                "reduction": round(1 - residual / max(injected, 1e-12), 4),
+            }
+        )
+    return rows
+
+
+def glitch_free_psds(truth, start: float, end: float, white, t0: float, fs: float, chunk=2.0):
+    """Summed Welch PSDs of raw and cleaned whitened strain (rows 0 and 3 of ``white``)
+    over the ``chunk``-s stretches of [start, end) (GPS s) that no glitch of the truth
+    comes within 1 s of (whitened, so flat near 1)."""
+    psd_raw, psd_clean = 0.0, 0.0
+    busy = truth[["gps_peak", "duration"]].to_numpy()
+    for c0 in np.arange(start, end - chunk + 1e-9, chunk):
+        near = np.abs(busy[:, 0] - (c0 + chunk / 2)) < chunk / 2 + busy[:, 1] / 2 + 1.0
+        if near.any():
+            continue
+        a = round((c0 - t0) * fs)
+        if a < 0 or a + round(chunk * fs) > white.shape[-1]:
+            continue
+        psd_raw = psd_raw + _welch_sum(white[0, a:], fs, chunk)
+        psd_clean = psd_clean + _welch_sum(white[3, a:], fs, chunk)
+    return psd_raw, psd_clean
 
 
 def summarise(rows: pd.DataFrame, psd_raw, psd_clean, fs: float, frames_scored: int) -> dict:

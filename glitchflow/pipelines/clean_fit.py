@@ -216,6 +216,35 @@ class FitCleanResult:
         return asdict(self)
 
 
+def split_blocks(blocks: list, c, frames_dir) -> tuple[list, list]:
+    """Training and held-out blocks: every ``round(1 / clean.validation_fraction)``-th
+    block is held out (none when the fraction is 0)."""
+    every = max(2, round(1 / c.validation_fraction)) if c.validation_fraction > 0 else 0
+    val = [b for i, b in enumerate(blocks) if every and i % every == every - 1]
+    train = [b for i, b in enumerate(blocks) if not (every and i % every == every - 1)]
+    if not train:
+        raise ValueError(f"{frames_dir}: every block is held out; lower clean.validation_fraction")
+    return train, val
+
+
+def run_blocks(blocks: list, cfg_json: dict, frames: list, witnesses, firs, what: str, cpus):
+    """One pass of :func:`block_pass` over ``blocks`` of frames in Ray tasks of ``cpus``
+    CPUs, with a progress bar; returns the blocks' results in block order.  ``firs``: the
+    couplings of the previous pass (None in the first)."""
+    import ray
+
+    task = ray.remote(num_cpus=cpus)(block_pass)
+    refs = [task.remote(cfg_json, [f.path for f in b], frames, witnesses, firs) for b in blocks]
+    done = {}
+    with tqdm(total=len(refs), desc=f"fit-clean {what}", unit="block") as bar:
+        pending = list(refs)
+        while pending:
+            ready, pending = ray.wait(pending, num_returns=1)
+            done[ready[0]] = ray.get(ready[0])
+            bar.update(1)
+    return [done[r] for r in refs]
+
+
 def run_fit_clean(
     cfg: Config,
     frames_dir: str | Path,
@@ -226,7 +255,6 @@ def run_fit_clean(
     overwrite: bool = False,
 ) -> FitCleanResult:
     """Fit the couplings over ``frames_dir``; write the products; return the summary."""
-    import ray
 
     t0 = time.perf_counter()
     c = cfg.clean
@@ -236,29 +264,12 @@ def run_fit_clean(
         raise FileNotFoundError(f"{frames_dir}: no frames to fit the couplings on")
     check_resources(c.resources.cpus_per_worker, 0.0, "fit-clean")
     out = claim_out(out, FIT_PRODUCTS, "fit-clean", overwrite)
-    blocks = make_blocks(found.frames, c.frames_per_block)
-    every = max(2, round(1 / c.validation_fraction)) if c.validation_fraction > 0 else 0
-    val = [b for i, b in enumerate(blocks) if every and i % every == every - 1]
-    train = [b for i, b in enumerate(blocks) if not (every and i % every == every - 1)]
-    if not train:
-        raise ValueError(f"{frames_dir}: every block is held out; lower clean.validation_fraction")
-    frames = [(f.path, f.start, f.duration) for f in found.frames]
-    cfg_json = cfg.model_dump(mode="json")
-    task = ray.remote(num_cpus=c.resources.cpus_per_worker)(block_pass)
+    train, val = split_blocks(make_blocks(found.frames, c.frames_per_block), c, frames_dir)
     lags = fir_lags(c.fir_before, c.fir_after, cfg.signal.sample_rate)
+    args = (cfg.model_dump(mode="json"), [(f.path, f.start, f.duration) for f in found.frames])
 
-    def run(blocks_, what: str, state=None):
-        refs = [
-            task.remote(cfg_json, [f.path for f in b], frames, witnesses, state) for b in blocks_
-        ]
-        done = {}
-        with tqdm(total=len(refs), desc=f"fit-clean {what}", unit="block") as bar:
-            pending = list(refs)
-            while pending:
-                ready, pending = ray.wait(pending, num_returns=1)
-                done[ready[0]] = ray.get(ready[0])
-                bar.update(1)
-        return [done[r] for r in refs]
+    def run(blocks: list, what: str, firs=None) -> list[dict]:
+        return run_blocks(blocks, *args, witnesses, firs, what, c.resources.cpus_per_worker)
 
     first = run(train, "pass 1")
     firs, _, _ = _solve(first, lags, cfg, witnesses)
