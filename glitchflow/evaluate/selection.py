@@ -96,29 +96,34 @@ def scan_block(
         ]
         if with_strain:
             out["strain"].append(_pack(trig[0]))
-        masks = dilate(peak_mask(spec, scan.snr2_threshold), *scan.mask_dilation)
-        n_win = spec.shape[-1] // bins_per_window
-        if n_win == 0:
-            continue
-        shaped = masks[..., : n_win * bins_per_window].reshape(
-            len(names), masks.shape[1], n_win, bins_per_window
-        )
-        per_window = shaped.transpose(0, 2, 1, 3).reshape(len(names), n_win, -1)
-        s_mask = per_window[0]
+        per_window = window_masks(spec, scan, bins_per_window)
         for i, name in enumerate(names[1:], start=1):
-            a_mask = per_window[i]
             out["aux"][name].append(_pack(trig[i]))
-            stats = np.stack(
-                [
-                    s_mask.sum(1),
-                    a_mask.sum(1),
-                    (s_mask & a_mask).sum(1),
-                    (s_mask | a_mask).sum(1),
-                ],
-                axis=1,
-            )
-            out["windows"][name].append(stats.tolist())
+            if per_window is not None:
+                out["windows"][name].append(mask_overlaps(per_window[0], per_window[i]).tolist())
     return out
+
+
+def window_masks(spec: np.ndarray, scan, bins_per_window: int) -> np.ndarray | None:
+    """Dilated peak masks of ``spec`` (channel, freq, bins) cut into whole windows of
+    ``bins_per_window`` bins -> (channel, window, freq * bins) bool; None when the span
+    holds no whole window."""
+    masks = dilate(peak_mask(spec, scan.snr2_threshold), *scan.mask_dilation)
+    n_win = spec.shape[-1] // bins_per_window
+    if n_win == 0:
+        return None
+    shaped = masks[..., : n_win * bins_per_window].reshape(
+        len(spec), masks.shape[1], n_win, bins_per_window
+    )
+    return shaped.transpose(0, 2, 1, 3).reshape(len(spec), n_win, -1)
+
+
+def mask_overlaps(strain: np.ndarray, aux: np.ndarray) -> np.ndarray:
+    """Per window (rows of the (window, pixels) masks): strain pixels, aux pixels, their
+    intersection and union -> (window, 4) int."""
+    return np.stack(
+        [strain.sum(1), aux.sum(1), (strain & aux).sum(1), (strain | aux).sum(1)], axis=1
+    )
 
 
 def trials_corrected(significance: float, trials: int) -> float:

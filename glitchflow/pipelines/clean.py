@@ -149,6 +149,38 @@ class CleanResult:
         return asdict(self)
 
 
+def clean_blocks(cfg: Config, frames: list, state: Path, out: Path) -> tuple[list, list]:
+    """Clean ``frames`` block by block on Ray Data (:class:`BlockCleaner` actors holding
+    the subtraction model saved at ``state``), writing cleaned frames under ``out``;
+    returns the per-glitch rows and the per-frame reports."""
+    import ray
+
+    res = cfg.clean.resources
+    blocks = make_blocks(frames, cfg.clean.frames_per_block)
+    rows, reports = [], []
+    if not blocks:
+        return rows, reports
+    items = [{"paths": json.dumps([f.path for f in b])} for b in blocks]
+    ds = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
+        BlockCleaner,
+        fn_constructor_kwargs={
+            "model_state": str(state),
+            "frames": [(f.path, f.start, f.duration) for f in frames],
+            "out": str(out),
+            "tag": cfg.clean.frame_tag,
+            "dtype": cfg.clean.output_dtype,
+            "threads": max(1, math.floor(res.cpus_per_worker)),
+        },
+        batch_size=1,
+        compute=ray.data.ActorPoolStrategy(size=min(res.workers, len(items))),
+        num_cpus=res.cpus_per_worker,
+    )
+    for item in ds.take_all():
+        rows += json.loads(item["rows"])
+        reports += json.loads(item["reports"])
+    return rows, reports
+
+
 def run_clean(
     cfg: Config,
     frames_dir: str | Path,
@@ -159,7 +191,6 @@ def run_clean(
 ) -> CleanResult:
     """Clean every frame in ``frames_dir``; write the products; return the summary."""
     import pandas as pd
-    import ray
 
     t0 = time.perf_counter()
     model, described = resolve_subtraction(model_uri, tracking_uri)  # fails fast
@@ -171,28 +202,7 @@ def run_clean(
     check_shared_storage(frames_dir, out)
     state = out / ".model.pt"
     model.save(state)
-    blocks = make_blocks(found.frames, cfg.clean.frames_per_block)
-    frames = [(f.path, f.start, f.duration) for f in found.frames]
-    rows, reports = [], []
-    if blocks:
-        items = [{"paths": json.dumps([f.path for f in b])} for b in blocks]
-        ds = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
-            BlockCleaner,
-            fn_constructor_kwargs={
-                "model_state": str(state),
-                "frames": frames,
-                "out": str(out),
-                "tag": cfg.clean.frame_tag,
-                "dtype": cfg.clean.output_dtype,
-                "threads": max(1, math.floor(res.cpus_per_worker)),
-            },
-            batch_size=1,
-            compute=ray.data.ActorPoolStrategy(size=min(res.workers, len(items))),
-            num_cpus=res.cpus_per_worker,
-        )
-        for item in ds.take_all():
-            rows += json.loads(item["rows"])
-            reports += json.loads(item["reports"])
+    rows, reports = clean_blocks(cfg, found.frames, state, out)
     state.unlink(missing_ok=True)
     table = pd.DataFrame(rows)
     with atomic_path(out / "glitches.csv") as tmp:

@@ -169,6 +169,7 @@ def run_scan(
 def write_outputs(
     out: Path, cfg: Config, rows: list[dict], rounds, ctx: dict, summary: dict
 ) -> None:
+    """selected_channels.json, channels.csv, hveto.json, ranking.png and report.txt."""
     selected = [
         {
             k: r[k]
@@ -214,6 +215,12 @@ def write_outputs(
         },
     )
     plot_ranking(rows, out / "ranking.png", cfg)
+    (out / "report.txt").write_text(report_text(cfg, rows, rounds, summary))
+
+
+def report_text(cfg: Config, rows: list[dict], rounds, summary: dict) -> str:
+    """``report.txt``: the selection, every channel's scores (best threshold and window)
+    and the hveto rounds, as a person reads them."""
     lines = [
         f"glitchflow scan: {summary['channels_scanned']} channels, "
         f"{summary['livetime_s']:.0f} s live, {summary['strain_triggers']} strain triggers "
@@ -246,7 +253,7 @@ def write_outputs(
         lines += ["", "failed frames:"] + [
             f"  {f['file']}: {f['reason']}" for f in summary["frames_failed"]
         ]
-    (out / "report.txt").write_text("\n".join(lines) + "\n")
+    return "\n".join(lines) + "\n"
 
 
 def plot_ranking(rows: list[dict], path: Path, cfg: Config) -> None:
