@@ -70,7 +70,7 @@ def whiten_block(
     cfg = cond.signal.conditioning
     fs = cond.sample_rate
     white, psd = cond.whiten_with_psd(x, rates)
-    white = white[0].numpy()
+    white = white[0].double().numpy()
     t0 = seg.start + (x.shape[-1] - white.shape[-1]) / 2 / fs
     triggers = []
     if witnesses:

@@ -88,7 +88,15 @@ class Conditioner(nn.Module):
         stack them into ``(batch, channel, time)``; lengths are cut to the shortest."""
         if len(channels) != len(rates):
             raise ValueError(f"{len(channels)} channels but {len(rates)} sample rates")
-        out = [resample(x, rate, self.sample_rate) for x, rate in zip(channels, rates)]
+        out: list[Tensor | None] = [None] * len(channels)
+        groups: dict[tuple[float, tuple], list[int]] = {}
+        for i, (x, rate) in enumerate(zip(channels, rates)):
+            groups.setdefault((float(rate), tuple(x.shape)), []).append(i)
+        for (rate, _), members in groups.items():  # one resampling per rate
+            batch = torch.stack([channels[i] for i in members], dim=-2)
+            done = resample(batch, rate, self.sample_rate)
+            for k, i in enumerate(members):
+                out[i] = done[..., k, :]
         n = min(x.shape[-1] for x in out)
         return torch.stack([x[..., :n] for x in out], dim=1)
 
@@ -111,11 +119,16 @@ class Conditioner(nn.Module):
         """:meth:`whiten`, and the PSD it used ``(batch, channel, freq)`` on a
         ``1 / fftlength`` Hz grid (to undo the whitening of a subtracted signal)."""
         cfg = self.signal.conditioning
+        # whitening does not depend on a channel's scale: bring every channel to unit
+        # RMS (in double: strain is ~1e-21) and do the heavy FFTs in single precision
         x = x.double()
-        psd = welch_psd(x, self.sample_rate, cfg.fftlength, cfg.overlap, cfg.average)
+        scale = x.std(dim=-1, keepdim=True)
+        scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+        unit = (x / scale).float()
+        psd = welch_psd(unit, self.sample_rate, cfg.fftlength, cfg.overlap, cfg.average)
         limits = self.band_limits(rates, x.device) if rates is not None else None
         white = whiten_segment(
-            x,
+            unit,
             psd,
             1.0 / cfg.fftlength,
             self.sample_rate,
@@ -123,7 +136,7 @@ class Conditioner(nn.Module):
             cfg.highpass,
             band_limit=limits,
         )
-        return white, psd
+        return white, psd.double() * scale.square()
 
     def transform(self, white: Tensor, rates: Sequence[float] | None = None) -> Tensor:
         """Q-transform data from :meth:`whiten` (trimmed to the bin grid and to whole bins);

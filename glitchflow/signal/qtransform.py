@@ -13,11 +13,14 @@ sampling, for triggers at the tiles' resolution.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from scipy.interpolate import make_interp_spline
 from torch import Tensor, nn
+
+from glitchflow.signal.fast import median
 
 #: maximum fractional energy mismatch between neighbouring tiles (gwpy's default)
 TILE_MISMATCH = 0.2
@@ -56,6 +59,42 @@ def cubic_spline_periodic(values: Tensor, positions: Tensor) -> Tensor:
     )  # (m, 4)
     index = (base.long()[:, None] + torch.arange(-1, 3, device=values.device)) % n
     return (coeffs[..., index] * weights).sum(-1)
+
+
+#: input lengths whose plans one QTransform keeps (scan, preprocess and serving use a few)
+PLAN_CACHE_SIZE = 16
+
+
+@dataclass(frozen=True)
+class RowGroup:
+    """Tile rows sharing one sampling: ``members`` index the plan's tiles; ``length``
+    samples per row over the input; ``bands``: per row, the first spectrum bin of its
+    band, the band's half width ``h`` (bins) and its ``2 h + 1`` float32 window values
+    (normalisation folded in), placed at frequencies ``-h..h`` of the row's inverse FFT;
+    ``pool`` (n_bins, width) the tile
+    samples inside each output bin (reduction ``max``; None for ``interpolate``);
+    ``median_stride``: every how many samples are gwpy's tile samples (the median that
+    normalises a row is taken over those, exactly gwpy's)."""
+
+    members: np.ndarray
+    length: int
+    bands: tuple[tuple[int, int, Tensor], ...]
+    pool: Tensor | None
+    median_stride: int
+
+
+@dataclass(frozen=True)
+class QPlan:
+    """Everything a transform of ``n`` input samples needs that does not depend on the
+    data (built once per input length and device, as ml4gw's QTile keeps its windows as
+    buffers): the tile ``tiles`` (Hz), the row groups, and ``interp`` (n_freq, n_tiles)
+    float32, the cubic spline along frequency onto the output rows."""
+
+    n: int
+    n_bins: int
+    tiles: np.ndarray
+    groups: tuple[RowGroup, ...]
+    interp: Tensor
 
 
 def log_frequencies(frange: tuple[float, float], n_freq: int) -> np.ndarray:
@@ -126,6 +165,7 @@ class QTransform(nn.Module):
         self.register_buffer(
             "frequencies", torch.tensor(log_frequencies(frange, n_freq)), persistent=False
         )
+        self._plans: dict[tuple[int, str], QPlan] = {}
 
     @property
     def n_freq(self) -> int:
@@ -152,6 +192,19 @@ class QTransform(nn.Module):
         raw = fmin * np.exp(2 / math.sqrt(2 + self.q**2) * (np.arange(nfreq) + 0.5) * step)
         return np.unique(np.floor(raw * duration) / duration)
 
+    def plan(self, n: int, device: torch.device | str = "cpu") -> QPlan:
+        """The :class:`QPlan` of an input of ``n`` samples on ``device``, built on first
+        use and cached (the last :data:`PLAN_CACHE_SIZE` lengths per instance)."""
+        device = torch.device(device)
+        key = (int(n), str(device))
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = self._build_plan(int(n), device)
+            while len(self._plans) >= PLAN_CACHE_SIZE:
+                self._plans.pop(next(iter(self._plans)), None)
+            self._plans[key] = plan
+        return plan
+
     def forward(self, x: Tensor, row_max_frequency: Tensor | None = None) -> Tensor:
         """Transform ``x`` (batch, channel, time).
 
@@ -166,52 +219,50 @@ class QTransform(nn.Module):
             raise ValueError(
                 f"input length {n} is not a multiple of {self.samples_per_bin} samples per bin"
             )
-        n_bins = n // self.samples_per_bin
-        tiles = self.tile_frequencies(n / self.sample_rate)
-        rows = x.new_zeros((*x.shape[:-1], len(tiles), n_bins), dtype=torch.float32)
-        for members, energy in self.tile_energies(x, n_bins):
+        plan = self.plan(n, x.device)
+        rows = x.new_zeros((*x.shape[:-1], len(plan.tiles), plan.n_bins), dtype=torch.float32)
+        for group, energy in zip(plan.groups, self._energies(x, plan)):
             if self.reduction == "max":
-                index = self._pool_index(energy.shape[-1], n_bins)
-                rows[..., members, :] = energy[..., index].amax(-1)
+                rows[..., group.members, :] = energy[..., group.pool].amax(-1)
             else:
-                positions = torch.arange(n_bins, dtype=torch.float64, device=x.device)
-                ntiles = energy.shape[-1]
-                rows[..., members, :] = cubic_spline_periodic(energy, positions * (ntiles / n_bins))
+                positions = torch.arange(plan.n_bins, dtype=torch.float64, device=x.device)
+                scale = group.length / plan.n_bins
+                rows[..., group.members, :] = cubic_spline_periodic(energy, positions * scale)
         if row_max_frequency is not None:
             limit = row_max_frequency.to(rows.device, torch.float64)
-            tile_keep = torch.from_numpy(tiles).to(rows.device)[None, :] <= limit[:, None]
+            tile_keep = torch.from_numpy(plan.tiles).to(rows.device)[None, :] <= limit[:, None]
             rows = rows * tile_keep[None, :, :, None]
-        interp = torch.from_numpy(spline_matrix(tiles, self.frequencies.cpu().numpy()))
-        energy = torch.einsum("ok,bckt->bcot", interp.to(rows), rows)
+        energy = torch.einsum("ok,bckt->bcot", plan.interp, rows)
         if row_max_frequency is not None:
             keep = self.frequencies[None, :] <= limit[:, None]
             energy = energy * keep[None, :, :, None]
-        return energy.clamp_min(0.0).float()
+        return energy.clamp_min(0.0)
 
-    def tile_energies(self, x: Tensor, n_bins: int | None = None):
+    def tile_energies(self, x: Tensor):
         """Median-normalised tile energies at each row's own sampling.
 
         Yields ``(members, energy)`` per group of rows sharing one sampling:
         ``members`` indexes :meth:`tile_frequencies`, ``energy`` is
         ``(batch, channel, len(members), L)`` SNR^2 with sample ``j`` at
-        ``j * duration / L`` s from the first input sample.  With
-        ``reduction='interpolate'`` ``L`` is gwpy's tile count; with ``'max'`` the
-        band is inverse-transformed on ``oversample`` times as many points (exact
-        band-limited interpolation of the tile's complex series) and on at least
-        as many as the output bins, so every bin holds a tile sample.
+        ``j * duration / L`` s from the first input sample (``L`` from
+        :meth:`row_lengths`).
         """
-        n = x.shape[-1]
+        plan = self.plan(x.shape[-1], x.device)
+        for group, energy in zip(plan.groups, self._energies(x, plan)):
+            yield group.members, energy
+
+    def row_lengths(self, n: int) -> np.ndarray:
+        """Samples of each tile row (in :meth:`tile_frequencies` order) over an input of
+        ``n`` samples.  ``'interpolate'``: gwpy's tile count; ``'max'``: ``oversample``
+        times as many (exact band-limited interpolation of the tile's complex series) and
+        at least as many as the output bins, so every bin holds a tile sample."""
         duration = n / self.sample_rate
-        n_bins = n // self.samples_per_bin if n_bins is None else n_bins
-        spectrum = torch.fft.rfft(x.double(), dim=-1) / n
-        spectrum[..., 1:] *= 2.0  # one-sided amplitude convention of gwpy's TimeSeries.fft
-        spectrum = spectrum.to(torch.complex64)  # whitened data: single precision is ample
-        tiles = self.tile_frequencies(duration)
-        for ntiles, members in self._groups(tiles, duration).items():
-            length = ntiles
-            if self.reduction == "max":
-                length = max(ntiles * self.oversample, 1 << max(0, (n_bins - 1).bit_length()))
-            yield members, self._tile_rows(spectrum, tiles[members], duration, length)
+        n_bins = n // self.samples_per_bin
+        sizes = np.array([self._ntiles(f, duration) for f in self.tile_frequencies(duration)])
+        if self.reduction == "max":
+            floor = 1 << max(0, (n_bins - 1).bit_length())
+            sizes = np.maximum(sizes * self.oversample, floor)
+        return sizes
 
     def tile_peaks(
         self, x: Tensor, threshold: float, row_max_frequency: Tensor | None = None
@@ -240,51 +291,81 @@ class QTransform(nn.Module):
                 )
         return [[np.array(ch, dtype=float).reshape(-1, 4) for ch in row] for row in found]
 
-    def _pool_index(self, length: int, n_bins: int) -> Tensor:
-        """``(n_bins, k)`` indices of the tile samples inside each output bin
-        ``[m, m + 1) * time_step`` (short bins repeat their last sample)."""
-        edges = np.ceil(np.arange(n_bins + 1) * (length / n_bins) - 1e-9).astype(np.int64)
-        width = int(np.max(np.diff(edges)))
-        index = edges[:-1, None] + np.arange(width)[None, :]
-        index = np.minimum(index, edges[1:, None] - 1)
-        return torch.from_numpy(index).to(self.frequencies.device)
-
     def _ntiles(self, freq: float, duration: float) -> int:
         """Samples of a tile row (gwpy: a power of two set by the mismatch)."""
         deltam = 2 * math.sqrt(TILE_MISMATCH / 3.0)
         ntiles = 2 ** math.ceil(math.log2(duration * 2 * math.pi * freq / self.q / deltam))
         return max(ntiles, 2 * int(freq / self.qprime * duration) + 2)
 
-    def _groups(self, tiles: np.ndarray, duration: float) -> dict[int, np.ndarray]:
-        sizes = np.array([self._ntiles(f, duration) for f in tiles])
-        return {int(n): np.flatnonzero(sizes == n) for n in np.unique(sizes)}
+    def _build_plan(self, n: int, device: torch.device) -> QPlan:
+        """Tile rows grouped by sampling, with their gather/scatter indices and window
+        weights, the pooling indices and the frequency spline (see :class:`QPlan`)."""
+        duration = n / self.sample_rate
+        n_bins = n // self.samples_per_bin
+        n_spectrum = n // 2 + 1
+        tiles = self.tile_frequencies(duration)
+        lengths = self.row_lengths(n)
+        ntiles = np.array([self._ntiles(f, duration) for f in tiles])
+        groups = []
+        # rows sharing a sampling and gwpy's tile count: one inverse FFT, one median stride
+        for length, count in sorted(set(zip(lengths.tolist(), ntiles.tolist()))):
+            members = np.flatnonzero((lengths == length) & (ntiles == count))
+            bands = []
+            for freq in tiles[members]:
+                half = int(freq / self.qprime * duration)
+                offsets = np.arange(-half, half + 1)
+                start = round(freq * duration) + 1 - half  # the band's first spectrum bin
+                if start < 1 or start + 2 * half + 1 > n_spectrum:
+                    raise ValueError(f"tile at {freq} Hz reaches past the spectrum")
+                xfreq = offsets * self.qprime / (freq * duration)
+                norm = math.sqrt(315.0 * self.qprime / (128.0 * freq)) / (
+                    duration * self.sample_rate
+                )
+                # gwpy's one-sided amplitude spectrum (rfft / n, doubled above DC) and the
+                # inverse FFT's 1/length undone, folded into the window
+                window = (1.0 - xfreq**2) ** 2 * norm * (2.0 / n * length)
+                bands.append((start, half, torch.from_numpy(window).to(device, torch.float32)))
+            pool = pool_index(length, n_bins) if self.reduction == "max" else None
+            groups.append(
+                RowGroup(
+                    members=members,
+                    length=length,
+                    bands=tuple(bands),
+                    pool=None if pool is None else torch.from_numpy(pool).to(device),
+                    median_stride=length // count if length % count == 0 else 1,
+                )
+            )
+        interp = spline_matrix(tiles, self.frequencies.cpu().numpy())
+        return QPlan(
+            n=n,
+            n_bins=n_bins,
+            tiles=tiles,
+            groups=tuple(groups),
+            interp=torch.from_numpy(interp).to(device, torch.float32),
+        )
 
-    def _tile_rows(
-        self, spectrum: Tensor, freqs: np.ndarray, duration: float, length: int
-    ) -> Tensor:
-        """Median-normalised energy of tile rows, sampled on ``length`` points over the
-        segment: (batch, channel, len(freqs), length).
+    def _energies(self, x: Tensor, plan: QPlan):
+        """Median-normalised energy of each group's tile rows: one FFT of the input, then
+        per group a gather of the windowed band, one inverse FFT and the row medians;
+        yields ``(batch, channel, len(members), length)`` float32 per group."""
+        spectrum = torch.fft.rfft(x.float(), dim=-1)  # whitened data: single precision
+        for group in plan.groups:
+            buffer = spectrum.new_zeros((*spectrum.shape[:-1], len(group.members), group.length))
+            for row, (start, half, window) in zip(buffer.unbind(-2), group.bands):
+                band = spectrum[..., start : start + 2 * half + 1] * window
+                row[..., : half + 1] = band[..., half:]  # frequencies 0..h
+                row[..., group.length - half :] = band[..., :half]  # -h..-1
+            series = torch.fft.ifft(buffer, dim=-1)
+            energy = series.real.square() + series.imag.square()
+            norm = median(energy[..., :: group.median_stride], dim=-1)
+            yield energy / norm.clamp_min(1e-30)
 
-        As gwpy: each windowed band of the spectrum is inverse-transformed and
-        normalised by its median.
-        """
-        device = spectrum.device
-        gather, weight, place = [], [], []
-        for g, freq in enumerate(freqs):
-            half = int(freq / self.qprime * duration)
-            offsets = np.arange(-half, half + 1)
-            gather.append(np.clip(np.round(offsets + 1 + freq * duration), 0, None))
-            xfreq = offsets * self.qprime / (freq * duration)
-            norm = math.sqrt(315.0 * self.qprime / (128.0 * freq)) / (duration * self.sample_rate)
-            weight.append((1.0 - xfreq**2) ** 2 * norm)
-            place.append(g * length + offsets % length)
-        gather_t = torch.from_numpy(np.concatenate(gather).astype(np.int64)).to(device)
-        gather_t = gather_t.clamp(max=spectrum.shape[-1] - 1)
-        weight_t = torch.from_numpy(np.concatenate(weight)).to(device, torch.float32)
-        place_t = torch.from_numpy(np.concatenate(place).astype(np.int64)).to(device)
-        buffer = spectrum.new_zeros((*spectrum.shape[:-1], len(freqs) * length))
-        buffer[..., place_t] = spectrum[..., gather_t] * weight_t
-        buffer = buffer.view(*spectrum.shape[:-1], len(freqs), length)
-        series = torch.fft.ifft(buffer, dim=-1) * length
-        energy = series.real.square() + series.imag.square()
-        return energy / energy.median(dim=-1, keepdim=True).values.clamp_min(1e-30)
+
+def pool_index(length: int, n_bins: int) -> np.ndarray:
+    """``(n_bins, k)`` indices of the samples, of ``length`` spread evenly over the
+    segment, inside each output bin ``[m, m + 1) * time_step`` (short bins repeat their
+    last sample): ``values[..., pool_index(...)].max(-1)`` is the max-pooling."""
+    edges = np.ceil(np.arange(n_bins + 1) * (length / n_bins) - 1e-9).astype(np.int64)
+    width = int(np.max(np.diff(edges)))
+    index = edges[:-1, None] + np.arange(width)[None, :]
+    return np.minimum(index, edges[1:, None] - 1)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+
+import torch
 from torch import Tensor
 
 
@@ -12,17 +15,36 @@ def integer_rate(rate: float, what: str = "sample rate") -> int:
     return round(rate)
 
 
+#: windowed-sinc settings: 16 zero crossings each side, pass band to 0.95 x Nyquist
+LOWPASS_FILTER_WIDTH = 16
+ROLLOFF = 0.95
+
+
+@functools.lru_cache(maxsize=64)
+def _resampler(rate_in: int, rate_out: int, device: str):
+    """torchaudio's ``Resample`` for one rate pair (its sinc kernel built once, double)."""
+    from torchaudio.transforms import Resample
+
+    module = Resample(
+        rate_in,
+        rate_out,
+        lowpass_filter_width=LOWPASS_FILTER_WIDTH,
+        rolloff=ROLLOFF,
+        dtype=torch.float64,
+    )
+    return module.to(device)
+
+
 def resample(x: Tensor, rate_in: float, rate_out: float) -> Tensor:
-    """Resample ``x`` (..., time) from ``rate_in`` to ``rate_out`` Hz (windowed-sinc, torchaudio).
+    """Resample ``x`` (..., time) from ``rate_in`` to ``rate_out`` Hz (windowed-sinc, torchaudio,
+    in double; the kernel of each rate pair is built once).
 
     Output length is ``round(time * rate_out / rate_in)``; a no-op when the rates match.
+    Stack the channels that share a rate into ``...`` to resample them in one call.
     """
     a, b = integer_rate(rate_in, "input rate"), integer_rate(rate_out, "output rate")
     if a == b:
         return x
-    import torchaudio.functional as taf
-
-    dtype = x.dtype
-    out = taf.resample(x.double(), a, b, lowpass_filter_width=16, rolloff=0.95)
+    out = _resampler(a, b, str(x.device))(x.double())
     n_out = round(x.shape[-1] * b / a)
-    return out[..., :n_out].to(dtype)
+    return out[..., :n_out].to(x.dtype)

@@ -20,8 +20,9 @@ import math
 
 import numpy as np
 import torch
-from scipy.fft import next_fast_len
 from torch import Tensor
+
+from glitchflow.signal.fast import median, smooth_length
 
 
 def _median_bias(n: int) -> float:
@@ -58,10 +59,7 @@ def welch_psd(
     n_seg = power.shape[-2]
     if average == "mean":
         return power.mean(dim=-2)
-    ordered = power.transpose(-1, -2).contiguous().sort(dim=-1).values  # segments last
-    mid = n_seg // 2
-    median = ordered[..., mid] if n_seg % 2 else 0.5 * (ordered[..., mid - 1] + ordered[..., mid])
-    return median / _median_bias(n_seg)
+    return median(power, dim=-2).squeeze(-2) / _median_bias(n_seg)
 
 
 def _interp_last(values: Tensor, old_step: float, new_step: float, n_new: int) -> Tensor:
@@ -91,7 +89,8 @@ def whitening_filter(
     df = sample_rate / n_samples
     n_freq = round((psd.shape[-1] - 1) * psd_df / df) + 1
     asd = _interp_last(psd.sqrt(), psd_df, df, n_freq)
-    transfer = torch.where(asd > 0, 1.0 / asd.clamp_min(1e-300), torch.zeros_like(asd))
+    tiny = torch.finfo(asd.dtype).tiny ** 0.5  # 1/tiny stays finite (float32: 1e-19)
+    transfer = torch.where(asd > tiny, 1.0 / asd.clamp_min(tiny), torch.zeros_like(asd))
     freqs = torch.arange(n_freq, dtype=torch.float64, device=psd.device) * df
     ncorner = int(highpass / df) if highpass else 0
     transfer[..., :ncorner] = 0
@@ -122,14 +121,19 @@ def whiten_segment(
 ) -> Tensor:
     """Whiten ``x`` (batch, channel, time) by ``psd`` (batch, channel, freq at ``psd_df`` Hz).
 
-    Returns ``(batch, channel, time - 2 * (ntaps // 2))`` with ``ntaps =
-    filter_duration * sample_rate``: half a filter is cropped from each edge.
+    Returns ``(batch, channel, time - 2 * (ntaps // 2))`` in ``x``'s dtype with ``ntaps =
+    filter_duration * sample_rate``: half a filter is cropped from each edge.  Float32
+    input is whitened in float32 (bring it to unit scale first: the PSD of strain's
+    ~1e-21 underflows there).
     """
     x = x - x.mean(dim=-1, keepdim=True)  # gwpy detrends ('constant') before whitening
     n = x.shape[-1]
-    fir = whitening_filter(psd, psd_df, n, sample_rate, filter_duration, highpass, band_limit)
+    # designed and applied in x's precision (float32 differs from double by ~1e-7)
+    fir = whitening_filter(
+        psd.to(x.dtype), psd_df, n, sample_rate, filter_duration, highpass, band_limit
+    )
     ntaps = fir.shape[-1]
-    nfft = next_fast_len(n + ntaps - 1, real=True)
+    nfft = smooth_length(n + ntaps - 1)
     full = torch.fft.irfft(
         torch.fft.rfft(x, nfft, dim=-1) * torch.fft.rfft(fir, nfft, dim=-1), nfft, dim=-1
     )
@@ -162,7 +166,7 @@ def unwhiten(
     )[0, 0]
     ntaps = fir.shape[-1]
     n = white.shape[-1]
-    nfft = next_fast_len(n + ntaps, real=True)
+    nfft = smooth_length(n + ntaps)
     centre = (ntaps - 1) // 2  # the 'same' alignment of whiten_segment
     response = torch.fft.rfft(torch.roll(torch.nn.functional.pad(fir, (0, nfft - ntaps)), -centre))
     response = response * math.sqrt(2.0 / sample_rate)

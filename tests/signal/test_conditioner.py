@@ -9,10 +9,11 @@ import pytest
 import torch
 
 from glitchflow.config import load_config
-from glitchflow.evaluate.reference import gwpy_spectrogram
+from glitchflow.evaluate.reference import gwpy_pooled_spectrogram, gwpy_spectrogram
 from glitchflow.io.frames import find_frames
 from glitchflow.io.span import read_span
 from glitchflow.signal.conditioner import Conditioner
+from glitchflow.signal.fast import median, smooth_length
 from glitchflow.synth.waveforms import Component, render
 from tests.conftest import CONFIGS
 
@@ -53,6 +54,51 @@ def test_agrees_with_gwpy_within_one_percent(interpolating, strain_segment):
     median_rel = np.median(np.abs(ours - ref) / ref)
     assert rel_l2 < 0.01 and median_rel < 0.01, (rel_l2, median_rel)
     assert np.unravel_index(ours.argmax(), ours.shape) == np.unravel_index(ref.argmax(), ref.shape)
+
+
+def test_pooled_agrees_with_gwpy_reduced_the_same_way(conditioner, strain_segment):
+    """The default reduction (max-pooling at each row's own sampling) against gwpy's own
+    tile rows (q_scan), sampled and pooled onto the same bins: the same numbers."""
+    _, raw = strain_segment
+    x = conditioner.stack([torch.from_numpy(raw)[None]], [16384.0])
+    ours = conditioner(x, [16384.0])[0, 0].numpy()
+    ref, _ = gwpy_pooled_spectrogram(x[0, 0].numpy(), conditioner, ours.shape[-1])
+    ours = ours[:, : ref.shape[1]]
+    rel_l2 = np.linalg.norm(ours - ref) / np.linalg.norm(ref)
+    positive = ref > 0
+    median_rel = np.median(np.abs(ours - ref)[positive] / ref[positive])
+    assert rel_l2 < 0.01 and median_rel < 0.01, (rel_l2, median_rel)
+    assert np.unravel_index(ours.argmax(), ours.shape) == np.unravel_index(ref.argmax(), ref.shape)
+
+
+def test_plans_are_built_once_per_length_and_change_nothing(conditioner):
+    qt = conditioner.qtransform
+    x = torch.randn(1, 2, 16 * 4096, dtype=torch.float64)
+    first = conditioner(x)
+    built = list(qt._plans)
+    assert built, "the call built a plan for its input length"
+    n, device = built[-1]
+    assert qt.plan(n, device) is qt.plan(n, device)
+    assert torch.equal(conditioner(x), first)  # the cached plan gives the same numbers
+    assert list(qt._plans) == built  # and no new one
+
+
+@pytest.mark.parametrize("shape", [(3, 63, 5), (2, 4, 64), (7,), (2, 8, 1)])
+def test_median_is_numpys(shape):
+    x = torch.rand(*shape)
+    for dim in range(-len(shape), 0):
+        expected = torch.as_tensor(np.median(x.numpy(), axis=dim))
+        assert torch.allclose(median(x, dim).squeeze(dim), expected)
+
+
+def test_fft_lengths_are_smooth_and_long_enough():
+    for n in (3, 100, 8193, 270335, 1_000_001):
+        m = smooth_length(n)
+        assert m >= n and m % 2 == 0 and m < 1.25 * n + 4
+        for p in (2, 3, 5):
+            while m % p == 0:
+                m //= p
+        assert m == 1
 
 
 def _noise_with_glitch(rate, duration, t_glitch, f_glitch, snr_amp, seed=0):
