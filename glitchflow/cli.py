@@ -61,10 +61,19 @@ def _add_config_args(p: argparse.ArgumentParser, required: bool = True) -> None:
     )
 
 
+#: subcommands that refuse an OUT holding a previous run unless given --overwrite
+OVERWRITE_COMMANDS = frozenset(
+    {"scan", "preprocess", "train", "tune", "infer", "generate", "fit-clean", "clean"}
+)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from glitchflow.workflow import run_pipeline
 
-    return run_pipeline(args.file, main, args.pipeline, args.steps, args.overrides, args.address)
+    overwrite = OVERWRITE_COMMANDS if args.overwrite else frozenset()
+    return run_pipeline(
+        args.file, main, args.pipeline, args.steps, args.overrides, args.address, overwrite
+    )
 
 
 INPUT_HELP = {
@@ -311,6 +320,12 @@ def _add_service_commands(sub) -> None:
     p.add_argument("--pipeline", default=None, help="pipeline name (default: the file's)")
     p.add_argument("--steps", default=None, help="comma-separated steps, in order")
     p.add_argument("--address", default=None, help="Ray address for the Ray stages")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="run the steps again over their previous outputs (--overwrite for each step "
+        "that takes it)",
+    )
     p.add_argument("overrides", nargs="*", metavar="key.sub=value", help="for every step")
     p.set_defaults(func=cmd_run)
 

@@ -231,20 +231,24 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     from glitchflow.pipelines.retrain import run_retrain
 
     cfg = config_on_ray(args)
-    s = run_retrain(cfg, args.frames, args.out)
+    print(retrain_summary(run_retrain(cfg, args.frames, args.out)))
+    return 0
+
+
+def retrain_summary(s) -> str:
+    """The console line of a :class:`~glitchflow.pipelines.retrain.RetrainResult`."""
     scores = s.scores
-    print(
+    line = (
         f"retrain: {s.training_frames} training frames, {s.holdout_frames} held out; "
         f"candidate version {s.candidate_version} {s.metric} "
-        f"{scores.candidate[s.metric]:.4f}"
-        + (
-            f" vs production version {s.production_version} {scores.production[s.metric]:.4f}"
-            if "production" in scores
-            else " (no production model yet)"
-        )
-        + f" -> {s.decision} ({s.wall_seconds} s)"
+        f"{scores['candidate'][s.metric]:.4f}"
     )
-    return 0
+    if "production" in scores:
+        line += f" vs production version {s.production_version} "
+        line += f"{scores['production'][s.metric]:.4f}"
+    else:
+        line += " (no production model yet)"
+    return line + f" -> {s.decision}: {s.reason} ({s.wall_seconds} s)"
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

@@ -113,9 +113,12 @@ def step_argv(spec: PipelineFile, name: str, base: Path, overrides=()) -> list[s
     return argv + [o.replace("{workdir}", workdir) for o in step.overrides] + list(overrides)
 
 
-def run_pipeline(path, run_step, pipeline=None, steps=None, overrides=(), address=None) -> int:
+def run_pipeline(
+    path, run_step, pipeline=None, steps=None, overrides=(), address=None, overwrite=frozenset()
+) -> int:
     """Run the chosen steps in order with ``run_step(argv) -> exit code`` (the CLI's
-    ``main``); stop at the first failing step (its exit code)."""
+    ``main``); stop at the first failing step (its exit code).  Steps whose command is in
+    ``overwrite`` get ``--overwrite`` (they replace their previous outputs)."""
 
     path = Path(path).resolve()
     spec = load_pipeline(path)
@@ -125,6 +128,8 @@ def run_pipeline(path, run_step, pipeline=None, steps=None, overrides=(), addres
         argv = step_argv(spec, name, path.parent, overrides)
         if address and spec.steps[name].command not in ("synth", "evaluate"):
             argv[1:1] = ["--address", address]
+        if spec.steps[name].command in overwrite:
+            argv.insert(1, "--overwrite")
         t0 = time.perf_counter()
         log.info("step %s: glitchflow %s", name, " ".join(argv))
         try:

@@ -38,11 +38,16 @@ def readme_commands(readme: Path) -> list[str]:
     return commands
 
 
-def walkthrough_script(commands: list[str], results: Path) -> str:
-    """One bash script running ``commands`` in order; each appends ``index rc seconds`` to
-    ``results`` (``bg`` for a command sent to the background)."""
-    lines = ["set -u", f"cd {shlex.quote(str(REPO))}", "rm -rf runs pipeline-run"]
+def walkthrough_script(commands: list[str], results: Path, start: int = 0) -> str:
+    """One bash script running ``commands`` in order from index ``start`` (from the first:
+    in a clean ``runs/``); each appends ``index rc seconds`` to ``results`` (``bg`` for a
+    command sent to the background)."""
+    lines = ["set -u", f"cd {shlex.quote(str(REPO))}"]
+    if start == 0:
+        lines.append("rm -rf runs pipeline-run")
     for i, cmd in enumerate(commands):
+        if i < start:
+            continue
         lines.append(f"echo; echo '### [{i}] '{shlex.quote(cmd)}")
         lines.append("t0=$(date +%s.%N)")
         lines.append(cmd)
@@ -57,6 +62,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log", default="runs-walkthrough.log", help="all commands' output")
     parser.add_argument("--json", default=None, help="write the results table here")
     parser.add_argument("--timeout", type=float, default=5400, help="for the whole walk (s)")
+    parser.add_argument(
+        "--start",
+        type=int,
+        default=0,
+        help="run from this command (index in the table) on, keeping runs/ (to re-check the "
+        "tail of a walk whose earlier commands passed)",
+    )
     args = parser.parse_args(argv)
     if not (REPO / "demo-run" / "train" / "mlflow.db").is_file():
         print("no demo-run/ here: run `bash scripts/demo.sh` first", file=sys.stderr)
@@ -65,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         results = Path(tmp) / "results.txt"
         script = Path(tmp) / "walkthrough.sh"
-        script.write_text(walkthrough_script(commands, results))
+        script.write_text(walkthrough_script(commands, results, args.start))
         with open(args.log, "w") as log:
             try:
                 subprocess.run(
@@ -85,11 +97,15 @@ def main(argv: list[str] | None = None) -> int:
                     done[int(index)] = (status, float(seconds))
     rows = []
     for i, cmd in enumerate(commands):
+        if i < args.start:
+            continue
         status, seconds = done.get(i, ("not run", float("nan")))
         rows.append({"command": cmd, "status": status, "seconds": round(seconds, 1)})
         print(f"{status:>7}  {seconds:7.1f} s  {cmd[:110]}")
     failed = [r for r in rows if r["status"] not in ("0", "bg")]
     print(f"{len(rows) - len(failed)}/{len(rows)} README commands ran (log: {args.log})")
+    if args.start:
+        print(f"(commands {args.start} on; the ones before were not run)")
     if args.json:
         Path(args.json).write_text(json.dumps({"commands": rows, "failed": len(failed)}, indent=1))
     return 1 if failed else 0

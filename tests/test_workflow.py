@@ -68,3 +68,36 @@ def test_steps_run_in_order_and_a_failing_step_stops_the_pipeline(tmp_path, caps
     assert "not an inference directory" in capsys.readouterr().err
     assert len(list((tmp_path / "run" / "twin" / "frames").glob("*.gwf"))) == 2
     assert not (tmp_path / "run" / "never").exists()
+
+
+def _subcommands(parser) -> dict:
+    import argparse
+
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return action.choices
+
+
+def test_overwrite_reaches_every_step_that_takes_it_and_no_other(tmp_path):
+    """`glitchflow run --overwrite` re-runs steps over their previous outputs: each step
+    whose command refuses an occupied OUT gets --overwrite, the others are untouched."""
+    from glitchflow.cli import OVERWRITE_COMMANDS
+
+    parsers = _subcommands(build_parser())
+    takes_it = {n for n, p in parsers.items() if "--overwrite" in p._option_string_actions}
+    assert takes_it - {"run"} == OVERWRITE_COMMANDS  # run hands it to its steps
+
+    seen = []
+
+    def record(argv):
+        seen.append(argv)
+        parsers[argv[0]].parse_args(argv[1:])  # every argv still parses
+        return 0
+
+    spec = load_pipeline(CONFIGS / "pipeline.yaml")
+    run_pipeline(CONFIGS / "pipeline.yaml", record, "full", overwrite=OVERWRITE_COMMANDS)
+    assert [a[0] for a in seen] == [spec.steps[s].command for s in spec.pipelines["full"]]
+    for argv in seen:
+        assert ("--overwrite" in argv) == (argv[0] in OVERWRITE_COMMANDS), argv
+    seen.clear()
+    run_pipeline(CONFIGS / "pipeline.yaml", record, "full")
+    assert not any("--overwrite" in argv for argv in seen)
