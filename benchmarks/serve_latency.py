@@ -119,19 +119,38 @@ def load(url: str, body: bytes, content_type: str, concurrency: int, n: int, lim
     }
 
 
-def stage_times(engine, item, repeats: int = 10) -> dict:
-    """Median milliseconds of each step of one request inside the engine."""
+def stage_times(engine, item, body: bytes, repeats: int = 10) -> dict:
+    """Median milliseconds of each step of one request inside the replica: parse (binary
+    body -> validated request), resample, whiten, Q-transform, model, decide (clusters
+    and the veto from the generated spectrogram) and serialise (the answer as JSON)."""
+    from glitchflow.models.decisions import decide
+    from glitchflow.serve.engine import as_response
+    from glitchflow.serve.protocol import parse
+
     cond, names = engine.cond, engine.channels[1:]
     arrays = [torch.from_numpy(item.data[n][None]) for n in names]
     rates = [engine.rates[n] for n in names]
     x = cond.stack(arrays, rates)
     white = cond.whiten(x, rates)
     spec = cond(x, rates)[..., engine.first_bin : engine.first_bin + engine.bins].float()
+    predictor = engine.predictor
+    generated = predictor.generate(spec)
+    starts = np.array([item.gps_start + engine.pad_before])
+    freqs = np.asarray(cond.frequencies)[predictor.rows]
+    decision = decide(None, generated, starts, cond.time_step, freqs, predictor.point)[0]
+
+    def parse_body():
+        parsed = parse("application/octet-stream", body)
+        return engine.validate(parsed.gps_start, parsed.channels, need_strain=False)
+
     steps = {
+        "parse": parse_body,
         "resample": lambda: cond.stack(arrays, rates),
         "whiten": lambda: cond.whiten(x, rates),
         "qtransform": lambda: cond.transform(white, rates),
-        "model": lambda: engine.predictor.generate(spec),
+        "model": lambda: predictor.generate(spec),
+        "decide": lambda: decide(None, generated, starts, cond.time_step, freqs, predictor.point),
+        "serialise": lambda: json.dumps(as_response(decision, False)).encode(),
     }
     out = {}
     for name, step in steps.items():
@@ -143,6 +162,25 @@ def stage_times(engine, item, repeats: int = 10) -> dict:
             times.append(time.perf_counter() - t)
         out[name] = float(np.median(times) * 1000)
     return out
+
+
+def noop_app():
+    """A Serve application that reads the body and answers a constant: the floor of HTTP
+    and Ray Serve on this machine, measured beside the endpoint in the same run."""
+    from fastapi import FastAPI, Request
+    from ray import serve
+
+    api = FastAPI()
+
+    @serve.deployment(max_ongoing_requests=32)
+    @serve.ingress(api)
+    class Noop:
+        @api.post("/v1/veto")
+        async def veto(self, request: Request) -> dict:
+            await request.body()
+            return {"veto": False}
+
+    return Noop.bind()
 
 
 def main() -> int:
@@ -176,7 +214,7 @@ def main() -> int:
         engine.run([item])
         floor.append(time.perf_counter() - t)
     floor_ms = float(np.median(floor) * 1000)
-    breakdown = stage_times(engine, item)
+    breakdown = stage_times(engine, item, as_binary)
     batch16 = []
     for _ in range(5):
         t = time.perf_counter()
@@ -198,6 +236,12 @@ def main() -> int:
         url = start_endpoint(
             load_config(args.config, overrides), str(model), None, args.config, overrides
         )
+        if batched:  # the no-op route beside the endpoint, on the same proxy
+            serve.run(noop_app(), name="noop", route_prefix="/noop")
+            load(url + "/noop", as_binary, "application/octet-stream", 2, 10, 30)  # warm-up
+            noop = load(url + "/noop", as_binary, "application/octet-stream", 1, 200, 60)
+            print(json.dumps({"noop": noop}))
+            serve.delete("noop")
         for body, kind in ((as_binary, "application/octet-stream"), (as_json, "application/json")):
             load(url, body, kind, 2, 10, 30)  # warm-up
             for concurrency in (1, 16):
@@ -228,6 +272,8 @@ def main() -> int:
         "in_process_ms_per_request": floor_ms,
         "in_process_ms_per_request_batch16": floor_batch_ms,
         "in_process_breakdown_ms": breakdown,
+        "noop_route_c1_binary": noop,
+        "http_and_serve_ms_p50": pick(True, "octet-stream", 1)["p50_ms"] - floor_ms,
         "loads": results,
         "p99_ms_concurrency1_binary": p99_c1,
         "batched_over_unbatched_throughput_c16": ratio,
@@ -248,6 +294,11 @@ def main() -> int:
             f"{r['errors']:>4} {r['p50_ms']:>8.1f} {r['p95_ms']:>8.1f} {r['p99_ms']:>8.1f} "
             f"{r['throughput_rps']:>7.1f}"
         )
+    print(
+        f"no-op Serve route (binary body, concurrency 1): p50 {noop['p50_ms']:.1f} ms, "
+        f"p99 {noop['p99_ms']:.1f} ms; the endpoint's p50 less its in-process floor: "
+        f"{report['http_and_serve_ms_p50']:.1f} ms"
+    )
     print(f"p99 at concurrency 1 (binary): {p99_c1:.1f} ms (target <= 50)")
     print(f"batched / unbatched throughput at concurrency 16: {ratio:.2f}x (target >= 3)")
     write_json(report, args.json)
