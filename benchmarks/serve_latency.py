@@ -165,9 +165,11 @@ def stage_times(engine, item, body: bytes, repeats: int = 10) -> dict:
 
 
 def noop_app():
-    """A Serve application that reads the body and answers a constant: the floor of HTTP
-    and Ray Serve on this machine, measured beside the endpoint in the same run."""
-    from fastapi import FastAPI, Request
+    """A Serve application that answers a constant (the request body is sent but not
+    parsed): the floor of HTTP and Ray Serve on this machine, measured beside the
+    endpoint in the same run.  (No parameters: a replica unpickles this class without
+    the benchmark's globals, so an annotated ``Request`` would not resolve.)"""
+    from fastapi import FastAPI
     from ray import serve
 
     api = FastAPI()
@@ -176,8 +178,7 @@ def noop_app():
     @serve.ingress(api)
     class Noop:
         @api.post("/v1/veto")
-        async def veto(self, request: Request) -> dict:
-            await request.body()
+        async def veto(self) -> dict:
             return {"veto": False}
 
     return Noop.bind()
@@ -196,6 +197,7 @@ def main() -> int:
     import ray
     from ray import serve
 
+    from glitchflow.models.checkpoint import read_checkpoint
     from glitchflow.serve.engine import DecisionEngine
     from glitchflow.serve.runner import start_endpoint
 
@@ -203,7 +205,7 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="gf-serve-bench-"))
     model = random_checkpoint(cfg, AUX, tmp)
     torch.set_num_threads(args.threads)
-    engine = DecisionEngine(torch.load(model, weights_only=True), args.window)
+    engine = DecisionEngine(read_checkpoint(model), args.window)
     info = engine.describe()
     as_json, as_binary, channels = request_bodies(info)
     item = engine.validate(1_400_000_001.0, channels, need_strain=False)
