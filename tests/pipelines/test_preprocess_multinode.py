@@ -34,7 +34,7 @@ def test_two_node_cluster_matches_single_node(tmp_path: Path, ray_local):
         "preprocess", CONFIGS / "demo.yaml", tmp_path / "frames", tmp_path / "multi", OVERRIDES
     )
     assert len(info["nodes"]) == 2, "actors should spread over both nodes"
-    assert info["n"] == single["windows_written"]
+    assert info["n"] == single.windows_written
     a = pq.read_table(tmp_path / "single" / "shards").to_pandas().sort_values("gps_start")
     b = pq.read_table(tmp_path / "multi" / "shards").to_pandas().sort_values("gps_start")
     assert list(a.gps_start) == list(b.gps_start)
