@@ -27,6 +27,15 @@ class CleanConfig(Strict):
     segment: float = Field(
         1.0, gt=0, description="analysis segment around each trigger (s); longer than the gate"
     )
+    localise: Literal["atoms", "mask"] = Field(
+        "atoms",
+        description="how the witness glitch is isolated from its noise: rebuilt from "
+        "sine-Gaussian atoms (matching pursuit) or gated and spectrally masked",
+    )
+    atom_stop_snr2: float = Field(
+        20.0, gt=0, description="matching pursuit stops when the next atom explains less SNR^2"
+    )
+    atom_max: int = Field(4, ge=1, description="at most this many atoms per witness trigger")
     gate_extra: float = Field(
         0.02, ge=0, description="flat part of the witness gate beyond the trigger's extent (s)"
     )

@@ -6,11 +6,15 @@ the short filter ``G = W_strain H / W_witness`` and a glitch's SNR is the norm
 of its samples.  For each witness trigger (time, duration from the
 Conditioner's tiles):
 
-1. **Localise** the witness glitch in a segment of ``clean.segment`` seconds:
-   a cosine gate over the trigger's extent (plus ``gate_extra``, ramp
-   ``gate_ramp``), then a spectral Wiener-like mask that drops frequency bins
-   whose power is below ``mask_kappa`` x the gated noise power.  Without it the
-   prediction would carry ``~2 B T`` degrees of witness noise into strain.
+1. **Localise** the witness glitch in a segment of ``clean.segment`` seconds.
+   ``clean.localise = "atoms"`` (default) rebuilds it from sine-Gaussian atoms
+   found by matching pursuit within the trigger's extent
+   (:mod:`glitchflow.models.witness_atoms`): the witness's signal without its
+   noise.  ``"mask"``: a cosine gate over the trigger's extent (plus
+   ``gate_extra``, ramp ``gate_ramp``), then a spectral Wiener-like mask that
+   drops frequency bins whose power is below ``mask_kappa`` x the gated noise
+   power.  Without either the prediction would carry ``~2 B T`` degrees of
+   witness noise into strain.
 2. **Predict** the strain glitch with the channel's coupling ``G`` (stored as FIR
    taps at lags ``-fir_before .. +fir_after``): a pure delay times a smooth
    complex response (Gaussian bumps in log frequency), fitted by ridge-regularised
@@ -38,6 +42,8 @@ import numpy as np
 import torch
 from scipy.signal import hilbert
 
+from glitchflow.models.witness_atoms import AtomSearch
+
 #: format version of subtraction checkpoints
 CHECKPOINT_VERSION = 1
 KIND = "witness_subtraction"
@@ -53,6 +59,9 @@ class Localiser:
     gate_ramp: float
     mask_kappa: float
     gate_q: float = 8.0
+    method: str = "mask"
+    atom_stop_snr2: float = 20.0
+    atom_max: int = 4
 
     def half_width(self, duration: float, frequency: float | None) -> float:
         """Flat half-width (s): the trigger's extent, at least two e-folds of a
@@ -73,7 +82,13 @@ class Localiser:
         return np.where(x > 0, 0.5 + 0.5 * np.cos(np.pi * np.clip(x, 0, 1)), 1.0)
 
     def __call__(self, u: np.ndarray, duration: float, frequency: float | None = None):
-        """The witness glitch in the whitened segment ``u`` ``(L,)``, noise masked out."""
+        """The witness glitch in the whitened segment ``u`` ``(L,)``, noise masked out
+        (``method="mask"``) or rebuilt from sine-Gaussian atoms centred within the
+        gate's flat part (``method="atoms"``, :mod:`glitchflow.models.witness_atoms`)."""
+        if self.method == "atoms" and frequency:
+            search = AtomSearch(self.sample_rate, self.atom_stop_snr2, self.atom_max)
+            rebuilt, _ = search(u, self.half_width(duration, frequency), frequency)
+            return rebuilt
         g = self.gate(duration, frequency)
         spectrum = np.fft.rfft(u * g, 2 * self.n)
         noise = float(np.sum(g**2))  # expected |U|^2 of unit-variance white noise
@@ -197,6 +212,9 @@ class SubtractionModel:
             s["gate_ramp"],
             s["mask_kappa"],
             s.get("gate_q", 8.0),
+            s.get("localise", "mask"),  # checkpoints before the atoms: mask
+            s.get("atom_stop_snr2", 20.0),
+            s.get("atom_max", 4),
         )
 
     def predict(self, channel: str, m: np.ndarray) -> np.ndarray:

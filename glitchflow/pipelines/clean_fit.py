@@ -58,7 +58,15 @@ FIT_PRODUCTS = ["model.pt", "summary.json", "validation.csv", "couplings.png", "
 def _localiser(cfg: Config) -> Localiser:
     c = cfg.clean
     return Localiser(
-        cfg.signal.sample_rate, c.segment, c.gate_extra, c.gate_ramp, c.mask_kappa, c.gate_q
+        cfg.signal.sample_rate,
+        c.segment,
+        c.gate_extra,
+        c.gate_ramp,
+        c.mask_kappa,
+        c.gate_q,
+        c.localise,
+        c.atom_stop_snr2,
+        c.atom_max,
     )
 
 
