@@ -76,9 +76,8 @@ def whiten_block(
     if witnesses:
         tiles = cond.tile_peaks(torch.from_numpy(white[None, 1:]), clean.trigger_snr2, rates[1:])[0]
         for name, found in zip(witnesses, tiles):
-            found = found.copy()
-            found[:, 0] -= cond.whiten_edge  # tile_peaks counts from the unwhitened start
-            trig = tile_triggers(found, t0, clean.cluster_window)
+            # tile times count from the first sample given to the Conditioner
+            trig = tile_triggers(found, seg.start, clean.cluster_window)
             triggers += [
                 WitnessTrigger(name, float(t), float(d), float(f), float(s))
                 for t, d, f, s in zip(trig.time, trig.duration, trig.frequency, trig.snr2)
