@@ -269,6 +269,7 @@ def run_evaluate(
             cfg.signal.strain_channel,
             cfg.signal,
             ev.strain_snr_threshold,
+            acc.snr2,
         )
     write_json_atomic(out / "report.json", report, default=float)
     write_markdown(report, out / "report.md")
@@ -322,17 +323,19 @@ def subtraction_markdown(sub: dict) -> str:
         "",
         "## Subtraction (witnessed glitches, residual = cleaned - glitch-free strain)",
         "",
-        "| family | glitches | residual SNR < 5 | median SNR reduction | median SNR in -> out |",
-        "|---|---|---|---|---|",
+        "| family | glitches | residual SNR < 5 | median SNR reduction | median SNR in -> out "
+        "| spectrogram cleaned |",
+        "|---|---|---|---|---|---|",
     ]
     for family, f in sub["families"].items():
         if not f["glitches"]:
-            lines.append(f"| {family} | 0 | - | - | - |")
+            lines.append(f"| {family} | 0 | - | - | - | - |")
             continue
         lines.append(
             f"| {family} | {f['glitches']} | {100 * f['fraction_below_snr5']:.0f}% | "
             f"{100 * f['median_reduction']:.0f}% | {f['median_injected_snr']:.1f} -> "
-            f"{f['median_residual_snr']:.1f} |"
+            f"{f['median_residual_snr']:.1f} | "
+            f"{_pct_or_dash(f.get('spectrogram_cleaned_fraction'))} |"
         )
     dev = sub["psd_ratio_max_deviation"]
     lines += [
@@ -340,8 +343,16 @@ def subtraction_markdown(sub: dict) -> str:
         f"Glitch-free PSD ratio cleaned/raw, 1/3-octave bands 20-1000 Hz: max |ratio - 1| = "
         f"{'n/a' if dev is None else f'{dev:.4f}'}",
         "",
+        f"Spectrogram cleaned (loudest Q-tile of cleaned strain in the glitch window below "
+        f"SNR^2 {sub.get('spectrogram_snr2', 16):g}): "
+        f"{_pct_or_dash(sub.get('spectrogram_cleaned_fraction'))} of witnessed glitches.",
+        "",
     ]
     return "\n".join(lines)
+
+
+def _pct_or_dash(x) -> str:
+    return "-" if x is None else f"{100 * x:.0f}%"
 
 
 def at_deadtimes(roc: list[dict], deadtimes) -> dict:

@@ -13,7 +13,12 @@ MARGIN, peak + duration/2 + MARGIN]``:
 - ``injected_snr``: whitened norm of the truth (the witnessed families' strain);
 - ``residual_snr``: whitened norm of cleaned minus glitch-free strain
   (``= truth_witnessed - subtracted``);
-- ``reduction = 1 - residual_snr / injected_snr``.
+- ``reduction = 1 - residual_snr / injected_snr``;
+- ``raw_max_snr2`` / ``cleaned_max_snr2``: the loudest tile of the one
+  Conditioner's Q-transform (tiles at their own resolution) of raw and of
+  cleaned strain within the glitch's window; the glitch counts as cleaned in
+  the spectrogram sense (the seed's "cleaned" figure, now recomputed on cleaned
+  strain) when ``cleaned_max_snr2`` is below ``spectrogram_snr2``.
 
 Glitch-free time (no truth glitch of any family within 1 s) gives the ratio of
 cleaned to raw PSD in 1/3-octave bands over 20-1000 Hz: a subtraction that adds
@@ -32,6 +37,7 @@ import torch
 from glitchflow.io.frames import find_frames
 from glitchflow.io.span import read_span
 from glitchflow.io.truth import read_truth
+from glitchflow.signal.conditioner import Conditioner
 from glitchflow.signal.resample import resample
 from glitchflow.signal.whitening import welch_psd, whiten_segment
 from glitchflow.synth.twin import TRUTH_DIR, WITNESSED_FAMILIES, truth_channels
@@ -72,11 +78,14 @@ def evaluate_subtraction(
     strain: str,
     signal,
     min_snr: float = 8.0,
+    spectrogram_snr2: float = 16.0,
 ) -> dict:
     """Score a cleaned span against truth; returns the ``subtraction`` report section.
 
     ``truth_dir`` holds ``truth.csv`` and ``truth_frames/``; ``signal`` is the
-    shared :class:`~glitchflow.config.SignalConfig` (analysis rate, whitening).
+    shared :class:`~glitchflow.config.SignalConfig` (analysis rate, whitening);
+    ``spectrogram_snr2`` the tile SNR^2 below which a glitch is cleaned in the
+    spectrogram.
     """
 
     truth_dir = Path(truth_dir)
@@ -92,6 +101,7 @@ def evaluate_subtraction(
             "subtraction truth was added; regenerate the span)"
         )
     fs = float(signal.sample_rate)
+    cond = Conditioner(signal)
     rows, psd_raw, psd_clean, frames_scored = [], 0.0, 0.0, 0
     for frame in clean:
         lo, hi = frame.start - PAD, frame.end + PAD
@@ -117,19 +127,36 @@ def evaluate_subtraction(
         white = _whiten_with(r, [tw - s, tw, r - s], fs, signal.conditioning)
         t0 = seg_clean.start + signal.conditioning.filter_duration / 2
         mine = truth[(truth.gps_peak >= frame.start) & (truth.gps_peak < frame.end)]
-        rows += glitch_rows(mine, white, t0, fs, min_snr)
+        peaks = loudest_tiles(cond, white[[0, 3]], t0)
+        rows += glitch_rows(mine, white, t0, fs, min_snr, peaks)
         raw, cleaned = glitch_free_psds(truth, frame.start, frame.end, white, t0, fs)
         psd_raw, psd_clean = psd_raw + raw, psd_clean + cleaned
         frames_scored += 1
-    return summarise(pd.DataFrame(rows), psd_raw, psd_clean, fs, frames_scored)
+    return summarise(pd.DataFrame(rows), psd_raw, psd_clean, fs, frames_scored, spectrogram_snr2)
 
 
-def glitch_rows(glitches, white: np.ndarray, t0: float, fs: float, min_snr: float) -> list[dict]:
+def loudest_tiles(cond: Conditioner, white: np.ndarray, t0: float) -> list[np.ndarray]:
+    """Q-transform tiles (SNR^2 >= 1, at their own resolution) of each whitened row of
+    ``white`` ``(k, samples)`` starting at GPS ``t0``: per row ``(m, 2)`` [GPS s, SNR^2]."""
+    found = cond.tile_peaks(torch.from_numpy(white[None]).float(), 1.0)[0]
+    half_filter = cond.signal.conditioning.filter_duration / 2  # what whitening cut
+    return [np.stack([t0 - half_filter + f[:, 0], f[:, 2]], axis=1) for f in found]
+
+
+def _max_in(tiles: np.ndarray, lo: float, hi: float) -> float:
+    inside = (tiles[:, 0] >= lo) & (tiles[:, 0] <= hi)
+    return float(tiles[inside, 1].max()) if inside.any() else 0.0
+
+
+def glitch_rows(
+    glitches, white: np.ndarray, t0: float, fs: float, min_snr: float, peaks=None
+) -> list[dict]:
     """One row per witnessed glitch of ``glitches`` (truth rows) with strain SNR >=
     ``min_snr``: injected SNR (whitened norm of the glitch alone) and residual SNR
     (whitened norm of cleaned minus glitch-free strain) over the glitch +- MARGIN s.
     ``white``: (4, samples) whitened [raw, residual, injected glitch, cleaned] from
-    GPS ``t0`` at ``fs`` Hz."""
+    GPS ``t0`` at ``fs`` Hz; ``peaks``: :func:`loudest_tiles` of raw and cleaned, for
+    the loudest tile of each within the glitch's window."""
     rows = []
     for g in glitches.itertuples():
         if g.family not in WITNESSED_FAMILIES or g.strain_snr < min_snr:
@@ -153,6 +180,10 @@ def glitch_rows(glitches, white: np.ndarray, t0: float, fs: float, min_snr: floa
                 "reduction": round(1 - residual / max(injected, 1e-12), 4),
             }
         )
+        if peaks is not None:
+            lo, hi = g.gps_peak - g.duration / 2 - 0.1, g.gps_peak + g.duration / 2 + 0.1
+            rows[-1]["raw_max_snr2"] = round(_max_in(peaks[0], lo, hi), 2)
+            rows[-1]["cleaned_max_snr2"] = round(_max_in(peaks[1], lo, hi), 2)
     return rows
 
 
@@ -174,7 +205,14 @@ def glitch_free_psds(truth, start: float, end: float, white, t0: float, fs: floa
     return psd_raw, psd_clean
 
 
-def summarise(rows: pd.DataFrame, psd_raw, psd_clean, fs: float, frames_scored: int) -> dict:
+def summarise(
+    rows: pd.DataFrame,
+    psd_raw,
+    psd_clean,
+    fs: float,
+    frames_scored: int,
+    spectrogram_snr2: float = 16.0,
+) -> dict:
     """Per-family fractions and medians, and the glitch-free PSD ratio per band."""
     families = {}
     for family in WITNESSED_FAMILIES:
@@ -189,6 +227,10 @@ def summarise(rows: pd.DataFrame, psd_raw, psd_clean, fs: float, frames_scored: 
             "median_injected_snr": round(float(part.injected_snr.median()), 3),
             "median_residual_snr": round(float(part.residual_snr.median()), 3),
         }
+        if "cleaned_max_snr2" in part:
+            families[family]["spectrogram_cleaned_fraction"] = round(
+                float((part.cleaned_max_snr2 < spectrogram_snr2).mean()), 4
+            )
     bands = []
     if np.ndim(psd_raw) and np.sum(psd_raw) > 0:
         freqs = np.fft.rfftfreq(2 * (len(psd_raw) - 1), 1.0 / fs)
@@ -203,6 +245,12 @@ def summarise(rows: pd.DataFrame, psd_raw, psd_clean, fs: float, frames_scored: 
         "fraction_below_snr5": {
             f: v.get("fraction_below_snr5") for f, v in families.items() if v["glitches"]
         },
+        "spectrogram_snr2": spectrogram_snr2,
+        "spectrogram_cleaned_fraction": round(
+            float((rows.cleaned_max_snr2 < spectrogram_snr2).mean()), 4
+        )
+        if "cleaned_max_snr2" in rows and len(rows)
+        else None,
         "psd_ratio_bands": bands,
         "psd_ratio_max_deviation": None if deviation is None else round(deviation, 5),
         "glitches": rows.to_dict("records"),

@@ -50,7 +50,7 @@ def test_fit_registers_a_model_whose_blip_coupling_has_the_twin_delay(cleaned):
 
 
 def test_clean_accounts_for_every_frame_and_splits_strain_exactly(cleaned, tiny_twin):
-    _, _, summary, root = cleaned
+    cfg, _, summary, root = cleaned
     assert summary.frames_in == summary.frames_written + len(summary.frames_failed)
     assert summary.frames_written == len(tiny_twin.frames)
     assert [f["file"].split("/")[-1] for f in summary.frames_failed] == [
@@ -67,6 +67,12 @@ def test_clean_accounts_for_every_frame_and_splits_strain_exactly(cleaned, tiny_
     table = pd.read_csv(root / "out" / "glitches.csv")
     assert set(table.channel) <= set(WITNESSES)
     assert table.subtracted.sum() == summary.glitches_subtracted > 0
+    # witness triggers sit on the witness glitches (strain's blips lag them by the delay)
+    truth = pd.read_csv(tiny_twin.truth_path)
+    blips = truth[truth.family == "blip"].gps_peak.to_numpy() - cfg.twin.families.blip.delay
+    darm = table[table.channel == "V1:LSC_DARM_CORR"].gps.to_numpy()
+    offsets = np.array([np.min(np.abs(blips - t)) for t in darm])
+    assert (offsets < 0.05).any() and np.median(offsets[offsets < 0.05]) < 0.003
 
 
 def test_subtraction_removes_witnessed_glitches_and_leaves_glitch_free_noise(
@@ -82,6 +88,11 @@ def test_subtraction_removes_witnessed_glitches_and_leaves_glitch_free_noise(
     # in-sample on a 64 s twin: most of each linear glitch is gone
     assert linear.reduction.median() > 0.6
     assert (linear.injected_snr / linear.strain_snr).between(0.85, 1.15).all()
+    # the spectrogram view: every glitch of SNR >= 8 makes a loud Q-tile in raw strain,
+    # and the loudest tile left in cleaned strain is fainter for most of them
+    assert (linear.raw_max_snr2 > 9).all() and linear.raw_max_snr2.median() > 25
+    assert (linear.cleaned_max_snr2 < linear.raw_max_snr2).mean() >= 0.75
+    assert 0 <= report["spectrogram_cleaned_fraction"] <= 1
     assert report["psd_ratio_max_deviation"] is None or report["psd_ratio_max_deviation"] < 0.02
 
 
