@@ -29,7 +29,8 @@ import os
 from dataclasses import dataclass, replace
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.encoders import jsonable_encoder
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 from ray import serve
 from ray.serve.config import DeploymentActorConfig
@@ -38,7 +39,13 @@ from glitchflow.config import ServeConfig, load_config
 from glitchflow.config.base import validate_model
 from glitchflow.serve.engine import DecisionEngine, RequestError, WindowRequest
 from glitchflow.serve.pointer import POINTER, ModelPointer
-from glitchflow.serve.protocol import WindowRequestModel, parse
+from glitchflow.serve.protocol import (
+    WindowRequestModel,
+    encode_answer,
+    jsonable,
+    parse,
+    wants_binary,
+)
 from glitchflow.tracking.model_store import (
     ResolvedModel,
     current_version,
@@ -278,7 +285,9 @@ class GlitchflowEndpoint:
             return JSONResponse(
                 {"error": result["error"], "field": result["field"]}, status_code=result["status"]
             )
-        return result
+        if wants_binary(request.headers.get("accept")):
+            return Response(encode_answer(result), media_type="application/octet-stream")
+        return JSONResponse(jsonable_encoder(jsonable(result)))
 
     @api.post("/v1/veto", openapi_extra=BODY_DOC)
     async def veto(self, request: Request):

@@ -16,7 +16,7 @@ import numpy as np
 
 from glitchflow.io.frames import find_frames
 from glitchflow.io.span import read_span
-from glitchflow.serve.protocol import encode_binary
+from glitchflow.serve.protocol import decode_answer, encode_binary
 
 
 def _headers(token: str | None, content_type: str | None = None) -> dict:
@@ -52,17 +52,30 @@ def window_from_frames(frames_dir, info: dict, window_start: float) -> dict:
 
 
 def post_window(
-    url: str, path: str, info: dict, window_start: float, channels: dict, token=None
+    url: str,
+    path: str,
+    info: dict,
+    window_start: float,
+    channels: dict,
+    token=None,
+    cleaned_strain: bool = False,
+    binary_answer: bool = False,
 ) -> dict:
     """POST one window in the binary format; returns the decoded answer (raises on 4xx/5xx
-    with the server's message)."""
-    body = encode_binary(window_start - info["pad_before_s"], channels)
-    req = urllib.request.Request(
-        url + path, data=body, headers=_headers(token, "application/octet-stream")
+    with the server's message).  ``cleaned_strain``: ask /v1/denoise for the cleaned
+    strain samples; ``binary_answer``: take the binary answer layout (arrays arrive as
+    numpy arrays, not lists)."""
+    body = encode_binary(
+        window_start - info["pad_before_s"], channels, return_cleaned_strain=cleaned_strain
     )
+    headers = _headers(token, "application/octet-stream")
+    if binary_answer:
+        headers["Accept"] = "application/octet-stream"
+    req = urllib.request.Request(url + path, data=body, headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=60) as resp:
-            return json.loads(resp.read())
+            raw = resp.read()
+            return decode_answer(raw) if binary_answer else json.loads(raw)
     except urllib.error.HTTPError as exc:
         raise RuntimeError(f"{path}: HTTP {exc.code}: {exc.read().decode()[:500]}") from None
 

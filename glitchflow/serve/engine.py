@@ -224,9 +224,9 @@ class DecisionEngine:
             if with_strain[k] and self.subtraction is not None:
                 result["subtraction"] = self._subtract(req)
             if req.want_spectrograms:
-                result["generated"] = decided.generated[k].tolist()
+                result["generated"] = np.asarray(decided.generated[k])
                 if with_strain[k]:
-                    result["cleaned"] = decided.cleaned[k].tolist()
+                    result["cleaned"] = np.asarray(decided.cleaned[k])
             out.append(result)
         return out
 
@@ -259,7 +259,7 @@ class DecisionEngine:
             out["cleaned_strain"] = {
                 "gps_start": start,
                 "sample_rate": rate,
-                "data": cleaned[a : a + round(self.window * rate)].tolist(),
+                "data": np.asarray(cleaned[a : a + round(self.window * rate)], np.float64),
             }
         return out
 

@@ -19,6 +19,16 @@ Binary (``application/octet-stream``), little-endian::
 
 Both parse to the same :class:`ParsedRequest`, so they give identical answers
 (send float64 for bit-identical input).  Errors name the field.
+
+Answers are JSON, or with ``Accept: application/octet-stream`` a binary layout
+whose arrays (spectrograms, cleaned strain) are raw little-endian samples a
+client maps straight into numpy (:func:`decode_answer`)::
+
+    header   4s  magic b"GFA1"
+             I   length of the JSON part in bytes
+    json         the answer, each array replaced by
+                 {"$array": k, "dtype": "<f4" | "<f8", "shape": [...]}
+    arrays       array k at the next multiple of 8 bytes, in order
 """
 
 from __future__ import annotations
@@ -33,6 +43,8 @@ from pydantic import BaseModel, Field, ValidationError
 from glitchflow.serve.engine import RequestError
 
 MAGIC = b"GFW1"
+ANSWER_MAGIC = b"GFA1"
+ANSWER_HEADER = struct.Struct("<4sI")
 HEADER = struct.Struct("<4sIdI")
 CHANNEL = struct.Struct("<BdI")
 DTYPES = {0: np.dtype("<f4"), 1: np.dtype("<f8")}
@@ -171,3 +183,85 @@ def parse(content_type: str | None, body: bytes) -> ParsedRequest:
         f"{content_type!r} is not supported: use application/json or application/octet-stream",
         415,
     )
+
+
+def jsonable(answer):
+    """The answer with numpy arrays as (nested) lists: what the JSON layout sends."""
+    if isinstance(answer, dict):
+        return {k: jsonable(v) for k, v in answer.items()}
+    if isinstance(answer, list):
+        return [jsonable(v) for v in answer]
+    if isinstance(answer, (np.ndarray, np.generic)):
+        return answer.tolist()
+    return answer
+
+
+def encode_answer(answer: dict) -> bytes:
+    """Server side: the binary answer layout (module docstring) of ``answer``."""
+    arrays: list[np.ndarray] = []
+
+    def strip(value):
+        if isinstance(value, dict):
+            return {k: strip(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [strip(v) for v in value]
+        if isinstance(value, np.ndarray):
+            little = value.astype(value.dtype.newbyteorder("<"), copy=False)
+            arrays.append(np.ascontiguousarray(little))
+            return {"$array": len(arrays) - 1, "dtype": little.dtype.str, "shape": value.shape}
+        if isinstance(value, np.generic):
+            return value.item()
+        return value
+
+    head = json.dumps(strip(answer)).encode("utf-8")
+    parts = [ANSWER_HEADER.pack(ANSWER_MAGIC, len(head)), head]
+    size = ANSWER_HEADER.size + len(head)
+    for values in arrays:
+        gap = -size % 8
+        parts += [b"\0" * gap, values.tobytes()]
+        size += gap + values.nbytes
+    return b"".join(parts)
+
+
+def decode_answer(body: bytes) -> dict:
+    """Client side: a binary answer back to a dict, arrays as read-only numpy views of
+    ``body`` (no copy)."""
+    magic, length = ANSWER_HEADER.unpack_from(body, 0)
+    if magic != ANSWER_MAGIC:
+        raise ValueError(f"not a glitchflow binary answer (magic {magic!r})")
+    start = ANSWER_HEADER.size
+    head = json.loads(body[start : start + length].decode("utf-8"))
+    specs: dict[int, dict] = {}
+
+    def collect(value):
+        if isinstance(value, dict) and "$array" in value:
+            specs[int(value["$array"])] = value
+        elif isinstance(value, (dict, list)):
+            for v in value.values() if isinstance(value, dict) else value:
+                collect(v)
+
+    collect(head)
+    views, offset = {}, start + length
+    for k in sorted(specs):  # the arrays follow the JSON in index order, 8-byte aligned
+        dtype, shape = np.dtype(specs[k]["dtype"]), specs[k]["shape"]
+        count = int(np.prod(shape, dtype=np.int64))
+        offset += -offset % 8
+        views[k] = np.frombuffer(body, dtype, count, offset).reshape(shape)
+        offset += count * dtype.itemsize
+
+    def restore(value):
+        if isinstance(value, dict) and "$array" in value:
+            return views[int(value["$array"])]
+        if isinstance(value, dict):
+            return {k: restore(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [restore(v) for v in value]
+        return value
+
+    return restore(head)
+
+
+def wants_binary(accept: str | None) -> bool:
+    """Whether an ``Accept`` header asks for the binary answer layout."""
+    kinds = [part.split(";")[0].strip().lower() for part in (accept or "").split(",")]
+    return "application/octet-stream" in kinds

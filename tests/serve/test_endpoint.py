@@ -15,6 +15,7 @@ import pytest
 from glitchflow.config import load_config
 from glitchflow.io.frames import find_frames, frame_name, read_frame, write_frame
 from glitchflow.pipelines.runtime import free_port
+from glitchflow.serve.client import post_window
 from glitchflow.serve.protocol import encode_binary
 from tests.conftest import CONFIGS
 
@@ -214,6 +215,14 @@ def test_denoise_subtracts_witnessed_glitches_and_returns_cleaned_strain(endpoin
     body = encode_binary(start, channels, return_cleaned_strain=True)
     status, by_binary = call(url, "/v1/denoise", body, "application/octet-stream")
     assert status == 200 and by_binary["subtraction"] == sub
+    # and the binary answer layout carries the same samples as raw float64, no JSON lists
+    answer = post_window(
+        url, "/v1/denoise", info, window_start, channels, TOKEN, True, binary_answer=True
+    )
+    samples = answer["subtraction"]["cleaned_strain"]["data"]
+    assert isinstance(samples, np.ndarray) and samples.dtype == np.float64
+    np.testing.assert_array_equal(samples, cleaned)
+    assert answer["veto"] == got["veto"] and answer["subtraction"]["glitches"] == sub["glitches"]
 
 
 def test_spectrograms_on_request_and_concurrent_batched_requests(endpoint, tiny_twin):
