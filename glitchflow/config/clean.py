@@ -58,10 +58,21 @@ class CleanConfig(Strict):
         (-0.01, 0.04), description="range of the coupling's pure delay searched (s)"
     )
     ridge: float = Field(1e-3, ge=0, description="ridge strength relative to the mean power")
+    gain_iterations: int = Field(
+        3,
+        ge=0,
+        description="alternate per-glitch gains and the coupling's response this many times "
+        "(the glitch-to-glitch gain scatter otherwise leaks into the response's shape)",
+    )
     fit_tilt: bool = Field(
         True,
         description="per-glitch fit also takes a spectral tilt of the coupling around the "
         "trigger frequency (4 coefficients instead of 2)",
+    )
+    fit_quadrature: bool = Field(
+        True,
+        description="per-glitch fit also takes the coupling's phase (the prediction's "
+        "Hilbert pair), not only its gain",
     )
     min_fit_snr: float = Field(
         4.5, ge=0, description="subtract only when the fitted glitch has at least this SNR"

@@ -125,6 +125,12 @@ class CouplingEquations:
     Regressors ``q_k = B_k * m`` and ``i B_k * m`` (``2K``); ``R = sum q q^T`` does not
     depend on the delay, and ``X[:, d] = sum_t y(t) q(t - delays[d])`` is one correlation,
     so every delay is solved from the same sums.  Sums merge exactly across blocks.
+
+    The per-trigger sums ``Rs`` ``(n, 2K, 2K)`` and ``Xs`` ``(n, 2K, D)`` are kept
+    too (a few tens of kB per trigger): a coupling's gain scatters from glitch to
+    glitch, and a plain sum lets that scatter leak into the response's *shape* (each
+    frequency is pinned by the few glitches there).  :meth:`solve` with
+    ``gain_iterations`` alternates per-trigger gains and the shared response.
     """
 
     basis: np.ndarray  # (K, n_freq)
@@ -132,11 +138,15 @@ class CouplingEquations:
     R: np.ndarray = None  # (2K, 2K)
     X: np.ndarray = None  # (2K, D)
     count: int = 0
+    Rs: np.ndarray = None  # (n, 2K, 2K) per trigger
+    Xs: np.ndarray = None  # (n, 2K, D) per trigger
 
     def __post_init__(self) -> None:
         k = 2 * len(self.basis)
         self.R = np.zeros((k, k)) if self.R is None else self.R
         self.X = np.zeros((k, len(self.delays))) if self.X is None else self.X
+        self.Rs = np.zeros((0, k, k)) if self.Rs is None else self.Rs
+        self.Xs = np.zeros((0, k, len(self.delays))) if self.Xs is None else self.Xs
 
     def add(self, m: np.ndarray, y: np.ndarray) -> None:
         """Add one trigger: localised witness ``m`` ``(L,)`` and whitened strain ``y`` ``(L,)``."""
@@ -144,25 +154,50 @@ class CouplingEquations:
         spec_m = np.fft.rfft(m, nfft)
         spec_q = np.concatenate([self.basis * spec_m, 1j * self.basis * spec_m])
         q = np.fft.irfft(spec_q, nfft)
-        self.R += q @ q.T
-        cross = np.fft.irfft(np.fft.rfft(y, nfft)[None] * spec_q.conj(), nfft)
-        self.X += cross[:, self.delays % nfft]
+        r = q @ q.T
+        x = np.fft.irfft(np.fft.rfft(y, nfft)[None] * spec_q.conj(), nfft)[:, self.delays % nfft]
+        self.R += r
+        self.X += x
+        self.Rs = np.concatenate([self.Rs, r[None]])
+        self.Xs = np.concatenate([self.Xs, x[None]])
         self.count += 1
 
     def merge(self, other: CouplingEquations) -> CouplingEquations:
         return CouplingEquations(
-            self.basis, self.delays, self.R + other.R, self.X + other.X, self.count + other.count
+            self.basis,
+            self.delays,
+            self.R + other.R,
+            self.X + other.X,
+            self.count + other.count,
+            np.concatenate([self.Rs, other.Rs]),
+            np.concatenate([self.Xs, other.Xs]),
         )
 
-    def solve(self, ridge: float) -> tuple[np.ndarray, int]:
-        """``(coefficients (2K,), delay in samples)`` explaining the most strain power."""
+    def solve(self, ridge: float, gain_iterations: int = 0) -> tuple[np.ndarray, int]:
+        """``(coefficients (2K,), delay in samples)`` explaining the most strain power.
+
+        The delay comes from the summed equations; then, with ``gain_iterations`` and
+        per-trigger sums, each trigger's real gain ``g_i = x_i.c / c'R_i c`` and the
+        response ``(sum g_i^2 R_i + ridge) c = sum g_i x_i`` are solved in turn, the gains
+        normalised to a median of 1 (the per-glitch fit at subtraction time takes the
+        gain anyway)."""
         k = self.R.shape[0]
         if self.count == 0:
             return np.zeros(k), 0
         penalty = ridge * np.trace(self.R) / k + 1e-300
         coef = np.linalg.solve(self.R + penalty * np.eye(k), self.X)  # (2K, D)
         best = int(np.argmax(np.sum(coef * self.X, axis=0)))
-        return coef[:, best], int(self.delays[best])
+        c = coef[:, best]
+        if gain_iterations and len(self.Rs) == self.count:
+            x = self.Xs[:, :, best]  # (n, 2K)
+            for _ in range(gain_iterations):
+                power = np.einsum("i,nij,j->n", c, self.Rs, c)
+                gains = np.where(power > 0, (x @ c) / np.maximum(power, 1e-300), 0.0)
+                scale = np.median(np.abs(gains[gains != 0])) if np.any(gains) else 1.0
+                gains = gains / scale
+                lhs = np.einsum("n,nij->ij", gains**2, self.Rs)
+                c = np.linalg.solve(lhs + penalty * np.eye(k), gains @ x)
+        return c, int(self.delays[best])
 
     def fir(self, coef: np.ndarray, delay: int, lags: np.ndarray) -> np.ndarray:
         """Taps of ``G`` at ``lags`` (samples)."""
@@ -225,21 +260,28 @@ class SubtractionModel:
         return full[first : first + len(m)]
 
     def fit(self, prediction: np.ndarray, y: np.ndarray, frequency: float | None = None) -> Fit:
-        """Least-squares fit of the prediction to the strain ``y``: its gain and phase
-        (``[p, Hilbert(p)]``) and, with ``settings["fit_tilt"]`` and the trigger's
-        ``frequency``, a local spectral tilt (``p`` filtered by ``ln(f / frequency)``, and
-        its Hilbert pair): the coupling's gain may change across a glitch's band from one
-        glitch to the next.  Coefficients reported: gain and quadrature."""
+        """Least-squares fit of the prediction to the strain ``y``: its gain and, with
+        ``settings["fit_quadrature"]`` (default), its phase (``[p, Hilbert(p)]``) and, with
+        ``settings["fit_tilt"]`` and the trigger's ``frequency``, a local spectral tilt
+        (``p`` filtered by ``ln(f / frequency)``, and its Hilbert pair): the coupling's
+        gain may change across a glitch's band from one glitch to the next.  Each
+        coefficient also fits one degree of freedom of noise (residual SNR ~ sqrt(k)).
+        Coefficients reported: gain and quadrature (0 when not fitted)."""
         columns = [prediction]
         if self.settings.get("fit_tilt") and frequency:
             n = len(prediction)
             freqs = np.fft.rfftfreq(n, 1.0 / self.sample_rate)
             tilt = np.log(np.maximum(freqs, 1.0) / frequency)
             columns.append(np.fft.irfft(np.fft.rfft(prediction) * tilt, n))
-        basis = np.stack(columns + [np.imag(hilbert(c)) for c in columns], axis=1)
+        in_phase = len(columns)
+        quadrature_fitted = self.settings.get("fit_quadrature", True)
+        if quadrature_fitted:
+            columns += [np.imag(hilbert(c)) for c in columns]
+        basis = np.stack(columns, axis=1)
         coef, *_ = np.linalg.lstsq(basis, y, rcond=None)
         fitted = basis @ coef
-        gain, quadrature = float(coef[0]), float(coef[len(columns)])
+        gain = float(coef[0])
+        quadrature = float(coef[in_phase]) if quadrature_fitted else 0.0
         return Fit(fitted, math.sqrt(max(float(fitted @ y), 0.0)), (gain, quadrature))
 
     def group_delay(self, channel: str, band: tuple[float, float] = (40.0, 250.0)) -> float:

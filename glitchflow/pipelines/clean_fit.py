@@ -119,7 +119,7 @@ def block_pass(
         for name, eq in accumulate(empty, loc, block, keep).items():
             eqs[name] = eqs[name].merge(eq) if name in eqs else eq
     return {
-        "eqs": {k: (v.R, v.X, v.count) for k, v in eqs.items()},
+        "eqs": {k: (v.R, v.X, v.count, v.Rs, v.Xs) for k, v in eqs.items()},
         "rows": rows,
         "examples": examples,
         "bad": {k: list(v) for k, v in read.bad.items()},
@@ -149,16 +149,16 @@ def _solve(results: list[dict], lags, cfg: Config, witnesses: list[str]):
     settings = cfg.clean.model_dump(mode="json")
     total: dict[str, CouplingEquations] = {}
     for res in results:
-        for name, (R, X, count) in res["eqs"].items():
+        for name, (R, X, count, Rs, Xs) in res["eqs"].items():
             eq = coupling_equations(settings, cfg.signal.sample_rate)
-            eq = eq.merge(CouplingEquations(eq.basis, eq.delays, R, X, count))
+            eq = eq.merge(CouplingEquations(eq.basis, eq.delays, R, X, count, Rs, Xs))
             total[name] = total[name].merge(eq) if name in total else eq
     firs, delays = {}, {}
     for w in witnesses:
         if w not in total:
             firs[w] = np.zeros(len(lags))
             continue
-        coef, delay = total[w].solve(cfg.clean.ridge)
+        coef, delay = total[w].solve(cfg.clean.ridge, cfg.clean.gain_iterations)
         firs[w] = total[w].fir(coef, delay, lags)
         delays[w] = round(1e3 * delay / cfg.signal.sample_rate, 3)
     return firs, {w: (total[w].count if w in total else 0) for w in witnesses}, delays
