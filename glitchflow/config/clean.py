@@ -57,6 +57,9 @@ class CleanConfig(Strict):
     coupling_delays: tuple[float, float] = Field(
         (-0.01, 0.04), description="range of the coupling's pure delay searched (s)"
     )
+    delay_oversample: int = Field(
+        4, ge=1, description="the coupling's pure delay is searched on a 1/N-sample grid"
+    )
     ridge: float = Field(1e-3, ge=0, description="ridge strength relative to the mean power")
     gain_iterations: int = Field(
         3,

@@ -134,7 +134,8 @@ class CouplingEquations:
     """
 
     basis: np.ndarray  # (K, n_freq)
-    delays: np.ndarray  # (D,) integer samples
+    delays: np.ndarray  # (D,) samples, on a grid of 1 / oversample samples
+    oversample: int = 1
     R: np.ndarray = None  # (2K, 2K)
     X: np.ndarray = None  # (2K, D)
     count: int = 0
@@ -155,7 +156,13 @@ class CouplingEquations:
         spec_q = np.concatenate([self.basis * spec_m, 1j * self.basis * spec_m])
         q = np.fft.irfft(spec_q, nfft)
         r = q @ q.T
-        x = np.fft.irfft(np.fft.rfft(y, nfft)[None] * spec_q.conj(), nfft)[:, self.delays % nfft]
+        # the correlation at every lag on a grid of 1 / oversample samples (zero-padded
+        # spectrum): a delay between samples is a linear phase the smooth response
+        # would otherwise have to imitate
+        up = nfft * self.oversample
+        lags = np.round(self.delays * self.oversample).astype(int) % up
+        spec = np.fft.rfft(y, nfft)[None] * spec_q.conj()
+        x = np.fft.irfft(spec, up)[:, lags] * self.oversample
         self.R += r
         self.X += x
         self.Rs = np.concatenate([self.Rs, r[None]])
@@ -166,6 +173,7 @@ class CouplingEquations:
         return CouplingEquations(
             self.basis,
             self.delays,
+            self.oversample,
             self.R + other.R,
             self.X + other.X,
             self.count + other.count,
@@ -173,7 +181,7 @@ class CouplingEquations:
             np.concatenate([self.Xs, other.Xs]),
         )
 
-    def solve(self, ridge: float, gain_iterations: int = 0) -> tuple[np.ndarray, int]:
+    def solve(self, ridge: float, gain_iterations: int = 0) -> tuple[np.ndarray, float]:
         """``(coefficients (2K,), delay in samples)`` explaining the most strain power.
 
         The delay comes from the summed equations; then, with ``gain_iterations`` and
@@ -197,9 +205,9 @@ class CouplingEquations:
                 gains = gains / scale
                 lhs = np.einsum("n,nij->ij", gains**2, self.Rs)
                 c = np.linalg.solve(lhs + penalty * np.eye(k), gains @ x)
-        return c, int(self.delays[best])
+        return c, float(self.delays[best])
 
-    def fir(self, coef: np.ndarray, delay: int, lags: np.ndarray) -> np.ndarray:
+    def fir(self, coef: np.ndarray, delay: float, lags: np.ndarray) -> np.ndarray:
         """Taps of ``G`` at ``lags`` (samples)."""
         n_freq = self.basis.shape[1]
         nfft = 2 * (n_freq - 1)
@@ -346,8 +354,9 @@ def coupling_equations(settings: dict, sample_rate: float) -> CouplingEquations:
     first, ratio, count = settings["coupling_bumps"]
     basis = log_bumps(freqs, first, ratio, int(count))
     lo, hi = settings["coupling_delays"]
-    delays = np.arange(round(lo * sample_rate), round(hi * sample_rate) + 1)
-    return CouplingEquations(basis, delays)
+    over = int(settings.get("delay_oversample", 1))
+    delays = np.arange(round(lo * sample_rate * over), round(hi * sample_rate * over) + 1) / over
+    return CouplingEquations(basis, delays, over)
 
 
 def fir_lags(before: float, after: float, sample_rate: float) -> np.ndarray:

@@ -151,7 +151,9 @@ def _solve(results: list[dict], lags, cfg: Config, witnesses: list[str]):
     for res in results:
         for name, (R, X, count, Rs, Xs) in res["eqs"].items():
             eq = coupling_equations(settings, cfg.signal.sample_rate)
-            eq = eq.merge(CouplingEquations(eq.basis, eq.delays, R, X, count, Rs, Xs))
+            eq = eq.merge(
+                CouplingEquations(eq.basis, eq.delays, eq.oversample, R, X, count, Rs, Xs)
+            )
             total[name] = total[name].merge(eq) if name in total else eq
     firs, delays = {}, {}
     for w in witnesses:
