@@ -81,13 +81,15 @@ class Localiser:
         x = (np.abs(t) - self.half_width(duration, frequency)) / self.gate_ramp
         return np.where(x > 0, 0.5 + 0.5 * np.cos(np.pi * np.clip(x, 0, 1)), 1.0)
 
-    def __call__(self, u: np.ndarray, duration: float, frequency: float | None = None):
+    def __call__(self, u: np.ndarray, duration: float, frequency: float | None = None, notches=()):
         """The witness glitch in the whitened segment ``u`` ``(L,)``, noise masked out
         (``method="mask"``) or rebuilt from sine-Gaussian atoms centred within the
-        gate's flat part (``method="atoms"``, :mod:`glitchflow.models.witness_atoms`)."""
+        gate's flat part (``method="atoms"``, :mod:`glitchflow.models.witness_atoms`;
+        ``notches``: the witness's spectral lines (Hz intervals) its whitening removed,
+        filled in from the glitch's shape)."""
         if self.method == "atoms" and frequency:
             search = AtomSearch(self.sample_rate, self.atom_stop_snr2, self.atom_max)
-            rebuilt, _ = search(u, self.half_width(duration, frequency), frequency)
+            rebuilt, _ = search(u, self.half_width(duration, frequency), frequency, notches)
             return rebuilt
         g = self.gate(duration, frequency)
         spectrum = np.fft.rfft(u * g, 2 * self.n)

@@ -152,12 +152,18 @@ class AtomSearch:
         return best
 
     def _refine(self, r: np.ndarray, atom: Atom, window: float) -> Atom:
+        tau_max = len(r) / self.sample_rate / 6.0
+
         def cost(p):
             t, lf, lq = p
             if abs(t) > window + 0.01:
                 return 0.0
             f, q = math.exp(lf), math.exp(lq)
-            if not (self.min_frequency <= f <= 0.45 * self.sample_rate) or q < 1.0:
+            if not (self.min_frequency <= f <= 0.45 * self.sample_rate):
+                return 0.0
+            # Q stays near the dictionary's range: a needle-sharp "atom" is a line
+            tau = q / (math.sqrt(2.0) * math.pi * f)
+            if not (self.q_range[0] / 1.5 <= q <= self.q_range[1] * 1.5) or tau > tau_max:
                 return 0.0
             return -(abs(atom_product(r, self.sample_rate, t, f, q)) ** 2)
 
@@ -176,18 +182,31 @@ class AtomSearch:
         return Atom(float(t), math.exp(lf), math.exp(lq), float(-res.fun))
 
     def __call__(
-        self, u: np.ndarray, window: float, frequency: float
+        self,
+        u: np.ndarray,
+        window: float,
+        frequency: float,
+        notches: tuple[tuple[float, float], ...] = (),
     ) -> tuple[np.ndarray, list[Atom]]:
         """The witness glitch in ``u`` ``(L,)`` rebuilt from atoms centred within ``window`` s
         of the segment centre, searched around ``frequency`` Hz: ``(rebuilt (L,), atoms)``.
         The first atom is always kept (the trigger is there); later ones only above
-        ``stop_snr2``."""
+        ``stop_snr2``.
+
+        ``notches``: frequency intervals (Hz) the witness's whitening notched out (its
+        spectral lines, e.g. mains in a magnetometer).  The glitch's energy there is
+        missing from ``u`` but not from the strain it couples into, so the atoms are
+        fitted to ``u`` outside the notches only and returned whole: the notch is
+        filled in from the glitch's shape."""
         n = len(u)
         grid = self.grid(n, frequency)
+        notch = _Notch(n, self.sample_rate, notches)
         atoms: list[Atom] = []
-        columns: list[np.ndarray] = []
+        whole: list[np.ndarray] = []
+        seen: list[np.ndarray] = []
         rebuilt = np.zeros(n)
-        r = np.asarray(u, float)
+        u = notch(np.asarray(u, float))
+        r = u
         while len(atoms) < self.max_atoms:
             found = self._loudest(r, grid, window)
             if atoms and found.snr2 < self.stop_snr2:
@@ -195,9 +214,27 @@ class AtomSearch:
             found = self._refine(r, found, window)
             a = complex_atom(n, self.sample_rate, found.time, found.frequency, found.q)
             atoms.append(found)
-            columns += [a.real, a.imag]
-            basis = np.stack(columns, axis=1)
-            coef, *_ = np.linalg.lstsq(basis, u, rcond=None)
-            rebuilt = basis @ coef
-            r = u - rebuilt
+            whole += [a.real, a.imag]
+            seen += [notch(a.real), notch(a.imag)]
+            coef, *_ = np.linalg.lstsq(np.stack(seen, axis=1), u, rcond=None)
+            rebuilt = np.stack(whole, axis=1) @ coef
+            r = u - np.stack(seen, axis=1) @ coef
         return rebuilt, atoms
+
+
+class _Notch:
+    """Zeroes the frequency intervals ``notches`` (Hz) of ``n``-sample segments (an FFT
+    of ``2 n``: no wrap-around); the identity when there are none."""
+
+    def __init__(self, n: int, sample_rate: float, notches) -> None:
+        self.n = n
+        freqs = np.fft.rfftfreq(2 * n, 1.0 / sample_rate)
+        keep = np.ones(len(freqs), bool)
+        for lo, hi in notches:
+            keep &= ~((freqs >= lo) & (freqs <= hi))
+        self.keep = None if keep.all() else keep
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        if self.keep is None:
+            return x
+        return np.fft.irfft(np.fft.rfft(x, 2 * self.n) * self.keep, 2 * self.n)[: self.n]

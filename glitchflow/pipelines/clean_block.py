@@ -22,6 +22,7 @@ from glitchflow.io.frames import FrameFile
 from glitchflow.io.span import Segment, read_padded
 from glitchflow.models.subtraction import CouplingEquations, SubtractionModel, segment_at
 from glitchflow.signal.conditioner import Conditioner
+from glitchflow.signal.lines import spectral_lines
 from glitchflow.signal.resample import resample
 from glitchflow.signal.whitening import unwhiten
 
@@ -57,6 +58,7 @@ class WhitenedBlock:
     filter_duration: float  # s, of the whitening FIR
     highpass: float | None
     raw_strain: np.ndarray = field(repr=False, default=None)  # native-rate strain
+    notches: dict[str, tuple] = field(default_factory=dict)  # witness -> lines (Hz) whitened out
 
 
 def whiten_block(
@@ -71,6 +73,8 @@ def whiten_block(
     fs = cond.sample_rate
     white, psd = cond.whiten_with_psd(x, rates)
     white = white[0].double().numpy()
+    df = 1.0 / cfg.fftlength
+    notches = {w: spectral_lines(psd[0, 1 + i].numpy(), df) for i, w in enumerate(witnesses)}
     t0 = seg.start + (x.shape[-1] - white.shape[-1]) / 2 / fs
     triggers = []
     if witnesses:
@@ -96,6 +100,7 @@ def whiten_block(
         cfg.filter_duration,
         cfg.highpass,
         np.asarray(seg.data[strain], float),
+        notches,
     )
 
 
@@ -114,7 +119,7 @@ def accumulate(empty, localiser, block: WhitenedBlock, keep=None) -> dict[str, C
             continue
         start = _segment_start(block, trig.time, n)
         u = segment_at(block.witnesses[trig.channel], start, n)
-        m = localiser(u, trig.duration, trig.frequency)
+        m = localiser(u, trig.duration, trig.frequency, block.notches.get(trig.channel, ()))
         y = segment_at(block.strain, start, n)
         if trig.channel not in eqs:
             eqs[trig.channel] = empty()
@@ -135,7 +140,8 @@ def subtract_block(model: SubtractionModel, block: WhitenedBlock) -> tuple[np.nd
         if trig.channel not in model.firs:
             continue
         start = _segment_start(block, trig.time, n)
-        m = loc(segment_at(block.witnesses[trig.channel], start, n), trig.duration, trig.frequency)
+        u = segment_at(block.witnesses[trig.channel], start, n)
+        m = loc(u, trig.duration, trig.frequency, block.notches.get(trig.channel, ()))
         prediction = model.predict(trig.channel, m)
         row = {
             "channel": trig.channel,

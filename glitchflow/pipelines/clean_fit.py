@@ -135,10 +135,9 @@ def _examples(model, block, fits, loc, n: int = 2) -> list[dict]:
     for f in best:
         start = round((f["gps"] - block.t0) * block.sample_rate) - loc.n // 2
         u = segment_at(block.witnesses[f["channel"]], start, loc.n)
-        m = loc(u, f["duration"], f["frequency"])
+        m = loc(u, f["duration"], f["frequency"], block.notches.get(f["channel"], ()))
         y = segment_at(block.strain, start, loc.n)
         fit = model.fit(model.predict(f["channel"], m), y, f["frequency"])
-        y = segment_at(block.strain, start, loc.n)
         out.append(dict(f, strain=y.astype(np.float32), fitted=fit.fitted.astype(np.float32)))
     return out
 
