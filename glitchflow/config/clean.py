@@ -61,6 +61,12 @@ class CleanConfig(Strict):
         4, ge=1, description="the coupling's pure delay is searched on a 1/N-sample grid"
     )
     ridge: float = Field(1e-3, ge=0, description="ridge strength relative to the mean power")
+    smoothness: float = Field(
+        0.0,
+        ge=0,
+        description="penalty on the curvature of the coupling's response across neighbouring "
+        "bumps, relative to the mean power (continues trends where glitches are sparse)",
+    )
     gain_iterations: int = Field(
         3,
         ge=0,

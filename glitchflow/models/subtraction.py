@@ -183,19 +183,29 @@ class CouplingEquations:
             np.concatenate([self.Xs, other.Xs]),
         )
 
-    def solve(self, ridge: float, gain_iterations: int = 0) -> tuple[np.ndarray, float]:
+    def solve(
+        self, ridge: float, gain_iterations: int = 0, smoothness: float = 0.0
+    ) -> tuple[np.ndarray, float]:
         """``(coefficients (2K,), delay in samples)`` explaining the most strain power.
 
         The delay comes from the summed equations; then, with ``gain_iterations`` and
         per-trigger sums, each trigger's real gain ``g_i = x_i.c / c'R_i c`` and the
-        response ``(sum g_i^2 R_i + ridge) c = sum g_i x_i`` are solved in turn, the gains
-        normalised to a median of 1 (the per-glitch fit at subtraction time takes the
-        gain anyway)."""
+        response ``(sum g_i^2 R_i + penalty) c = sum g_i x_i`` are solved in turn, the
+        gains normalised to a median of 1 (the per-glitch fit at subtraction time takes
+        the gain anyway).  The penalty is ``ridge`` (towards zero) plus ``smoothness``
+        on the second differences of neighbouring bumps' coefficients (towards a
+        response that changes linearly in log frequency: where few training glitches
+        pin the response, it continues the trend of its neighbours instead of
+        shrinking), both relative to the mean power of the equations."""
         k = self.R.shape[0]
         if self.count == 0:
             return np.zeros(k), 0
-        penalty = ridge * np.trace(self.R) / k + 1e-300
-        coef = np.linalg.solve(self.R + penalty * np.eye(k), self.X)  # (2K, D)
+        scale = np.trace(self.R) / k + 1e-300
+        half = k // 2
+        second = np.diff(np.eye(half), n=2, axis=0)  # (K - 2, K)
+        curvature = np.kron(np.eye(2), second.T @ second)  # real and imaginary parts
+        penalty = scale * (ridge * np.eye(k) + smoothness * curvature)
+        coef = np.linalg.solve(self.R + penalty, self.X)  # (2K, D)
         best = int(np.argmax(np.sum(coef * self.X, axis=0)))
         c = coef[:, best]
         if gain_iterations and len(self.Rs) == self.count:
@@ -203,10 +213,10 @@ class CouplingEquations:
             for _ in range(gain_iterations):
                 power = np.einsum("i,nij,j->n", c, self.Rs, c)
                 gains = np.where(power > 0, (x @ c) / np.maximum(power, 1e-300), 0.0)
-                scale = np.median(np.abs(gains[gains != 0])) if np.any(gains) else 1.0
-                gains = gains / scale
+                norm = np.median(np.abs(gains[gains != 0])) if np.any(gains) else 1.0
+                gains = gains / norm
                 lhs = np.einsum("n,nij->ij", gains**2, self.Rs)
-                c = np.linalg.solve(lhs + penalty * np.eye(k), gains @ x)
+                c = np.linalg.solve(lhs + penalty, gains @ x)
         return c, float(self.delays[best])
 
     def fir(self, coef: np.ndarray, delay: float, lags: np.ndarray) -> np.ndarray:

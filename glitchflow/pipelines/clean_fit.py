@@ -159,7 +159,8 @@ def _solve(results: list[dict], lags, cfg: Config, witnesses: list[str]):
         if w not in total:
             firs[w] = np.zeros(len(lags))
             continue
-        coef, delay = total[w].solve(cfg.clean.ridge, cfg.clean.gain_iterations)
+        c = cfg.clean
+        coef, delay = total[w].solve(c.ridge, c.gain_iterations, c.smoothness)
         firs[w] = total[w].fir(coef, delay, lags)
         delays[w] = round(1e3 * delay / cfg.signal.sample_rate, 3)
     return firs, {w: (total[w].count if w in total else 0) for w in witnesses}, delays
