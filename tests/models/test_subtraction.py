@@ -170,3 +170,26 @@ def test_glitch_to_glitch_gain_scatter_does_not_leak_into_the_coupling_shape():
         medians[iterations] = np.median(residuals)
     assert medians[3] < 0.5 * medians[0]
     assert medians[3] < 8  # of SNR 100
+
+
+def test_smoothness_trades_the_response_curvature_for_fit():
+    """``smoothness`` penalises the bumps' second differences: the stronger it is, the
+    straighter (in log frequency) the fitted response, at some cost in fit."""
+    rng = np.random.default_rng(4)
+    t = (np.arange(L) - L // 2) / FS
+    eq = coupling_equations(SETTINGS, FS)
+    for f in np.geomspace(30, 150, 10):
+        w = unit_snr(sine_gaussian(t, f, rng.uniform(5, 10), rng.uniform(0, 2 * np.pi))) * 100
+        eq.add(w, 0.4 * _lowpassed(w) + rng.standard_normal(L))
+    half = len(eq.basis)
+    second = np.diff(np.eye(half), n=2, axis=0)
+    curvature, misfit = [], []
+    for smoothness in (0.0, 1.0, 100.0):
+        coef, delay = eq.solve(1e-3, 0, smoothness)
+        curvature.append(
+            np.linalg.norm(second @ coef[:half]) + np.linalg.norm(second @ coef[half:])
+        )
+        d = int(np.argmin(np.abs(eq.delays - delay)))
+        misfit.append(coef @ eq.R @ coef - 2 * coef @ eq.X[:, d])
+    assert curvature[0] > curvature[1] > curvature[2]
+    assert misfit[0] <= misfit[1] <= misfit[2]
