@@ -62,7 +62,7 @@ class CleanConfig(Strict):
     )
     ridge: float = Field(1e-3, ge=0, description="ridge strength relative to the mean power")
     smoothness: float = Field(
-        0.0,
+        1.0,
         ge=0,
         description="penalty on the curvature of the coupling's response across neighbouring "
         "bumps, relative to the mean power (continues trends where glitches are sparse)",
