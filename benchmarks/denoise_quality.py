@@ -95,6 +95,7 @@ def score_span(spec, model: Path, work: Path) -> dict:
         "families": report["families"],
         "psd_ratio_max_deviation": report["psd_ratio_max_deviation"],
         "psd_ratio_bands": report["psd_ratio_bands"],
+        "spectrogram_cleaned_fraction": report["spectrogram_cleaned_fraction"],
         "clean_wall_s": round(wall, 2),
         "clean_real_time_factor": round(duration / wall, 2),
         "gating_deadtime": round(gating_deadtime(truth, duration, 8.0), 5),
@@ -117,6 +118,11 @@ def targets(spans: list[dict]) -> dict:
             "fraction_below_snr5": round(float(np.mean(res < 5)), 4),
             "median_reduction": round(float(np.median(red)), 4),
         }
+    for family in pooled:  # the seed's spectrogram figure, recomputed on cleaned strain
+        rows = [g for s in spans for g in s["glitches"] if g["family"] == family]
+        pooled[family]["spectrogram_cleaned_fraction"] = round(
+            float(np.mean([g["cleaned_max_snr2"] < 16.0 for g in rows])), 4
+        )
     worst_psd = max((s["psd_ratio_max_deviation"] or 0) for s in spans)
     rtf = min(s["clean_real_time_factor"] for s in spans)
     return {
