@@ -4,6 +4,7 @@ failing job reports FAILED with the error instead of hanging."""
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import subprocess
 import time
@@ -27,13 +28,20 @@ def head(tmp_path_factory):
     state API (and through it Ray Train's placement-group cleaner) resolves as the
     cluster to talk to; the file is put back as it was when the head stops, or later
     Ray Train runs in this session would query a dead head.
+
+    ``ray start`` with token authentication refuses to start without a token (it never
+    creates one, unlike ``ray.init``), so the head and its clients share a token file of
+    their own: the test passes on a machine that has no ``~/.ray/auth_token``.
     """
+    token = tmp_path_factory.mktemp("auth") / "auth_token"
+    token.write_text(secrets.token_hex(32))
     marker = Path("/tmp/ray/ray_current_cluster")
     before = marker.read_text() if marker.exists() else None
     port, dashboard = free_port(), free_port()
     env = os.environ | {
         "PATH": f"{REPO / '.venv' / 'bin'}:{os.environ['PATH']}",
         "RAY_AUTH_MODE": "token",
+        "RAY_AUTH_TOKEN_PATH": str(token),
         # this head's own state API, not the tests' local instance's (set in os.environ)
         "RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{dashboard}",
     }
