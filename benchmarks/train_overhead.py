@@ -1,9 +1,11 @@
 """Ray Train overhead: samples/s of one Ray Train worker vs a plain PyTorch loop.
 
 Same model (the demo config's), same synthetic crops, same batch size, same
-optimiser, in the same run.  Reports training throughput (inside the epochs),
-wall time of the whole fit and time to the first optimiser step.
-Target: Ray Train >= 0.85 x plain torch.
+optimiser, loss and gradient clipping, in the same run.  Reports training throughput
+(the training pass of each epoch after the first, median; Ray Train's epochs also
+validate, reported beside it as ``samples_per_s_with_validation``), wall time of the
+whole fit and time to the first optimiser step.
+Target: Ray Train >= 0.9 x plain torch.
 
     .venv/bin/python benchmarks/train_overhead.py --json bench-out/train_overhead.json
 """
@@ -25,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.common import write_json  # noqa: E402
 from glitchflow.config import load_config  # noqa: E402
 from glitchflow.models.losses import SpectrogramLoss  # noqa: E402
-from glitchflow.models.registry import create_model  # noqa: E402
+from glitchflow.models.registry import arguments_from_settings, create_model  # noqa: E402
 
 
 def synthetic_crops(n: int, n_aux: int, size: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -44,14 +46,9 @@ def synthetic_crops(n: int, n_aux: int, size: int, seed: int = 0) -> tuple[np.nd
 def plain_torch(cfg, x, y, epochs: int) -> dict:
     tr = cfg.train
     torch.manual_seed(0)
-    model = create_model(
-        tr.model.name,
-        n_aux=x.shape[1],
-        base=tr.model.base,
-        depth=tr.model.depth,
-        residual=tr.model.residual,
-        attention=tr.model.attention,
-    )
+    m = tr.model  # the arguments Ray Train's loop builds it with (architecture defaults)
+    args = arguments_from_settings(m.name, x.shape[1], m.base, m.depth, m.residual, m.attention)
+    model = create_model(m.name, **args)
     opt = torch.optim.AdamW(model.parameters(), lr=tr.lr, weight_decay=tr.weight_decay)
     loss_fn = SpectrogramLoss(**tr.loss.model_dump(), glitch_level=1.0)  # same work as training
     xs, ys = torch.from_numpy(x), torch.from_numpy(y)
@@ -120,9 +117,13 @@ def ray_train(cfg, x, y, epochs: int) -> dict:
         result = make_trainer(cfg, data, Path(tmp), loop, name="bench").fit()
         wall = time.perf_counter() - t0
     hist = result.metrics_dataframe
-    rates = hist["samples_per_second"].to_numpy()
+    rates = hist["samples_per_second"].to_numpy()  # the training pass of each epoch
+    with_val = len(x) / hist["epoch_seconds"].to_numpy()  # validation included
     return {
         "samples_per_s": float(np.median(rates[1:] if len(rates) > 1 else rates)),
+        "samples_per_s_with_validation": float(
+            np.median(with_val[1:] if len(with_val) > 1 else with_val)
+        ),
         "wall_s": wall,
         "time_to_first_step_s": float(hist["time_to_first_step_s"].iloc[-1]),
     }
@@ -154,7 +155,7 @@ def main() -> int:
         "plain_torch": plain,
         "ray_train_1_worker": rt,
         "throughput_ratio": round(rt["samples_per_s"] / plain["samples_per_s"], 3),
-        "target": ">= 0.85",
+        "target": ">= 0.9",
     }
     print(f"{'':>20} {'samples/s':>10} {'wall s':>8} {'first step s':>13}")
     for name, r in (("plain torch", plain), ("Ray Train 1 worker", rt)):
@@ -162,7 +163,7 @@ def main() -> int:
             f"{name:>20} {r['samples_per_s']:>10.1f} {r['wall_s']:>8.1f} "
             f"{r['time_to_first_step_s']:>13.2f}"
         )
-    print(f"Ray Train / plain torch throughput: {report['throughput_ratio']} (target >= 0.85)")
+    print(f"Ray Train / plain torch throughput: {report['throughput_ratio']} (target >= 0.9)")
     write_json(report, args.json)
     return 0
 

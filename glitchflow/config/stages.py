@@ -135,6 +135,13 @@ class TrainConfig(Strict):
     lr: float = Field(1e-4, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
     grad_clip: float = Field(5.0, gt=0)
+    shard_cache_mb: float = Field(
+        2048.0,
+        ge=0,
+        description="each worker keeps its dataset shard in memory after the first epoch "
+        "when it fits in this many MiB (later epochs reshuffle it without Ray Data); 0 = "
+        "stream every epoch",
+    )
     plateau_patience: int = Field(7, ge=0)
     plateau_factor: float = Field(0.5, gt=0, lt=1)
     crop: int = Field(64, ge=8, description="square crop size (bins and rows)")

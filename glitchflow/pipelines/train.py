@@ -74,6 +74,7 @@ def loop_config(cfg: Config, data: TrainingData, out: Path) -> dict:
         "grad_clip": tr.grad_clip,
         "epochs": tr.epochs,
         "batch_size": tr.batch_size,
+        "shard_cache_mb": tr.shard_cache_mb,
         "snr2_threshold": tr.snr2_threshold,
         "min_area": tr.min_area,
         "image_every": tr.image_every,
