@@ -156,7 +156,10 @@ def held_out_scorecard(config, overrides, cfg, workdir: Path, trained: TrainResu
         overwrite=True,
     )
     f = infer.figures
-    report = run_evaluate(cfg, held.truth_path, workdir / "infer", workdir / "evaluate")
+    cleaned = witness_subtraction(cfg, workdir, held.frames[0].parent, trained)
+    report = run_evaluate(
+        cfg, held.truth_path, workdir / "infer", workdir / "evaluate", workdir / "clean"
+    )
     lr, d = report.learned, report.denoise
     lines = [
         f"[held-out] {held.summary()}",
@@ -186,12 +189,58 @@ def held_out_scorecard(config, overrides, cfg, workdir: Path, trained: TrainResu
     ]
     lines.append("         per family, learned vs hveto: " + ", ".join(families))
     lines.append(
-        f"         denoising: {100 * d['cleaned_fraction']:.0f}% of witnessed glitches cleaned "
+        f"         U-Net spectrogram residual: {100 * d['cleaned_fraction']:.0f}% of witnessed "
+        f"glitches cleaned "
         f"below SNR^2 {report.snr2_threshold:g}, median max-SNR^2 reduction "
         f"{100 * d['median_max_snr2_reduction']:.0f}%, glitch-free energy change "
         f"{100 * d['glitch_free_energy_change']:+.1f}% ({workdir / 'evaluate' / 'report.md'})"
     )
-    return lines
+    return lines + cleaned + subtraction_lines(report.subtraction)
+
+
+def witness_subtraction(cfg, workdir: Path, held_frames: Path, trained: TrainResult) -> list[str]:
+    """Fit the witness couplings on the training twin (the scan's channels), clean the
+    held-out frames with them; returns the summary lines."""
+    from glitchflow.pipelines.clean import run_clean
+    from glitchflow.pipelines.clean_fit import run_fit_clean
+
+    fit = run_fit_clean(
+        cfg,
+        workdir / "twin" / "frames",
+        str(workdir / "scan" / "selected_channels.json"),
+        workdir / "fit-clean",
+        trained.tracking_uri,
+        overwrite=True,
+    )
+    clean = run_clean(cfg, held_frames, fit.model, workdir / "clean", overwrite=True)
+    delays = ", ".join(f"{w} {ms:.2f} ms" for w, ms in fit.group_delay_ms.items())
+    return [
+        f"[fit-clean] couplings of {len(fit.witnesses)} witnesses from "
+        f"{sum(fit.training_triggers.values())} triggers in {fit.wall_seconds:.0f} s; group "
+        f"delays (40-250 Hz) {delays}",
+        f"[clean]  {clean.frames_written}/{clean.frames_in} held-out frames, "
+        f"{clean.glitches_subtracted} glitches subtracted, {clean.real_time_factor:.0f}x real "
+        f"time ({workdir / 'clean' / 'frames'})",
+    ]
+
+
+def subtraction_lines(sub: dict | None) -> list[str]:
+    """The subtraction scorecard against the truth frames: per family, the witnessed
+    glitches left below residual SNR 5, the median SNR reduction, the PSD ratio."""
+    if not sub:
+        return []
+    families = ", ".join(
+        f"{name} {round(f['fraction_below_snr5'] * f['glitches'])}/{f['glitches']} "
+        f"(median reduction {100 * f['median_reduction']:.0f}%)"
+        for name, f in sub["families"].items()
+        if f["glitches"]
+    )
+    deviation = sub["psd_ratio_max_deviation"]
+    return [
+        f"         subtraction: witnessed glitches left below residual SNR 5: {families}; "
+        "glitch-free PSD cleaned/raw within "
+        f"{'n/a' if deviation is None else format(deviation, '.3f')} of 1, no data gated"
+    ]
 
 
 #: the demo's search: small enough for minutes on 2 CPUs
@@ -232,7 +281,9 @@ def served_request(cfg, workdir: Path, trained: TrainResult) -> list[str]:
     windows = pd.read_csv(workdir / "infer" / "windows.csv")
     loudest = windows.loc[windows["max_real_snr2"].idxmax()]
     t0 = time.perf_counter()
-    url = start_endpoint(cfg, trained.registered.uri, trained.tracking_uri)
+    subtraction = workdir / "fit-clean" / "model.pt"
+    overrides = [f"serve.clean_model={subtraction}"] if subtraction.is_file() else []
+    url = start_endpoint(cfg, trained.registered.uri, trained.tracking_uri, overrides=overrides)
     started = time.perf_counter() - t0
     try:
         info = get(url, "/v1/model")
@@ -245,10 +296,17 @@ def served_request(cfg, workdir: Path, trained: TrainResult) -> list[str]:
     finally:
         stop_endpoint()
     times = ", ".join(f"{c['gps_time']:.2f}" for c in answer["clusters"]) or "none"
+    sub = answer.get("subtraction")
+    subtracted = (
+        f", {sub['subtracted']} witness trigger{'' if sub['subtracted'] == 1 else 's'} "
+        f"subtracted -> max SNR^2 of cleaned strain {sub['max_cleaned_snr2']:.0f}"
+        if sub
+        else ""
+    )
     return [
         f"[serve]  {url} up in {started:.0f} s; POST /v1/denoise for GPS "
         f"{answer['window_start']:.0f}-{answer['window_end']:.0f}: veto {answer['veto']} "
-        f"(clusters at {times}), cleaned {answer['cleaned']}, max SNR^2 real "
-        f"{answer['max_real_snr2']:.0f} -> residual {answer['max_residual_snr2']:.0f}, "
-        f"{1000 * latency:.0f} ms; same as infer: veto {bool(loudest['veto'])}"
+        f"(clusters at {times}), max SNR^2 real {answer['max_real_snr2']:.0f} -> U-Net "
+        f"residual {answer['max_residual_snr2']:.0f}{subtracted}, {1000 * latency:.0f} ms; "
+        f"same as infer: veto {bool(loudest['veto'])}"
     ]
