@@ -138,8 +138,8 @@ class TrainConfig(Strict):
     shard_cache_mb: float = Field(
         2048.0,
         ge=0,
-        description="each worker keeps its dataset shard in memory after the first epoch "
-        "when it fits in this many MiB (later epochs reshuffle it without Ray Data); 0 = "
+        description="each worker reads its dataset shard once and keeps it in memory when "
+        "it fits in this many MiB (every epoch reshuffles it without Ray Data); 0 = "
         "stream every epoch",
     )
     plateau_patience: int = Field(7, ge=0)

@@ -259,18 +259,7 @@ class SubtractionModel:
 
     @property
     def localiser(self) -> Localiser:
-        s = self.settings
-        return Localiser(
-            self.sample_rate,
-            s["segment"],
-            s["gate_extra"],
-            s["gate_ramp"],
-            s["mask_kappa"],
-            s.get("gate_q", 8.0),
-            s.get("localise", "mask"),  # checkpoints before the atoms: mask
-            s.get("atom_stop_snr2", 20.0),
-            s.get("atom_max", 4),
-        )
+        return localiser_from_settings(self.settings, self.sample_rate)
 
     def predict(self, channel: str, m: np.ndarray) -> np.ndarray:
         """Whitened strain ``(L,)`` predicted from the localised witness ``m`` ``(L,)``."""
@@ -357,6 +346,23 @@ class SubtractionModel:
             dict(state["signal"]),
             dict(state.get("meta", {})),
         )
+
+
+def localiser_from_settings(settings: dict, sample_rate: float) -> Localiser:
+    """The :class:`Localiser` of the ``clean`` settings (a config section or a
+    checkpoint's; checkpoints written before the atoms localise by mask)."""
+    s = settings
+    return Localiser(
+        sample_rate,
+        s["segment"],
+        s["gate_extra"],
+        s["gate_ramp"],
+        s["mask_kappa"],
+        s.get("gate_q", 8.0),
+        s.get("localise", "mask"),
+        s.get("atom_stop_snr2", 20.0),
+        s.get("atom_max", 4),
+    )
 
 
 def coupling_equations(settings: dict, sample_rate: float) -> CouplingEquations:

@@ -37,6 +37,7 @@ from glitchflow.models.subtraction import (
     SubtractionModel,
     coupling_equations,
     fir_lags,
+    localiser_from_settings,
     segment_at,
 )
 from glitchflow.pipelines.clean_block import (
@@ -56,18 +57,7 @@ FIT_PRODUCTS = ["model.pt", "summary.json", "validation.csv", "couplings.png", "
 
 
 def _localiser(cfg: Config) -> Localiser:
-    c = cfg.clean
-    return Localiser(
-        cfg.signal.sample_rate,
-        c.segment,
-        c.gate_extra,
-        c.gate_ramp,
-        c.mask_kappa,
-        c.gate_q,
-        c.localise,
-        c.atom_stop_snr2,
-        c.atom_max,
-    )
+    return localiser_from_settings(cfg.clean.model_dump(mode="json"), cfg.signal.sample_rate)
 
 
 def _model(cfg: Config, witnesses: list[str], firs: dict, meta: dict) -> SubtractionModel:
