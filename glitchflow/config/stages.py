@@ -178,7 +178,10 @@ class InferConfig(Strict):
 
     window: float = Field(6.0, gt=0, description="window duration (s), a multiple of time_step")
     stride: float = Field(
-        3.0, gt=0, description="window start spacing (s); window - stride is the overlap"
+        6.0,
+        gt=0,
+        description="window start spacing (s); window - stride is the overlap (default "
+        "= window: every bin decided once)",
     )
     snr2_threshold: float | None = Field(
         None, gt=0, description="veto/denoise threshold (SNR^2); None: the checkpoint's"
@@ -190,8 +193,16 @@ class InferConfig(Strict):
         description="seconds added on each side of a cluster's time extent (0: the cluster's "
         "own extent, already one Q-tile wide; the veto's calibration counts it as deadtime)",
     )
+    tiling: Literal["window", "crops"] = Field(
+        "window",
+        description="window: the model runs once over each whole window (every bin predicted "
+        "once); crops: training-size crops every crop_hop, stitched",
+    )
     crop_hop: float = Field(
-        0.5, gt=0, le=1, description="crop hop / crop: 0.5 = overlapping crops, 1 = side by side"
+        0.5,
+        gt=0,
+        le=1,
+        description="with tiling crops: crop hop / crop (0.5 = overlapping, 1 = side by side)",
     )
     gate_taper: float = Field(
         0.25, ge=0, description="inverse-Tukey taper (s) on each side of a gated segment"
@@ -248,6 +259,10 @@ class ServeConfig(Strict):
     cpus_per_replica: float = Field(1.0, gt=0)
     gpus_per_replica: float = Field(0.0, ge=0)
     threads: int = Field(1, ge=1, description="torch threads per replica")
+    tiling: Literal["window", "crops"] = Field(
+        "window",
+        description="as infer.tiling; keep them equal (equal settings, equal answers)",
+    )
     crop_hop: float = Field(0.5, gt=0, le=1, description="as infer.crop_hop; keep them equal")
     max_request_mb: float = Field(64.0, gt=0, description="larger payloads get 413")
     token_env: str = Field(
@@ -306,6 +321,10 @@ class OnlineConfig(Strict):
     )
     poll_interval: float = Field(0.05, gt=0, description="directory poll period (s)")
     veto_padding: float = Field(0.0, ge=0, description="as infer.veto_padding (s)")
+    tiling: Literal["window", "crops"] = Field(
+        "window",
+        description="as infer.tiling",
+    )
     crop_hop: float = Field(0.5, gt=0, le=1, description="as infer.crop_hop")
     snr2_threshold: float | None = Field(None, gt=0, description="None: the checkpoint's")
     min_area: int | None = Field(None, ge=1, description="None: the checkpoint's")

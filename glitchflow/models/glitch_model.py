@@ -68,6 +68,11 @@ class GlitchModel(nn.Module):
     def n_aux(self) -> int:
         return len(self.channels) - 1
 
+    @property
+    def size_multiple(self) -> int:
+        """Input freq and time sizes the network takes must be multiples of this."""
+        return int(getattr(self.network, "size_multiple", 1))
+
     def forward(self, x: Tensor) -> Tensor:
         x = self.scaling.inputs(torch.clamp(x.float(), 0.0, self.clamp))
         pred = self.network(x).float()

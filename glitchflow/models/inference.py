@@ -2,12 +2,20 @@
 
 :class:`Predictor` is rebuilt from a self-describing checkpoint alone.  It
 takes whole windows of auxiliary spectrograms ``(batch, n_aux, n_freq, bins)``
-(the Conditioner's output, SNR^2), cuts them into the training crops
-(``crop`` rows centred in frequency, ``crop`` bins in time) with a hop of half
-a crop (configurable), runs the model on all crops at once, and stitches the crops back with
-triangular weights so that every bin is predicted mostly from crops where it
-is far from an edge.  The output is the generated strain spectrogram
-``(batch, crop, bins)`` in SNR^2 on the rows :attr:`Predictor.rows`.
+(the Conditioner's output, SNR^2) on the model's ``crop`` rows (centred in
+frequency) and returns the generated strain spectrogram ``(batch, crop, bins)``
+in SNR^2 on the rows :attr:`Predictor.rows`, in one of two tilings:
+
+* ``window`` (the default): the network is convolutional, so it runs once over
+  each whole window, the windows of a call batched together.  Every bin is
+  predicted once, with the context of the whole window; the window's edges see
+  the same zero padding as a training crop's.
+* ``crops``: the training crops (``crop`` bins) every ``hop_fraction`` of a
+  crop, stitched back with triangular weights so that every bin is predicted
+  mostly from crops where it is far from an edge (hop 0.5: each bin twice).
+
+On CPU the network runs in channels-last memory layout (oneDNN's fast path,
+about twice as fast for the U-Net on 2 cores; the same sums in another order).
 
 The same object serves batch inference (``glitchflow infer``) and the HTTP
 endpoint, so both give the same decision on the same window.
@@ -25,6 +33,12 @@ from glitchflow.models.checkpoint import Checkpoint
 from glitchflow.models.decisions import WindowDecision, decide, predicted_glitch
 from glitchflow.models.geometry import model_rows
 from glitchflow.models.glitch_model import GlitchModel
+
+#: how a window is cut for the network (see the module docstring)
+TILINGS = ("window", "crops")
+#: time bins per model call in the window tiling: calls of ~8 six-second windows keep the
+#: activations in cache (85 windows on 2 cores: 0.66 s in calls of 8, 1.8 s in one call)
+WINDOW_BINS_PER_CALL = 2048
 
 
 @dataclass
@@ -50,6 +64,8 @@ class Predictor:
             (SNR^2, pixels); None: the checkpoint's calibrated operating point.
         model: the :class:`GlitchModel` to run (for example one loaded back from MLflow);
             None builds it from ``ckpt``.
+        tiling: ``window`` (each bin predicted once, the whole window in one pass) or
+            ``crops`` (training-size crops every ``hop_fraction``, stitched).
     """
 
     def __init__(
@@ -60,12 +76,21 @@ class Predictor:
         snr2_threshold: float | None = None,
         min_area: int | None = None,
         model: GlitchModel | None = None,
+        tiling: str = "window",
     ) -> None:
         self.ckpt = ckpt
         self.device = torch.device(device)
         if model is None:
             model = GlitchModel.from_checkpoint(ckpt, snr2_threshold, min_area)
         self.model = model.to(self.device).eval()
+        if tiling not in TILINGS:
+            raise ValueError(f"tiling must be one of {TILINGS}, got {tiling!r}")
+        self.tiling = tiling
+        #: channels-last on CPU (see the module docstring)
+        self.memory_format = (
+            torch.channels_last if self.device.type == "cpu" else torch.contiguous_format
+        )
+        self.model.to(memory_format=self.memory_format)
         self.crop = self.model.crop
         self.channels: list[str] = list(ckpt.channels)
         self.n_freq = ckpt.n_freq
@@ -103,14 +128,19 @@ class Predictor:
     def predict_crops(self, crops: Tensor) -> Tensor:
         """Generated strain SNR^2 ``(n, crop, crop)`` of auxiliary crops ``(n, n_aux, crop,
         crop)`` (SNR^2, the model's rows), on the model's device (see :class:`GlitchModel`)."""
-        return self.model(crops.to(self.device, torch.float32))[:, 0]
+        return self._run(crops)
+
+    def _run(self, x: Tensor) -> Tensor:
+        """The model on ``x`` ``(n, n_aux, rows, bins)`` -> ``(n, rows, bins)``, on its device."""
+        x = x.to(self.device, torch.float32).contiguous(memory_format=self.memory_format)
+        return self.model(x)[:, 0].contiguous()
 
     @torch.no_grad()
     def generate(self, aux: Tensor, max_crops: int = 256) -> Tensor:
         """Generated strain SNR^2 ``(batch, crop, bins)`` from ``aux`` ``(batch, n_aux,
         n_freq, bins)`` (SNR^2, all ``n_freq`` rows; only :attr:`rows` are used).
 
-        Crops go through the model in chunks of at most ``max_crops``.
+        The model sees at most ``max_crops`` crops' worth of pixels per call.
         """
         if aux.ndim != 4 or aux.shape[1] != len(self.aux_channels):
             raise ValueError(
@@ -120,7 +150,11 @@ class Predictor:
         if aux.shape[2] != self.n_freq:
             raise ValueError(f"expected {self.n_freq} frequency rows, got {aux.shape[2]}")
         batch, n_aux, _, bins = aux.shape
+        if bins < self.crop:  # less context than a training crop
+            raise ValueError(f"a window needs at least {self.crop} bins, got {bins}")
         x = aux[:, :, self.rows].to(self.device, torch.float32)
+        if self.tiling == "window":
+            return self._generate_windows(x, max_crops)
         starts = self.crop_starts(bins)
         crops = torch.stack([x[..., s : s + self.crop] for s in starts], dim=1)
         flat = crops.reshape(batch * len(starts), n_aux, self.crop, self.crop)
@@ -133,6 +167,18 @@ class Predictor:
             total[..., s : s + self.crop] += pred[:, k] * weight
             norm[s : s + self.crop] += weight
         return (total / norm).cpu()
+
+    def _generate_windows(self, x: Tensor, max_crops: int) -> Tensor:
+        """Whole windows ``x`` ``(batch, n_aux, crop, bins)`` through the model at once,
+        ``bins`` edge-padded (replicated) to a multiple of the network's pooling."""
+        bins = x.shape[-1]
+        pad = -bins % self.model.size_multiple
+        left = pad // 2
+        if pad:
+            x = torch.nn.functional.pad(x, (left, pad - left), mode="replicate")
+        per_call = max(1, min(max_crops * self.crop, WINDOW_BINS_PER_CALL) // x.shape[-1])
+        out = torch.cat([self._run(chunk) for chunk in x.split(per_call)])
+        return out[..., left : left + bins].cpu()
 
     @torch.no_grad()
     def decide_windows(

@@ -42,6 +42,8 @@ class UNet(nn.Module):
         if depth < 1:
             raise ValueError(f"depth must be >= 1, got {depth}")
         self.depth = depth
+        #: input freq and time sizes must be multiples of this (the pooling levels)
+        self.size_multiple = 2**depth
         widths = [base * 2**k for k in range(depth + 1)]
         self.encoders = nn.ModuleList()
         c_prev = n_aux
@@ -92,6 +94,7 @@ class DilatedResNet(nn.Module):
 
     def __init__(self, n_aux: int, width: int, depth: int) -> None:
         super().__init__()
+        self.size_multiple = 1
         self.stem = nn.Conv2d(n_aux, width, 3, padding=1)
         self.blocks = nn.Sequential(
             *[ConvBlock(width, width, residual=True, dilation=2 ** (k % 4)) for k in range(depth)]

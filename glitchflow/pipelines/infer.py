@@ -86,8 +86,9 @@ class WindowPredictor:
         device = "cuda" if use_gpu and torch.cuda.is_available() else "cpu"
         self.infer = validate_model(InferConfig, infer, "infer")
         self.cond = Conditioner(ckpt.signal).to(device)
+        inf = self.infer
         self.predictor = Predictor(
-            ckpt, device, self.infer.crop_hop, self.infer.snr2_threshold, self.infer.min_area
+            ckpt, device, inf.crop_hop, inf.snr2_threshold, inf.min_area, tiling=inf.tiling
         )
         files = [FrameFile(start, duration, path) for path, start, duration in frames]
         self.by_path = {f.path: f for f in files}

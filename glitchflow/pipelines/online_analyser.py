@@ -88,7 +88,9 @@ class FrameAnalyser:
         on = self.online
         signal = ckpt.signal
         self.cond = Conditioner(signal).to(self.device)
-        self.predictor = Predictor(ckpt, self.device, on.crop_hop, on.snr2_threshold, on.min_area)
+        self.predictor = Predictor(
+            ckpt, self.device, on.crop_hop, on.snr2_threshold, on.min_area, tiling=on.tiling
+        )
         step = self.cond.time_step
         for key in ("window", "stride"):
             value = getattr(on, key)

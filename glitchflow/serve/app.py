@@ -153,6 +153,7 @@ class GlitchflowEndpoint:
             cfg.min_area,
             cfg.crop_hop,
             subtraction,
+            cfg.tiling,
         )
         return Served(engine, resolved, generation)
 

@@ -67,7 +67,8 @@ class DecisionEngine:
         window: analysed window (s); None: the checkpoint's training window.
         device: torch device.
         snr2_threshold, min_area: decision thresholds; None: the checkpoint's.
-        crop_hop: crop hop / crop, as ``infer.crop_hop`` (equal settings, equal answers).
+        crop_hop, tiling: as ``infer.crop_hop`` and ``infer.tiling`` (equal settings, equal
+            answers).
         subtraction: ``(SubtractionModel, description)`` from
             :func:`~glitchflow.tracking.model_store.resolve_subtraction`, or None: denoise
             requests then also get the witnessed glitches subtracted from strain.
@@ -82,11 +83,12 @@ class DecisionEngine:
         min_area: int | None = None,
         crop_hop: float = 0.5,
         subtraction: tuple | None = None,
+        tiling: str = "window",
     ) -> None:
         self.ckpt = ckpt
         self.signal = ckpt.signal
         self.cond = Conditioner(self.signal).to(device)
-        self.predictor = Predictor(ckpt, device, crop_hop, snr2_threshold, min_area)
+        self.predictor = Predictor(ckpt, device, crop_hop, snr2_threshold, min_area, tiling=tiling)
         self.device = device
         self.channels = list(ckpt.channels)
         self.rates = dict(ckpt.sample.rates)

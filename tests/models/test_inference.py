@@ -22,10 +22,10 @@ from glitchflow.models.registry import create_model
 N_FREQ, CROP = 16, 8
 
 
-def _ckpt(model):
+def _ckpt(model, **kwargs):
     signal = SignalConfig().model_dump(mode="json")
     signal["qtransform"]["n_freq"] = N_FREQ
-    spec = {"name": "unet", "kwargs": {"n_aux": 2, "base": 2, "depth": 1}}
+    spec = {"name": "unet", "kwargs": {"n_aux": 2, "base": 2, "depth": 1} | kwargs}
     return make_checkpoint(
         model,
         spec,
@@ -49,7 +49,7 @@ class Echo(torch.nn.Module):
 def test_predictor_stitches_crops_back_in_place():
     torch.manual_seed(0)
     model = create_model("unet", n_aux=2, base=2, depth=1)
-    pred = Predictor(_ckpt(model))
+    pred = Predictor(_ckpt(model), tiling="crops")
     pred.model.network = Echo()
     aux = torch.rand(3, 2, N_FREQ, 37) * 10  # 37 bins: crops at 0, 4, ..., 28, 29
     assert pred.crop_starts(37)[-1] == 29
@@ -57,6 +57,39 @@ def test_predictor_stitches_crops_back_in_place():
     assert out.shape == (3, CROP, 37)
     expected = aux[:, 0, pred.rows] / 2.0 * 3.0  # clamp 100 not reached
     torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("bins", [37, 40])
+def test_window_tiling_predicts_each_bin_in_place(bins):
+    """The whole window in one pass (37 bins: edge-padded to the pooling's multiple of 2
+    and cut back): a pixel-wise model gives each bin its own value."""
+    torch.manual_seed(0)
+    pred = Predictor(_ckpt(create_model("unet", n_aux=2, base=2, depth=1)))
+    assert pred.tiling == "window"
+    pred.model.network = Echo()
+    aux = torch.rand(3, 2, N_FREQ, bins) * 10
+    out = pred.generate(aux, max_crops=1)  # one window per model call
+    assert out.shape == (3, CROP, bins)
+    torch.testing.assert_close(out, aux[:, 0, pred.rows] / 2.0 * 3.0, rtol=1e-5, atol=1e-5)
+
+
+def test_window_tiling_is_the_model_on_the_window():
+    """A trained-size window through the window tiling is the GlitchModel itself on it (the
+    channels-last layout changes only the order of the sums); wider windows give each
+    crop-interior bin nearly what the crops give, and the tiling is checked."""
+    torch.manual_seed(3)
+    arch = {"base": 4, "depth": 2, "residual": True, "attention": True}
+    ckpt = _ckpt(create_model("unet", n_aux=2, **arch), **arch)
+    window = Predictor(ckpt)
+    aux = torch.rand(4, 2, N_FREQ, CROP) * 40
+    with torch.no_grad():
+        direct = GlitchModel.from_checkpoint(ckpt)(aux[:, :, window.rows])[:, 0]
+    torch.testing.assert_close(window.generate(aux), direct, rtol=1e-4, atol=1e-4)
+    wide = torch.rand(2, 2, N_FREQ, 64) * 40
+    crops = Predictor(ckpt, tiling="crops", hop_fraction=0.5).generate(wide)
+    assert window.generate(wide).shape == crops.shape == (2, CROP, 64)
+    with pytest.raises(ValueError, match="tiling"):
+        Predictor(ckpt, tiling="tiles")
 
 
 def test_checkpoint_round_trips_typed_and_names_a_bad_field(tmp_path):
