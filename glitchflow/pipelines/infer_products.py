@@ -34,6 +34,7 @@ from glitchflow.io.spectrograms import read_columns, tensor_column
 from glitchflow.models.checkpoint import Checkpoint
 from glitchflow.models.geometry import model_rows
 from glitchflow.models.operating_point import OperatingPoint
+from glitchflow.pipelines.infer_windows import SCALAR_COLUMNS
 from glitchflow.pipelines.scan import collect_triggers
 from glitchflow.signal.gating import gate_window, state_bits
 from glitchflow.signal.qtransform import QTransform
@@ -46,23 +47,8 @@ from glitchflow.tracking.mlflow_tracking import (
 
 log = logging.getLogger(__name__)
 
-#: per-window spectrogram shards under OUT, and their scalar columns
+#: per-window spectrogram shards under OUT (scalar columns: infer_windows.SCALAR_COLUMNS)
 SPECTROGRAMS = "spectrograms"
-SCALAR_COLUMNS = [
-    "gps_start",
-    "gps_end",
-    "frame",
-    "veto",
-    "cleaned",
-    "max_generated_snr2",
-    "max_real_snr2",
-    "max_residual_snr2",
-    "residual_area_pixels",
-    "residual_area_hz_s",
-    "n_clusters",
-    "cluster_times",
-    "clusters",
-]
 
 GATED = "gated"
 BASELINE = "baseline"

@@ -106,3 +106,18 @@ def test_pooled_peak_at_the_right_time_and_frequency(config):
         i_f, i_t = np.unravel_index(local.argmax(), local.shape)
         assert abs((m0 + i_t + 0.5) * cond.time_step - t) <= cond.time_step
         assert abs(np.log(cond.frequencies[i_f] / f)) < 0.25
+
+
+@pytest.mark.parametrize("n", [4, 5, 17, 90])
+def test_frequency_spline_is_scipys_not_a_knot_spline(n):
+    """The numpy spline matrix that maps tile rows to output rows is scipy's
+    make_interp_spline(k=3) (gwpy's), points outside clamped to the ends."""
+    from scipy.interpolate import make_interp_spline
+
+    from glitchflow.signal.qtransform import spline_matrix
+
+    rng = np.random.default_rng(n)
+    x = np.unique(np.sort(rng.uniform(8.0, 500.0, n)))
+    points = np.concatenate([np.geomspace(x[0], x[-1], 64), [x[0] - 1.0, x[-1] + 5.0, x[2]]])
+    expected = make_interp_spline(x, np.eye(len(x)), k=3)(np.clip(points, x[0], x[-1]))
+    np.testing.assert_allclose(spline_matrix(x, points), expected, rtol=0, atol=1e-10)
