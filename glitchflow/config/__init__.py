@@ -34,6 +34,7 @@ from glitchflow.config.stages import (
     RetrainConfig,
     ScanConfig,
     ServeConfig,
+    ServePsdConfig,
     TrainConfig,
 )
 from glitchflow.config.tune import TuneConfig
@@ -55,6 +56,7 @@ __all__ = [
     "RetrainConfig",
     "ScanConfig",
     "ServeConfig",
+    "ServePsdConfig",
     "SignalConfig",
     "TrainConfig",
     "TuneConfig",

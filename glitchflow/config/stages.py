@@ -239,6 +239,22 @@ class EvaluateConfig(Strict):
     )
 
 
+class ServePsdConfig(Strict):
+    """Which PSD the endpoint whitens with (see :mod:`glitchflow.serve.psd_keeper`)."""
+
+    mode: Literal["request", "kept"] = Field(
+        "request",
+        description="request: each request's own Welch PSD (as infer: equal answers); kept: "
+        "a per-channel median of recent requests' PSDs, remade on a schedule",
+    )
+    refresh_s: float = Field(60.0, gt=0, description="seconds between remakes of the kept PSD")
+    depth: int = Field(64, ge=1, description="requests' PSDs kept per channel")
+    sample_every: int = Field(
+        16, ge=1, description="one request in this many contributes its own PSD"
+    )
+    min_requests: int = Field(4, ge=1, description="requests before the first kept PSD")
+
+
 class ServeConfig(Strict):
     """The HTTP endpoint (``glitchflow serve``, ``serve run``, KubeRay RayService)."""
 
@@ -249,7 +265,12 @@ class ServeConfig(Strict):
     snr2_threshold: float | None = Field(None, gt=0, description="None: the checkpoint's")
     min_area: int | None = Field(None, ge=1, description="None: the checkpoint's")
     max_batch_size: int = Field(8, ge=1, description="requests per model call (@serve.batch)")
-    batch_wait_timeout_s: float = Field(0.005, ge=0, description="wait for a fuller batch (s)")
+    batch_wait_timeout_s: float = Field(
+        0.0,
+        ge=0,
+        description="wait for a fuller batch (s); 0: a batch takes what queued while the "
+        "previous one ran (a lone request does not wait)",
+    )
     max_ongoing_requests: int = Field(32, ge=1, description="per replica; >= max_batch_size")
     num_replicas: int = Field(1, ge=1)
     autoscaling: bool = Field(False, description="autoscale between min and max replicas")
@@ -265,6 +286,7 @@ class ServeConfig(Strict):
     )
     crop_hop: float = Field(0.5, gt=0, le=1, description="as infer.crop_hop; keep them equal")
     max_request_mb: float = Field(64.0, gt=0, description="larger payloads get 413")
+    psd: ServePsdConfig = ServePsdConfig()
     token_env: str = Field(
         "GLITCHFLOW_SERVE_TOKEN", description="env var holding the bearer token; unset = no auth"
     )

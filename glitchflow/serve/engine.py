@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from glitchflow.config import SignalConfig
+from glitchflow.config import ServePsdConfig, SignalConfig
 from glitchflow.config.base import validate_model
 from glitchflow.io.span import Segment
 from glitchflow.io.windows import ReadGrid
@@ -33,6 +33,7 @@ from glitchflow.models.checkpoint import Checkpoint
 from glitchflow.models.decisions import WindowDecision
 from glitchflow.models.inference import Predictor
 from glitchflow.pipelines.clean_block import clean_segment
+from glitchflow.serve.psd_keeper import PsdKeeper
 from glitchflow.signal.conditioner import Conditioner
 
 #: samples beyond this magnitude overflow the whitening's power spectrum (squares of 1e154)
@@ -69,6 +70,7 @@ class DecisionEngine:
         snr2_threshold, min_area: decision thresholds; None: the checkpoint's.
         crop_hop, tiling: as ``infer.crop_hop`` and ``infer.tiling`` (equal settings, equal
             answers).
+        psd: which PSD requests are whitened with (``serve.psd``); None: each request's own.
         subtraction: ``(SubtractionModel, description)`` from
             :func:`~glitchflow.tracking.model_store.resolve_subtraction`, or None: denoise
             requests then also get the witnessed glitches subtracted from strain.
@@ -84,6 +86,7 @@ class DecisionEngine:
         crop_hop: float = 0.5,
         subtraction: tuple | None = None,
         tiling: str = "window",
+        psd: ServePsdConfig | None = None,
     ) -> None:
         self.ckpt = ckpt
         self.signal = ckpt.signal
@@ -108,6 +111,12 @@ class DecisionEngine:
         self.pad_after = grid.edge
         self.first_bin = grid.first_bin(self.pad_before, 0.0)
         self.frequencies = self.cond.frequencies[self.predictor.rows]
+        self.psd_keeper = None
+        self.psd_used = 0  # kept-PSD version of the last conditioning (0: requests' own)
+        if psd is not None and psd.mode == "kept":
+            self.psd_keeper = PsdKeeper(
+                self.channels, psd.refresh_s, psd.depth, psd.sample_every, psd.min_requests
+            )
         self.subtraction = None
         if subtraction is not None:
             sub, described = subtraction
@@ -143,6 +152,7 @@ class DecisionEngine:
             "time_step_s": self.cond.time_step,
             "frequencies_hz": [float(f) for f in self.frequencies],
             "thresholds": self.predictor.point.describe(),
+            "psd": {"mode": "request"} if self.psd_keeper is None else self.psd_keeper.describe(),
             "model": asdict(self.ckpt.model),
             "subtraction": None
             if self.subtraction is None
@@ -207,6 +217,7 @@ class DecisionEngine:
         """
         strain, aux_names = self.channels[0], self.channels[1:]
         aux = self._condition(requests, aux_names)
+        psd_version = self.psd_used
         with_strain = [strain in r.data for r in requests]
         real = None
         if any(with_strain):  # NaN rows: windows sent without strain (veto only)
@@ -219,7 +230,7 @@ class DecisionEngine:
         )
         out = []
         for k, (req, d) in enumerate(zip(requests, decided.decisions)):
-            result = as_response(d, with_strain[k])
+            result = as_response(d, with_strain[k]) | {"psd_version": psd_version}
             if not _finite(result):
                 out.append(NON_FINITE)
                 continue
@@ -249,7 +260,9 @@ class DecisionEngine:
         start = req.gps_start + self.pad_before
         removed, fits = clean_segment(sub, cond, seg, (start, start + self.window))
         cleaned = req.data[strain] - removed
-        spec = self._condition([WindowRequest(req.gps_start, {strain: cleaned})], [strain])
+        spec = self._condition(
+            [WindowRequest(req.gps_start, {strain: cleaned})], [strain], keep=False
+        )
         out = {
             "glitches": fits,
             "subtracted": sum(f["subtracted"] for f in fits),
@@ -265,12 +278,27 @@ class DecisionEngine:
             }
         return out
 
-    def _condition(self, requests: list[WindowRequest], names: list[str]) -> torch.Tensor:
-        """``(batch, channel, n_freq, bins)`` SNR^2 of the decision window (float32, CPU)."""
+    def _condition(
+        self, requests: list[WindowRequest], names: list[str], keep: bool = True
+    ) -> torch.Tensor:
+        """``(batch, channel, n_freq, bins)`` SNR^2 of the decision window (float32, CPU),
+        whitened with the kept PSDs when there are (``serve.psd.mode: kept``; ``keep``
+        False: each request's own, as for the cleaned strain) and else each request's own."""
+        cond, rates = self.cond, [self.rates[n] for n in names]
         arrays = [
             torch.from_numpy(np.stack([r.data[n] for r in requests])).to(self.device) for n in names
         ]
-        spec = self.cond.condition(arrays, [self.rates[n] for n in names])
+        x = cond.stack(arrays, rates)
+        keeper = self.psd_keeper if keep else None
+        kept = None if keeper is None else keeper.served(names)
+        self.psd_used = 0 if kept is None else keeper.version
+        if keeper is not None:
+            sampled = keeper.samples(names, len(requests))
+            if sampled:
+                own = cond.estimate_psd(x[sampled])
+                keeper.add(names, own, [requests[k].gps_start for k in sampled])
+        white, _ = cond.whiten_with_psd(x, rates, None if kept is None else kept.to(x.device))
+        spec = cond.transform(white, rates)[..., : cond.n_bins(x.shape[-1] / cond.sample_rate)]
         return spec[..., self.first_bin : self.first_bin + self.bins].float().cpu()
 
 

@@ -33,6 +33,15 @@ from glitchflow.signal.whitening import welch_psd, whiten_segment
 USABLE_NYQUIST_FRACTION = 0.9
 
 
+def _unit_scale(x: Tensor) -> tuple[Tensor, Tensor]:
+    """Each channel's RMS ``(batch, channel, 1)`` (double; 1 for flat data) and ``x``
+    brought to unit RMS in float32: whitening does not depend on a channel's scale, and
+    strain (~1e-21) would underflow a float32 PSD."""
+    scale = x.std(dim=-1, keepdim=True)
+    scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+    return scale, (x / scale).float()
+
+
 class Conditioner(nn.Module):
     """Raw multi-rate channels in, median-normalised Q-spectrograms ("SNR^2") out.
 
@@ -113,19 +122,40 @@ class Conditioner(nn.Module):
         ``x`` itself; returns data with ``filter_duration / 2`` cropped at each end."""
         return self.whiten_with_psd(x, rates)[0]
 
+    def estimate_psd(self, x: Tensor) -> Tensor:
+        """Welch PSD ``(batch, channel, freq)`` of ``x`` (batch, channel, time) at the analysis
+        rate, in ``x``'s units^2 / Hz (double) on the ``1 / fftlength`` Hz grid: the PSD
+        :meth:`whiten` would estimate, to keep and pass back as ``psd``."""
+        cfg = self.signal.conditioning
+        scale, unit = _unit_scale(x.double())
+        psd = welch_psd(unit, self.sample_rate, cfg.fftlength, cfg.overlap, cfg.average)
+        return psd.double() * scale.square()
+
     def whiten_with_psd(
-        self, x: Tensor, rates: Sequence[float] | None = None
+        self, x: Tensor, rates: Sequence[float] | None = None, psd: Tensor | None = None
     ) -> tuple[Tensor, Tensor]:
         """:meth:`whiten`, and the PSD it used ``(batch, channel, freq)`` on a
-        ``1 / fftlength`` Hz grid (to undo the whitening of a subtracted signal)."""
+        ``1 / fftlength`` Hz grid (to undo the whitening of a subtracted signal).
+
+        ``psd``: a PSD to whiten with instead of one estimated from ``x`` (the endpoint's
+        kept PSD), ``(channel, freq)`` or ``(batch, channel, freq)`` on the same grid, in
+        ``x``'s units^2 / Hz; then ``x`` needs only the filter's edges, not a Welch span.
+        """
         cfg = self.signal.conditioning
         # whitening does not depend on a channel's scale: bring every channel to unit
         # RMS (in double: strain is ~1e-21) and do the heavy FFTs in single precision
         x = x.double()
-        scale = x.std(dim=-1, keepdim=True)
-        scale = torch.where(scale > 0, scale, torch.ones_like(scale))
-        unit = (x / scale).float()
-        psd = welch_psd(unit, self.sample_rate, cfg.fftlength, cfg.overlap, cfg.average)
+        scale, unit = _unit_scale(x)
+        if psd is None:
+            psd = welch_psd(unit, self.sample_rate, cfg.fftlength, cfg.overlap, cfg.average)
+        else:
+            n_freq = round(cfg.fftlength * self.sample_rate) // 2 + 1
+            if psd.shape[-1] != n_freq or psd.shape[-2] != x.shape[1]:
+                raise ValueError(
+                    f"psd of shape {tuple(psd.shape)}: expected (..., {x.shape[1]} channels, "
+                    f"{n_freq} bins of {1 / cfg.fftlength} Hz)"
+                )
+            psd = (psd.to(x) / scale.square()).float().expand(x.shape[0], -1, -1)
         limits = self.band_limits(rates, x.device) if rates is not None else None
         white = whiten_segment(
             unit,
