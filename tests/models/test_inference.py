@@ -141,7 +141,9 @@ def test_glitch_model_is_the_whole_model_that_infer_runs():
     with torch.no_grad():
         out = model(crops)
     assert out.shape == (5, 1, CROP, CROP) and float(out.max()) <= 100.0
-    torch.testing.assert_close(out[:, 0], Predictor(ckpt).predict_crops(crops))
+    # the Predictor runs channels-last on CPU: the same sums in another order
+    near = {"rtol": 1e-5, "atol": 1e-4}
+    torch.testing.assert_close(out[:, 0], Predictor(ckpt).predict_crops(crops), **near)
     copy = pickle.loads(pickle.dumps(model))
     torch.testing.assert_close(copy(crops), out)
     aux = torch.rand(2, 2, N_FREQ, 20) * 50
