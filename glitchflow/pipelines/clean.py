@@ -36,7 +36,13 @@ from glitchflow.io.atomic import atomic_path, write_json_atomic
 from glitchflow.io.frames import find_frames, frame_name, make_blocks, write_frame
 from glitchflow.models.subtraction import SubtractionModel
 from glitchflow.pipelines.clean_block import clean_segment, read_block
-from glitchflow.pipelines.runtime import check_shared_storage, check_stage_resources, claim_out
+from glitchflow.pipelines.runtime import (
+    block_actor_pool,
+    check_shared_storage,
+    check_stage_resources,
+    claim_out,
+    whole_actor_pool,
+)
 from glitchflow.signal.conditioner import Conditioner
 from glitchflow.tracking.model_store import resolve_subtraction
 
@@ -160,24 +166,25 @@ def clean_blocks(cfg: Config, frames: list, state: Path, out: Path) -> tuple[lis
     rows, reports = [], []
     if not blocks:
         return rows, reports
-    items = [{"paths": json.dumps([f.path for f in b])} for b in blocks]
-    ds = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
-        BlockCleaner,
-        fn_constructor_kwargs={
-            "model_state": str(state),
-            "frames": [(f.path, f.start, f.duration) for f in frames],
-            "out": str(out),
-            "tag": cfg.clean.frame_tag,
-            "dtype": cfg.clean.output_dtype,
-            "threads": max(1, math.floor(res.cpus_per_worker)),
-        },
-        batch_size=1,
-        compute=ray.data.ActorPoolStrategy(size=min(res.workers, len(items))),
-        num_cpus=res.cpus_per_worker,
-    )
-    for item in ds.take_all():
-        rows += json.loads(item["rows"])
-        reports += json.loads(item["reports"])
+    with whole_actor_pool():
+        items = [{"paths": json.dumps([f.path for f in b])} for b in blocks]
+        ds = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
+            BlockCleaner,
+            fn_constructor_kwargs={
+                "model_state": str(state),
+                "frames": [(f.path, f.start, f.duration) for f in frames],
+                "out": str(out),
+                "tag": cfg.clean.frame_tag,
+                "dtype": cfg.clean.output_dtype,
+                "threads": max(1, math.floor(res.cpus_per_worker)),
+            },
+            batch_size=1,
+            compute=block_actor_pool(min(res.workers, len(items))),
+            num_cpus=res.cpus_per_worker,
+        )
+        for item in ds.take_all():
+            rows += json.loads(item["rows"])
+            reports += json.loads(item["reports"])
     return rows, reports
 
 

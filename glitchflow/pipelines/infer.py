@@ -29,7 +29,13 @@ from glitchflow.io.manifest import frame_accounting
 from glitchflow.pipelines.infer_products import SPECTROGRAMS, InferResult, write_products
 from glitchflow.pipelines.infer_windows import WindowPredictor
 from glitchflow.pipelines.preprocess import WRITE_CPUS
-from glitchflow.pipelines.runtime import check_shared_storage, check_stage_resources, claim_out
+from glitchflow.pipelines.runtime import (
+    block_actor_pool,
+    check_shared_storage,
+    check_stage_resources,
+    claim_out,
+    whole_actor_pool,
+)
 from glitchflow.tracking.model_store import resolve_model
 
 log = logging.getLogger(__name__)
@@ -103,26 +109,27 @@ def run_inference(
     )
     shards = out / SPECTROGRAMS
     if blocks:
-        items = [{"paths": json.dumps([f.path for f in b])} for b in blocks]
-        ds = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
-            WindowPredictor,
-            fn_constructor_kwargs={
-                "ckpt": ckpt,
-                "infer": inf.model_dump(mode="json"),
-                "frames": [(f.path, f.start, f.duration) for f in found.frames],
-                "report_dir": str(out / REPORTS),
-                "use_gpu": res.gpus_per_worker > 0,
-                "threads": max(1, math.floor(res.cpus_per_worker)),
-            },
-            batch_size=1,
-            compute=ray.data.ActorPoolStrategy(size=res.workers),
-            num_cpus=res.cpus_per_worker,
-            num_gpus=res.gpus_per_worker,
-        )
-        ds.write_parquet(
-            str(shards),
-            min_rows_per_file=inf.rows_per_file,
-            ray_remote_args={"num_cpus": WRITE_CPUS},
-        )
+        with whole_actor_pool():
+            items = [{"paths": json.dumps([f.path for f in b])} for b in blocks]
+            ds = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
+                WindowPredictor,
+                fn_constructor_kwargs={
+                    "ckpt": ckpt,
+                    "infer": inf.model_dump(mode="json"),
+                    "frames": [(f.path, f.start, f.duration) for f in found.frames],
+                    "report_dir": str(out / REPORTS),
+                    "use_gpu": res.gpus_per_worker > 0,
+                    "threads": max(1, math.floor(res.cpus_per_worker)),
+                },
+                batch_size=1,
+                compute=block_actor_pool(res.workers),
+                num_cpus=res.cpus_per_worker,
+                num_gpus=res.gpus_per_worker,
+            )
+            ds.write_parquet(
+                str(shards),
+                min_rows_per_file=inf.rows_per_file,
+                ray_remote_args={"num_cpus": WRITE_CPUS},
+            )
     accounting = frame_accounting(found, out / REPORTS)
     return write_products(cfg, out, model, found, accounting, hveto, time.perf_counter() - t0)

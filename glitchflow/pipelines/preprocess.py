@@ -24,11 +24,13 @@ from glitchflow.io.frames import FrameFile, find_frames, make_blocks
 from glitchflow.io.manifest import MANIFEST, REPORTS, SHARDS, Manifest, build_manifest
 from glitchflow.io.windows import FrameWindowCutter
 from glitchflow.pipelines.runtime import (
+    block_actor_pool,
     check_shared_storage,
     check_stage_resources,
     claim_out,
     publish,
     staging_dir,
+    whole_actor_pool,
 )
 from glitchflow.signal.conditioner import Conditioner
 
@@ -140,28 +142,29 @@ def run_preprocess(
     report_dir = staging / REPORTS
     report_dir.mkdir()
     if blocks:
-        items = [{"paths": json.dumps([f.path for f in b])} for b in blocks]
-        ds = ray.data.from_items(items, override_num_blocks=len(items))
-        ds = ds.map_batches(
-            BlockConditioner,
-            fn_constructor_kwargs={
-                "config": cfg.model_dump(mode="json"),
-                "frames": [(f.path, f.start, f.duration) for f in frames],
-                "channels": channels,
-                "report_dir": str(report_dir.resolve()),
-                "use_gpu": res.gpus_per_worker > 0,
-                "threads": max(1, int(res.cpus_per_worker)),
-            },
-            batch_size=1,
-            compute=ray.data.ActorPoolStrategy(size=res.workers),
-            num_cpus=res.cpus_per_worker,
-            num_gpus=res.gpus_per_worker,
-        )
-        ds.write_parquet(
-            str((staging / SHARDS).resolve()),
-            min_rows_per_file=cfg.preprocess.rows_per_file,
-            ray_remote_args={"num_cpus": WRITE_CPUS},
-        )
+        with whole_actor_pool():
+            items = [{"paths": json.dumps([f.path for f in b])} for b in blocks]
+            ds = ray.data.from_items(items, override_num_blocks=len(items))
+            ds = ds.map_batches(
+                BlockConditioner,
+                fn_constructor_kwargs={
+                    "config": cfg.model_dump(mode="json"),
+                    "frames": [(f.path, f.start, f.duration) for f in frames],
+                    "channels": channels,
+                    "report_dir": str(report_dir.resolve()),
+                    "use_gpu": res.gpus_per_worker > 0,
+                    "threads": max(1, int(res.cpus_per_worker)),
+                },
+                batch_size=1,
+                compute=block_actor_pool(res.workers),
+                num_cpus=res.cpus_per_worker,
+                num_gpus=res.gpus_per_worker,
+            )
+            ds.write_parquet(
+                str((staging / SHARDS).resolve()),
+                min_rows_per_file=cfg.preprocess.rows_per_file,
+                ray_remote_args={"num_cpus": WRITE_CPUS},
+            )
     wall = time.perf_counter() - t0
     manifest = build_manifest(cfg, found, channels, report_dir, staging / SHARDS, wall)
     write_json_atomic(staging / MANIFEST, manifest.to_dict())

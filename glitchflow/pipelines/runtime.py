@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from pathlib import Path
@@ -109,6 +110,36 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
         except Exception:
             logs = "the Ray session's logs directory"
         log.info("ray worker logs: %s (glitchflow --verbose shows them here)", logs)
+
+
+#: seconds a stage waits for every actor of its pool to start (then fails, naming it)
+ACTOR_POOL_START_S = 600
+
+
+def block_actor_pool(size: int):
+    """Ray Data's actor pool for the stages whose items describe blocks of frames (paths)
+    and whose actors read the frames themselves (preprocess, infer, clean): one block in
+    flight per actor.  Prefetching a path list buys nothing, and with Ray Data's default
+    of two the first actor up took both halves of a short run."""
+    import ray
+
+    return ray.data.ActorPoolStrategy(size=size, max_tasks_in_flight_per_actor=1)
+
+
+@contextlib.contextmanager
+def whole_actor_pool(timeout_s: int = ACTOR_POOL_START_S):
+    """Datasets made and run inside send their first block only once every actor of their
+    pool is up (``DataContext.wait_for_min_actors_s``): on a cluster a short run then
+    spreads over every node's actors instead of going to whichever started first."""
+    import ray
+
+    ctx = ray.data.DataContext.get_current()
+    before = ctx.wait_for_min_actors_s
+    ctx.wait_for_min_actors_s = max(before, int(timeout_s))
+    try:
+        yield
+    finally:
+        ctx.wait_for_min_actors_s = before
 
 
 def check_resources(cpus: float, gpus: float = 0.0, what: str = "stage") -> None:
