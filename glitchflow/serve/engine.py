@@ -112,7 +112,6 @@ class DecisionEngine:
         self.first_bin = grid.first_bin(self.pad_before, 0.0)
         self.frequencies = self.cond.frequencies[self.predictor.rows]
         self.psd_keeper = None
-        self.psd_used = 0  # kept-PSD version of the last conditioning (0: requests' own)
         if psd is not None and psd.mode == "kept":
             self.psd_keeper = PsdKeeper(
                 self.channels, psd.refresh_s, psd.depth, psd.sample_every, psd.min_requests
@@ -216,8 +215,9 @@ class DecisionEngine:
         gives the same numbers as conditioning them together.
         """
         strain, aux_names = self.channels[0], self.channels[1:]
+        keeper = self.psd_keeper
+        psd_version = 0 if keeper is None else keeper.version_for(aux_names)
         aux = self._condition(requests, aux_names)
-        psd_version = self.psd_used
         with_strain = [strain in r.data for r in requests]
         real = None
         if any(with_strain):  # NaN rows: windows sent without strain (veto only)
@@ -291,14 +291,12 @@ class DecisionEngine:
         x = cond.stack(arrays, rates)
         keeper = self.psd_keeper if keep else None
         kept = None if keeper is None else keeper.served(names)
-        self.psd_used = 0 if kept is None else keeper.version
         if keeper is not None:
             sampled = keeper.samples(names, len(requests))
             if sampled:
                 own = cond.estimate_psd(x[sampled])
                 keeper.add(names, own, [requests[k].gps_start for k in sampled])
-        white, _ = cond.whiten_with_psd(x, rates, None if kept is None else kept.to(x.device))
-        spec = cond.transform(white, rates)[..., : cond.n_bins(x.shape[-1] / cond.sample_rate)]
+        spec = cond(x, rates, psd=None if kept is None else kept.to(x.device))
         return spec[..., self.first_bin : self.first_bin + self.bins].float().cpu()
 
 

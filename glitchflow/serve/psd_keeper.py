@@ -74,6 +74,11 @@ class PsdKeeper:
             return None
         return torch.stack([self._served[n] for n in names])
 
+    def version_for(self, names: Sequence[str]) -> int:
+        """Version of the PSDs :meth:`served` gives for ``names`` now (0: none yet, each
+        request is whitened with its own)."""
+        return self.version if all(n in self._served for n in names) else 0
+
     def samples(self, names: Sequence[str], n_requests: int) -> list[int]:
         """Which of the next ``n_requests`` requests (indices in the batch) should have
         their own PSD of ``names`` estimated and :meth:`add`-ed: all while any of them

@@ -126,10 +126,13 @@ class Conditioner(nn.Module):
         """Welch PSD ``(batch, channel, freq)`` of ``x`` (batch, channel, time) at the analysis
         rate, in ``x``'s units^2 / Hz (double) on the ``1 / fftlength`` Hz grid: the PSD
         :meth:`whiten` would estimate, to keep and pass back as ``psd``."""
-        cfg = self.signal.conditioning
         scale, unit = _unit_scale(x.double())
-        psd = welch_psd(unit, self.sample_rate, cfg.fftlength, cfg.overlap, cfg.average)
-        return psd.double() * scale.square()
+        return self._welch(unit).double() * scale.square()
+
+    def _welch(self, unit: Tensor) -> Tensor:
+        """Welch PSD of unit-RMS data with the conditioning settings."""
+        cfg = self.signal.conditioning
+        return welch_psd(unit, self.sample_rate, cfg.fftlength, cfg.overlap, cfg.average)
 
     def whiten_with_psd(
         self, x: Tensor, rates: Sequence[float] | None = None, psd: Tensor | None = None
@@ -147,7 +150,7 @@ class Conditioner(nn.Module):
         x = x.double()
         scale, unit = _unit_scale(x)
         if psd is None:
-            psd = welch_psd(unit, self.sample_rate, cfg.fftlength, cfg.overlap, cfg.average)
+            psd = self._welch(unit)
         else:
             n_freq = round(cfg.fftlength * self.sample_rate) // 2 + 1
             if psd.shape[-1] != n_freq or psd.shape[-2] != x.shape[1]:
@@ -205,18 +208,21 @@ class Conditioner(nn.Module):
             out.append(kept)
         return out
 
-    def forward(self, x: Tensor, rates: Sequence[float] | None = None) -> Tensor:
+    def forward(
+        self, x: Tensor, rates: Sequence[float] | None = None, psd: Tensor | None = None
+    ) -> Tensor:
         """``(batch, channel, time)`` at the analysis rate -> ``(batch, channel, freq, bins)``.
 
         ``rates`` are the channels' native sample rates (Hz); rows above 0.9 x a
         channel's native Nyquist are zero.  Bin ``m`` starts ``edge_seconds + m *
-        time_step`` after the first input sample.
+        time_step`` after the first input sample.  ``psd``: whiten with it instead of a
+        PSD estimated from ``x`` (see :meth:`whiten_with_psd`).
         """
         if x.ndim != 3:
             raise ValueError(f"expected (batch, channel, time), got shape {tuple(x.shape)}")
         if rates is not None and len(rates) != x.shape[1]:
             raise ValueError(f"{x.shape[1]} channels but {len(rates)} native rates")
-        spec = self.transform(self.whiten(x, rates), rates)
+        spec = self.transform(self.whiten_with_psd(x, rates, psd)[0], rates)
         return spec[..., : self.n_bins(x.shape[-1] / self.sample_rate)]
 
     def condition(self, channels: Sequence[Tensor], rates: Sequence[float]) -> Tensor:
