@@ -43,30 +43,35 @@ def synthetic_crops(n: int, n_aux: int, size: int, seed: int = 0) -> tuple[np.nd
     return x, y
 
 
-def plain_torch(cfg, x, y, epochs: int) -> dict:
+def plain_torch(cfg, x, y, epochs: int, device: str = "cpu", batch_size: int | None = None) -> dict:
+    """The training loop without Ray on ``device`` (batch size: the config's unless given)."""
     tr = cfg.train
+    batch = batch_size or tr.batch_size
     torch.manual_seed(0)
     m = tr.model  # the arguments Ray Train's loop builds it with (architecture defaults)
     args = arguments_from_settings(m.name, x.shape[1], m.base, m.depth, m.residual, m.attention)
-    model = create_model(m.name, **args)
+    model = create_model(m.name, **args).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=tr.lr, weight_decay=tr.weight_decay)
     loss_fn = SpectrogramLoss(**tr.loss.model_dump(), glitch_level=1.0)  # same work as training
-    xs, ys = torch.from_numpy(x), torch.from_numpy(y)
+    xs, ys = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
     t0 = time.perf_counter()
     first = None
     rates = []
     for epoch in range(epochs):
         model.train()
         order = torch.randperm(len(xs), generator=torch.Generator().manual_seed(epoch))
+        order = order.to(device)
         t_epoch = time.perf_counter()
-        for k in range(0, len(xs), tr.batch_size):
-            idx = order[k : k + tr.batch_size]
+        for k in range(0, len(xs), batch):
+            idx = order[k : k + batch]
             loss = loss_fn(model(xs[idx]), ys[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), tr.grad_clip)
             opt.step()
             first = first if first is not None else time.perf_counter() - t0
+        if device != "cpu":
+            torch.cuda.synchronize(device)
         rates.append(len(xs) / (time.perf_counter() - t_epoch))
     return {
         "samples_per_s": float(np.median(rates[1:] or rates)),

@@ -181,6 +181,17 @@ class FrameWindowCutter:
                 reports[owner[t]].skipped.append({"gps_start": float(t), "reason": reason})
         return rows, list(reports.values())
 
+    def cut(self, seg: Segment, starts) -> list[dict]:
+        """Window rows for ``starts`` (GPS s) from data already in memory: ``seg`` holds
+        every channel of the cutter, padding included (benchmarks on machines without a
+        frame library, callers that hold the data)."""
+        missing = [c for c in self.channels if c not in seg.data]
+        if missing:
+            raise ValueError(f"segment [{seg.start}, {seg.end}) lacks channels {missing}")
+        starts = np.asarray(starts, dtype=float)
+        rows, _ = self._windows(seg, starts, self.channels, {}, (seg.start, seg.end))
+        return rows
+
     def _windows(self, seg: Segment, starts, channels, bad: dict[str, str], wanted):
         """Condition the part of ``seg`` that covers whole windows with their padding and
         cut it; returns the rows and a mask of the windows covered."""

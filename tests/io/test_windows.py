@@ -39,3 +39,25 @@ def test_every_stage_reads_a_window_from_the_same_place():
         grid.pad_before - grid.edge, abs=grid.time_step / 2
     )
     assert grid.first_grid_time(1400000001.5) == pytest.approx(1400000001.5 // 3 * 3 + 3)
+
+
+def test_cutting_data_in_memory_gives_the_frames_windows(tiny_twin, tiny_config):
+    """``FrameWindowCutter.cut`` on a segment read beforehand gives the same windows as
+    ``process`` reading the frames (the in-memory path of benchmarks/gpu.py)."""
+    from glitchflow.io.frames import find_frames
+    from glitchflow.io.span import read_span
+    from glitchflow.io.windows import FrameWindowCutter
+
+    cond = Conditioner(tiny_config.signal)
+    frames = find_frames(tiny_twin.frames[0].parent).frames
+    channels = [tiny_config.signal.strain_channel, "V1:ENV_CEB_MAG_N"]
+    cutter = FrameWindowCutter(cond, frames, channels, 3.0, 3.0)
+    rows, _ = cutter.process(frames[:1])
+    seg = read_span(frames, channels, frames[0].start, frames[-1].end).segments[0]
+    again = cutter.cut(seg, [r["gps_start"] for r in rows])
+    assert [r["gps_start"] for r in again] == [r["gps_start"] for r in rows] and rows
+    for a, b in zip(rows, again):
+        np.testing.assert_allclose(b["spectrogram"], a["spectrogram"], rtol=1e-4, atol=1e-4)
+    wider = FrameWindowCutter(cond, frames, [*channels, "V1:NOPE"], 3.0, 3.0)
+    with pytest.raises(ValueError, match="lacks channels"):
+        wider.cut(seg, [rows[0]["gps_start"]])

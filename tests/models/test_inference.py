@@ -217,3 +217,29 @@ def test_scaling_round_trips_snr2_through_model_units():
         assert float(s.inputs(x)[0, 1, 0, 0]) == pytest.approx(expected, rel=1e-6)
     with pytest.raises(ValueError, match="unknown transform"):
         Scaling({"aux": [1.0], "strain": 1.0, "transform": "sqrt"})
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_predictor_on_gpu_decides_as_on_cpu():
+    """The same checkpoint on the GPU: the same generated spectrogram (float32 sums in
+    another order), and with a network far from every threshold (the echo of a loud
+    witnessed glitch) the same vetoes, clusters and cluster times."""
+    torch.manual_seed(5)
+    arch = {"base": 4, "depth": 2, "residual": True, "attention": True}
+    ckpt = _ckpt(create_model("unet", n_aux=2, **arch), **arch)
+    spec = torch.rand(6, 3, N_FREQ, 40) * 8
+    spec[::2, :, 4:9, 10:14] += 400.0  # a witnessed glitch in every other window
+    freqs = np.geomspace(20.0, 500.0, N_FREQ)
+    starts = np.arange(6) * 4.0
+    cpu, gpu = Predictor(ckpt), Predictor(ckpt, "cuda")
+    torch.testing.assert_close(
+        gpu.generate(spec[:, 1:]), cpu.generate(spec[:, 1:]), rtol=1e-3, atol=1e-3
+    )
+    cpu.model.network, gpu.model.network = Echo(), Echo().cuda()
+    a_all = cpu.decide_windows(spec, starts, 0.1, freqs).decisions
+    b_all = gpu.decide_windows(spec, starts, 0.1, freqs).decisions
+    assert [a.veto for a in a_all] == [True, False] * 3
+    for a, b in zip(a_all, b_all):
+        assert (a.veto, len(a.clusters)) == (b.veto, len(b.clusters))
+        for ca, cb in zip(a.clusters, b.clusters):
+            assert ca.gps_time == pytest.approx(cb.gps_time, abs=1e-9)
