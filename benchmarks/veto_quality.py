@@ -110,6 +110,9 @@ def score_span(
     families = {
         f: {
             "learned_at_baseline_deadtime": row.get("learned_efficiency_at_baseline_deadtime"),
+            "perfect_model_at_baseline_deadtime": row.get(
+                "perfect_model_efficiency_at_baseline_deadtime"
+            ),
             "baseline": row["baseline"]["efficiency"] if row.get("baseline") else None,
             "learned": row["learned"]["efficiency"],
             "glitches": row["learned"]["glitches"],
@@ -135,6 +138,10 @@ def score_span(
         "baseline_coverage": base["witnessed_coverage"],
         "learned_at_baseline_deadtime": report.comparison[
             "learned_efficiency_at_baseline_deadtime"
+        ],
+        # what a model reproducing each witnessed glitch exactly would reach there
+        "perfect_model_at_baseline_deadtime": report.comparison[
+            "perfect_model_efficiency_at_baseline_deadtime"
         ],
         "per_family": families,
         "every_family_at_least_baseline": all(
@@ -201,7 +208,7 @@ def main() -> int:
     print(
         f"{'span':>8} {'glitches':>8} {'eff':>6} {'dead':>7} {'eff@1%':>7} {'glitch t':>8} "
         f"{'cover':>6} {'unwit':>6} | {'hveto':>6} {'dead':>7} {'cover':>6} "
-        f"{'learned@hveto dead':>18}"
+        f"{'learned@hveto dead':>18} {'perfect@hveto dead':>18}"
     )
     for s in spans:
         print(
@@ -210,7 +217,8 @@ def main() -> int:
             f"{s['glitch_time_fraction']:>8.2%} {s['coverage']:>6.1%} "
             f"{s['unwitnessed_efficiency']:>6.1%} | {s['baseline_efficiency']:>6.1%} "
             f"{s['baseline_deadtime']:>7.2%} {s['baseline_coverage']:>6.1%} "
-            f"{s['learned_at_baseline_deadtime']:>18.1%}"
+            f"{s['learned_at_baseline_deadtime']:>18.1%} "
+            f"{s['perfect_model_at_baseline_deadtime']:>18.1%}"
         )
         print(
             "         per family learned@hveto deadtime / hveto: "

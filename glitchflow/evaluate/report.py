@@ -27,7 +27,9 @@ from glitchflow.evaluate.scorecard import (
     glitch_groups,
     ideal_bound,
     local_bins,
+    touching,
     veto_figures,
+    witnessed_extents,
 )
 from glitchflow.evaluate.subtraction import evaluate_subtraction
 from glitchflow.io.atomic import write_json_atomic
@@ -75,7 +77,14 @@ def operating_point(summary: dict) -> dict:
 class Accumulator:
     """Streaming sums over windows: ROC extents, accuracy counts, denoise and energy."""
 
-    def __init__(self, cfg: Config, summary: dict, witnessed: pd.DataFrame, free: set) -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        summary: dict,
+        witnessed: pd.DataFrame,
+        free: set,
+        targets: np.ndarray | None = None,
+    ) -> None:
         ev = cfg.evaluate
         self.step = float(summary["time_step"])
         self.freqs = np.asarray(summary["frequencies"])
@@ -90,6 +99,9 @@ class Accumulator:
         first, last, count = ev.accuracy_thresholds
         self.acc_thresholds = np.linspace(first, last, int(count))
         self.extents = {t: [] for t in self.roc_thresholds}
+        #: the perfect-model bound: real-strain clusters touching ``targets`` (GPS extents)
+        self.targets = np.zeros((0, 2)) if targets is None else targets
+        self.perfect = {t: [] for t in self.roc_thresholds}
         self.acc = np.zeros((len(self.acc_thresholds), 2))
         self.windows = 0
         self.witnessed = witnessed
@@ -99,11 +111,16 @@ class Accumulator:
 
     def add(self, starts: np.ndarray, real: torch.Tensor, gen: torch.Tensor) -> None:
         for thr in self.roc_thresholds:
-            found = find_clusters(gen, thr, self.veto_min_area, starts, self.step, self.freqs)
-            for cs in found:
-                self.extents[thr] += [
-                    (c.gps_start - self.padding, c.gps_end + self.padding) for c in cs
-                ]
+            for spec, into in ((gen, self.extents[thr]), (real, self.perfect[thr])):
+                for cs in find_clusters(
+                    spec, thr, self.veto_min_area, starts, self.step, self.freqs
+                ):
+                    extents = np.array(
+                        [(c.gps_start - self.padding, c.gps_end + self.padding) for c in cs]
+                    ).reshape(-1, 2)
+                    if spec is real:
+                        extents = extents[touching(extents, self.targets)]
+                    into += map(tuple, extents)
         resid = residual(real, gen).abs()
         for k, thr in enumerate(self.acc_thresholds):
             real_has = has_cluster(real, thr, self.min_area)
@@ -177,8 +194,11 @@ class EvaluationReport:
     ``learned`` and ``baseline`` (the hveto rounds, None without ``--hveto`` at infer):
     efficiency on witnessed and unwitnessed glitches, deadtime (fraction of livetime),
     glitch time covered, and efficiency at the fixed deadtimes (``at_deadtime``);
-    ``learned_roc``: the same at every generated-SNR^2 threshold; ``comparison``: each
-    veto at the other's deadtime; ``ideal``: a veto that knows every witness trigger;
+    ``learned_roc``: the same at every generated-SNR^2 threshold; ``perfect_model``: the
+    ROC and fixed-deadtime efficiencies of the real strain's clusters at the witnessed
+    glitches (the bound of a veto whose segments cover each glitch); ``comparison``: each
+    veto (and the perfect model) at the other's deadtime; ``ideal``: a veto that knows
+    every witness trigger;
     ``per_family``: glitches vetoed per family; ``denoise``: the spectrogram residual's
     figures; ``per_glitch``: one row per witnessed glitch; ``operating_point``: the
     model's calibrated threshold; ``subtraction``: ``glitchflow clean``'s figures against
@@ -194,6 +214,7 @@ class EvaluationReport:
     windows: int
     learned: dict
     learned_roc: list[dict]
+    perfect_model: dict
     ideal: dict
     denoise: dict
     accuracy_curves: dict
@@ -235,12 +256,16 @@ def run_evaluate(
     idx = assign_windows(witnessed["gps_peak"].to_numpy(dtype=float), starts, window)
     witnessed["window_start"] = np.where(idx >= 0, starts[np.maximum(idx, 0)], np.nan)
     free = {round(float(s), 4) for s in starts[glitch_free(starts, window, truth)]}
-    acc = accumulate_windows(Accumulator(cfg, summary, witnessed, free), infer_dir, summary)
+    acc = Accumulator(cfg, summary, witnessed, free, witnessed_extents(truth))
+    acc = accumulate_windows(acc, infer_dir, summary)
     learned = veto_figures(groups, vetoes, live)
-    learned_roc = [
-        {"snr2_threshold": t, **veto_figures(groups, np.array(e).reshape(-1, 2), live)}
-        for t, e in acc.extents.items()
-    ]
+    learned_roc, perfect_roc = (
+        [
+            {"snr2_threshold": t, **veto_figures(groups, np.array(e).reshape(-1, 2), live)}
+            for t, e in extents.items()
+        ]
+        for extents in (acc.extents, acc.perfect)
+    )
     report = {
         "truth": str(truth_path),
         "infer": str(infer_dir),
@@ -252,6 +277,10 @@ def run_evaluate(
         "windows": acc.windows,
         "learned": learned | {"at_deadtime": at_deadtimes(learned_roc, ev.fixed_deadtimes)},
         "learned_roc": learned_roc,
+        "perfect_model": {
+            "roc": perfect_roc,
+            "at_deadtime": at_deadtimes(perfect_roc, ev.fixed_deadtimes),
+        },
         "ideal": ideal_bound(groups["witnessed"], cfg.scan.snr2_threshold),
         "denoise": denoise_figures(acc.per_glitch, acc.snr2, acc.energy),
         "accuracy_curves": acc.accuracy_curves(),
@@ -261,6 +290,9 @@ def run_evaluate(
     base_file = infer_dir / "baseline" / "baseline.json"
     if base_file.is_file():
         report |= baseline_sections(cfg, infer_dir, base_file, groups, live, learned, learned_roc)
+        report["comparison"]["perfect_model_efficiency_at_baseline_deadtime"] = (
+            efficiency_at_deadtime(perfect_roc, report["baseline"]["deadtime"])
+        )
     report["per_family"] = family_table(report)
     if clean_dir is not None:
         report["subtraction"] = evaluate_subtraction(
@@ -372,6 +404,9 @@ def family_table(report: dict) -> dict:
             row["baseline"] = base["per_family"].get(family)
             row["learned_efficiency_at_baseline_deadtime"] = efficiency_at_deadtime(
                 report["learned_roc"], base["deadtime"], family
+            )
+            row["perfect_model_efficiency_at_baseline_deadtime"] = efficiency_at_deadtime(
+                report["perfect_model"]["roc"], base["deadtime"], family
             )
         out[family] = row
     return out

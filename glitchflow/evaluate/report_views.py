@@ -43,7 +43,9 @@ def write_markdown(report: dict, path: Path) -> None:
             "",
             f"At the baseline's deadtime ({_pct(c['baseline_deadtime'])}) the learned veto's "
             f"efficiency is {_pct(c['learned_efficiency_at_baseline_deadtime'])} against the "
-            f"baseline's {_pct(c['baseline_efficiency'])}.",
+            f"baseline's {_pct(c['baseline_efficiency'])}; a perfect model's veto (the real "
+            "strain's clusters at the witnessed glitches, segments covering each glitch) "
+            f"would reach {_pct(c.get('perfect_model_efficiency_at_baseline_deadtime'))}.",
         ]
     lines += veto_detail_lines(report)
     lines += [
@@ -80,6 +82,8 @@ def veto_detail_lines(report: dict) -> list[str]:
         "| method | " + " | ".join(f"{100 * float(d):g}% deadtime" for d in deadtimes) + " |",
         "|---|" + "---|" * len(deadtimes),
     ]
+    if report.get("perfect_model"):
+        methods.append(("perfect model", report["perfect_model"]))
     for name, fig in methods:
         lines.append(
             f"| {name} | " + " | ".join(_pct(v) for v in fig["at_deadtime"].values()) + " |"
@@ -88,8 +92,9 @@ def veto_detail_lines(report: dict) -> list[str]:
         "",
         "## Per family (strain SNR above threshold)",
         "",
-        "| family | glitches | learned | hveto | learned at hveto's deadtime | ideal bound |",
-        "|---|---|---|---|---|---|",
+        "| family | glitches | learned | hveto | learned at hveto's deadtime "
+        "| perfect model at hveto's deadtime | ideal bound |",
+        "|---|---|---|---|---|---|---|",
     ]
     for family, row in report["per_family"].items():
         learned, base = row["learned"], row.get("baseline")
@@ -98,6 +103,7 @@ def veto_detail_lines(report: dict) -> list[str]:
             f"({learned['vetoed']}) | "
             + (f"{_pct(base['efficiency'])} ({base['vetoed']})" if base else "n/a")
             + f" | {_pct(row.get('learned_efficiency_at_baseline_deadtime'))} | "
+            f"{_pct(row.get('perfect_model_efficiency_at_baseline_deadtime'))} | "
             f"{_pct(row['ideal_efficiency'])} |"
         )
     lines += [
@@ -133,10 +139,13 @@ def plot_report(report: dict, out: Path) -> None:
     curves = [("learned veto", report["learned_roc"], "tab:blue")]
     if report["baseline"]:
         curves.append(("hveto baseline", report["baseline"]["roc"], "tab:orange"))
+    if report.get("perfect_model"):
+        curves.append(("perfect model", report["perfect_model"]["roc"], "tab:grey"))
     for name, roc, colour in curves:
         pts = sorted((p["deadtime"], p["witnessed_efficiency"]) for p in roc)
         x, y = [100 * p[0] for p in pts], [100 * p[1] for p in pts]
-        ax.plot(x, y, "o-", color=colour, label=name)
+        style = "s--" if name.startswith("perfect") else "o-"
+        ax.plot(x, y, style, color=colour, label=name, ms=4 if style == "s--" else 6)
     for name, point, colour in (
         ("learned veto (operating point)", report["learned"], "tab:blue"),
         ("hveto baseline (its rounds)", report["baseline"], "tab:orange"),

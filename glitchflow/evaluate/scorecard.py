@@ -23,6 +23,14 @@ linearly in deadtime (both achievable in expectation: a random share of the
 segments of a point keeps that share of its deadtime and of its efficiency);
 past the curve's largest deadtime it keeps that point's efficiency.
 
+The **perfect-model bound** is the veto a model that reproduced every witnessed glitch's
+strain spectrogram exactly would make: the clusters of the *real* strain spectrogram (same
+thresholds, same minimum area, same padding) that overlap a witnessed glitch reaching
+strain.  Its ROC says how much efficiency at a given deadtime any learned veto whose
+segments are its clusters' extents can reach on this span; the learned veto's distance
+from it is the model's to close, the bound's distance from another method is the segment
+definition's (hveto brackets a trigger's peak, a cluster covers the glitch).
+
 The **ideal bound** is the fraction of witnessed glitches whose loudest witness
 would make a trigger in its own channel: optimal witness SNR ``rho_w`` with a
 matched tile of median-normalised energy ``(1 + rho_w^2 / 2) / ln 2`` at or
@@ -145,6 +153,25 @@ def efficiency_at_deadtime(roc: list[dict], deadtime: float, family: str | None 
     x = np.array([0.0] + [p[0] for p in pts])
     y = np.maximum.accumulate(np.array([0.0] + [p[1] for p in pts]))
     return float(np.interp(deadtime, x, y))
+
+
+def witnessed_extents(truth: pd.DataFrame) -> np.ndarray:
+    """``(n, 2)`` GPS extents ``gps_peak +- duration / 2`` of the witnessed glitches that
+    reach strain (``strain_snr > 0``), whatever their SNR: the perfect model's targets."""
+    table = truth[(truth["strain_snr"] > 0) & (truth["witnesses"].astype(str).str.len() > 0)]
+    peak = table["gps_peak"].to_numpy(dtype=float)
+    half = table["duration"].to_numpy(dtype=float) / 2
+    return np.stack([peak - half, peak + half], axis=1).reshape(-1, 2)
+
+
+def touching(extents: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """Mask of ``extents`` ``(n, 2)`` that overlap any of ``targets`` ``(m, 2)`` (GPS s)."""
+    extents = np.asarray(extents, dtype=float).reshape(-1, 2)
+    if not len(targets) or not len(extents):
+        return np.zeros(len(extents), dtype=bool)
+    return (
+        (targets[None, :, 0] < extents[:, None, 1]) & (targets[None, :, 1] > extents[:, None, 0])
+    ).any(axis=1)
 
 
 def witness_snr_threshold(snr2_threshold: float) -> float:

@@ -11,8 +11,10 @@ from glitchflow.evaluate.scorecard import (
     glitch_groups,
     ideal_bound,
     local_bins,
+    touching,
     veto_figures,
     witness_snr_threshold,
+    witnessed_extents,
 )
 
 
@@ -104,3 +106,13 @@ def test_efficiency_interpolated_at_a_deadtime():
 def test_local_bins_clip_to_the_window():
     assert local_bins(10.0, 0.5, 9.8, 0.1, 20) == slice(0, 7)
     assert local_bins(11.5, 0.5, 9.8, 0.1, 20) == slice(12, 20)
+
+
+def test_perfect_model_targets_are_the_witnessed_glitches_in_strain():
+    """Witnessed glitches reaching strain at any SNR (the 5-SNR one too), not the
+    unwitnessed one nor the witness-only one; a cluster counts when it overlaps one."""
+    targets = witnessed_extents(_truth())
+    np.testing.assert_allclose(targets[:, 0] + 0.05, [10.0, 20.0, 30.0, 50.0, 500.0])
+    clusters = np.array([[9.9, 9.96], [9.0, 9.9], [39.0, 41.0], [59.0, 61.0], [49.0, 52.0]])
+    assert touching(clusters, targets).tolist() == [True, False, False, False, True]
+    assert touching(np.zeros((0, 2)), targets).shape == (0,)

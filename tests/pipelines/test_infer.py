@@ -189,6 +189,7 @@ def test_evaluate_scores_against_the_truth(inferred, tiny_twin, tmp_path):
         assert row["learned"]["glitches"] >= row["learned"]["vetoed"] >= 0
         assert row["baseline"] is not None
         assert 0 <= row["learned_efficiency_at_baseline_deadtime"] <= 1
+        assert 0 <= row["perfect_model_efficiency_at_baseline_deadtime"] <= 1
         assert family == "unwitnessed" or 0 <= row["ideal_efficiency"] <= 1
     assert 0 <= report.ideal["witnessed_efficiency"] <= 1
     assert 0 <= learned["witnessed_coverage"] <= 1
@@ -196,6 +197,13 @@ def test_evaluate_scores_against_the_truth(inferred, tiny_twin, tmp_path):
     # a higher threshold never vetoes more time
     dead = [p["deadtime"] for p in report.learned_roc]
     assert all(b <= a + 1e-12 for a, b in itertools.pairwise(dead))
+    # the perfect model vetoes only where witnessed glitches reach strain: it catches the
+    # loud witnessed ones at a low threshold, unwitnessed ones only beside them
+    perfect = report.perfect_model["roc"]
+    assert len(perfect) == len(report.learned_roc)
+    assert perfect[0]["witnessed_efficiency"] >= 0.9
+    assert all(p["unwitnessed_efficiency"] < p["witnessed_efficiency"] for p in perfect[:-1])
+    assert "perfect model" in (tmp_path / "report.md").read_text()
     curves = report.accuracy_curves
     assert len(curves["veto_accuracy"]) == 50
     assert all(0 <= v <= 1 for v in curves["denoise_accuracy"])
