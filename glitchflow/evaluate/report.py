@@ -22,8 +22,10 @@ from glitchflow.config import Config
 from glitchflow.evaluate.hveto import merge_segments
 from glitchflow.evaluate.report_views import plot_report, write_markdown
 from glitchflow.evaluate.scorecard import (
+    at_deadtimes,
     baseline_roc,
     efficiency_at_deadtime,
+    family_table,
     glitch_groups,
     ideal_bound,
     local_bins,
@@ -385,28 +387,3 @@ def subtraction_markdown(sub: dict) -> str:
 
 def _pct_or_dash(x) -> str:
     return "-" if x is None else f"{100 * x:.0f}%"
-
-
-def at_deadtimes(roc: list[dict], deadtimes) -> dict:
-    """``{str(deadtime): witnessed efficiency}`` read off a ROC (deadtimes as fractions)."""
-    return {f"{d:g}": efficiency_at_deadtime(roc, d) for d in deadtimes}
-
-
-def family_table(report: dict) -> dict:
-    """Per truth family: each method's efficiency (glitches, vetoed), the learned veto's
-    efficiency at the baseline's deadtime, and the ideal bound (witnessed families)."""
-    learned, base = report["learned"], report["baseline"]
-    ideal = report["ideal"]["per_family"]
-    out = {}
-    for family, fig in learned["per_family"].items():
-        row = {"learned": fig, "ideal_efficiency": ideal.get(family, {}).get("efficiency")}
-        if base:
-            row["baseline"] = base["per_family"].get(family)
-            row["learned_efficiency_at_baseline_deadtime"] = efficiency_at_deadtime(
-                report["learned_roc"], base["deadtime"], family
-            )
-            row["perfect_model_efficiency_at_baseline_deadtime"] = efficiency_at_deadtime(
-                report["perfect_model"]["roc"], base["deadtime"], family
-            )
-        out[family] = row
-    return out

@@ -204,3 +204,28 @@ def local_bins(gps_peak: float, half_width: float, gps_start: float, step: float
     a = max(0, int(np.floor((gps_peak - half_width - gps_start) / step + 1e-9)))
     b = min(n, int(np.ceil((gps_peak + half_width - gps_start) / step - 1e-9)))
     return slice(a, b)
+
+
+def at_deadtimes(roc: list[dict], deadtimes) -> dict:
+    """``{str(deadtime): witnessed efficiency}`` read off a ROC (deadtimes as fractions)."""
+    return {f"{d:g}": efficiency_at_deadtime(roc, d) for d in deadtimes}
+
+
+def family_table(report: dict) -> dict:
+    """Per truth family: each method's efficiency (glitches, vetoed), the learned veto's
+    efficiency at the baseline's deadtime, and the ideal bound (witnessed families)."""
+    learned, base = report["learned"], report["baseline"]
+    ideal = report["ideal"]["per_family"]
+    out = {}
+    for family, fig in learned["per_family"].items():
+        row = {"learned": fig, "ideal_efficiency": ideal.get(family, {}).get("efficiency")}
+        if base:
+            row["baseline"] = base["per_family"].get(family)
+            row["learned_efficiency_at_baseline_deadtime"] = efficiency_at_deadtime(
+                report["learned_roc"], base["deadtime"], family
+            )
+            row["perfect_model_efficiency_at_baseline_deadtime"] = efficiency_at_deadtime(
+                report["perfect_model"]["roc"], base["deadtime"], family
+            )
+        out[family] = row
+    return out
