@@ -144,6 +144,13 @@ class TrainConfig(Strict):
     )
     plateau_patience: int = Field(7, ge=0)
     plateau_factor: float = Field(0.5, gt=0, lt=1)
+    select_tolerance: float = Field(
+        0.02,
+        ge=0,
+        description="the kept model is the latest epoch whose validation loss is within this "
+        "fraction of the best (0: the best epoch; small validation splits cannot tell losses a "
+        "percent apart, and later epochs have learned rarer families)",
+    )
     crop: int = Field(64, ge=8, description="square crop size (bins and rows)")
     clamp: float = Field(1e4, gt=0, description="SNR^2 values are clamped to [0, clamp]")
     transform: Literal["log1p", "linear"] = Field(
@@ -158,6 +165,13 @@ class TrainConfig(Strict):
         ge=1,
         description="training glitch crops are also cut at crop/augment_shifts bin offsets "
         "(the same glitch at other positions); 1 = aligned crops only",
+    )
+    balance_witnesses: int = Field(
+        4,
+        ge=1,
+        description="training glitch crops led by a rarely glitching witness (the auxiliary "
+        "channel with the crop's loudest pixel) are used up to this many times, so that each "
+        "witness leads about as many crops as the most frequent one; 1 = off",
     )
     split_block: float = Field(64.0, gt=0, description="GPS block length for the split (s)")
     split_fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)

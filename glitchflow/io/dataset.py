@@ -173,3 +173,24 @@ def normalisation(
         "strain": strain if strain > 0 else 1.0,
         "transform": transform,
     }
+
+
+def leading_channel(x: np.ndarray) -> np.ndarray:
+    """Index of the auxiliary channel with the loudest pixel of each crop: ``x``
+    ``(n, n_aux, rows, bins)`` SNR^2 -> ``(n,)`` ints (the witness a glitch crop is led by)."""
+    x = np.asarray(x)
+    return x.reshape(len(x), x.shape[1], -1).max(axis=2).argmax(axis=1)
+
+
+def balance_repeats(leaders: np.ndarray, n_aux: int, max_repeat: int) -> np.ndarray:
+    """How many times to use a training glitch crop led by each auxiliary channel so that
+    every channel leads about as many crops as the most frequent leader, at most
+    ``max_repeat`` times: ``leaders`` (n,) channel indices -> ``(n_aux,)`` ints >= 1.
+
+    A witness family with few glitches (a magnetometer's 5 against the DARM witness's
+    20) is otherwise outvoted: the network learns to ignore that channel."""
+    counts = np.bincount(np.asarray(leaders, dtype=int), minlength=n_aux)
+    if max_repeat <= 1 or counts.max() == 0:
+        return np.ones(n_aux, dtype=int)
+    ratio = counts.max() / np.maximum(counts, 1)
+    return np.clip(np.round(ratio), 1, max_repeat).astype(int)

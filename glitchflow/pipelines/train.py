@@ -71,6 +71,7 @@ def loop_config(cfg: Config, data: TrainingData, out: Path) -> dict:
         "weight_decay": tr.weight_decay,
         "plateau_factor": tr.plateau_factor,
         "plateau_patience": tr.plateau_patience,
+        "select_tolerance": tr.select_tolerance,
         "grad_clip": tr.grad_clip,
         "epochs": tr.epochs,
         "batch_size": tr.batch_size,
@@ -120,8 +121,8 @@ def make_trainer(
             storage_path=str((out / "ray_results").resolve()),
             checkpoint_config=CheckpointConfig(
                 num_to_keep=tr.checkpoints_to_keep,
-                checkpoint_score_attribute="val_loss",
-                checkpoint_score_order="min",
+                checkpoint_score_attribute="val_select",
+                checkpoint_score_order="max",
             ),
             failure_config=FailureConfig(max_failures=tr.max_failures),
             callbacks=list(callbacks),
@@ -200,7 +201,7 @@ def run_training(
     )
     fitted = fit_releasing_controller(trainer)
     history = metric_history(uri, run_id)
-    best = min(fitted.best_checkpoints, key=lambda cm: cm[1]["val_loss"])[0]
+    best = max(fitted.best_checkpoints, key=lambda cm: cm[1]["val_select"])[0]
     with best.as_directory() as directory:
         ckpt = calibrate_checkpoint(read_checkpoint(directory), data.datasets["val"], cfg)
     best_file = save_checkpoint(ckpt, out / "best_model.pt")

@@ -15,7 +15,14 @@ from pathlib import Path
 import numpy as np
 
 from glitchflow.config import Config
-from glitchflow.io.dataset import assign_blocks, crop_rows, keep_background, normalisation
+from glitchflow.io.dataset import (
+    assign_blocks,
+    balance_repeats,
+    crop_rows,
+    keep_background,
+    leading_channel,
+    normalisation,
+)
 from glitchflow.io.manifest import Manifest, load_manifest
 
 log = logging.getLogger(__name__)
@@ -70,6 +77,28 @@ def training_normalisation(train, transform: str) -> dict:
     return normalisation(np.stack(glitchy.x_max.to_list()), glitchy.y_max.to_numpy(), transform)
 
 
+def witness_repeats(crops, n_aux: int, max_repeat: int) -> np.ndarray:
+    """``train.balance_witnesses``: per auxiliary channel, how many times a training glitch
+    crop it leads is used (:func:`~glitchflow.io.dataset.balance_repeats`)."""
+    if max_repeat <= 1:
+        return np.ones(n_aux, dtype=int)
+
+    def leaders(batch: dict) -> dict:
+        keep = (batch["split"] == "train") & batch["is_glitch"]
+        if not keep.any():
+            return {"leader": np.zeros(0, dtype=np.int64)}
+        return {"leader": leading_channel(batch["x"][keep]).astype(np.int64)}
+
+    led = crops.map_batches(leaders, batch_format="numpy").to_pandas()["leader"].to_numpy()
+    repeats = balance_repeats(led, n_aux, max_repeat)
+    log.info(
+        "training glitch crops led by each witness %s, used %s times each",
+        np.bincount(led.astype(int), minlength=n_aux).tolist(),
+        repeats.tolist(),
+    )
+    return repeats
+
+
 def prepare_training_data(cfg: Config, data_dir: str | Path) -> TrainingData:
     import ray
 
@@ -107,12 +136,18 @@ def prepare_training_data(cfg: Config, data_dir: str | Path) -> TrainingData:
     n_glitch, n_bg = counts["train"]["glitch"], counts["train"]["background"]
     p_bg = min(1.0, tr.background_fraction * n_glitch / max(n_bg, 1))
     seed = cfg.seed
+    repeats = witness_repeats(crops, len(channels) - 1, tr.balance_witnesses)
+    counts["train_repeats"] = repeats.tolist()
 
     def select(batch: dict, split: str) -> dict:
         mask = batch["split"] == split
         if split == "train":
             mask &= batch["is_glitch"] | keep_background(batch["gps_start"], p_bg, seed)
-        return {k: v[mask] for k, v in batch.items() if k != "split"}
+        out = {k: v[mask] for k, v in batch.items() if k != "split"}
+        if split == "train" and len(out["x"]) and repeats.max() > 1:
+            times = np.where(out["is_glitch"], repeats[leading_channel(out["x"])], 1)
+            out = {k: np.repeat(v, times, axis=0) for k, v in out.items()}
+        return out
 
     datasets = {
         split: crops.map_batches(

@@ -5,7 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from glitchflow.io.dataset import assign_blocks, crop_rows, normalisation, window_split
+from glitchflow.io.dataset import (
+    assign_blocks,
+    balance_repeats,
+    crop_rows,
+    leading_channel,
+    normalisation,
+    window_split,
+)
 
 
 def test_blocks_are_dealt_to_every_split_and_windows_never_straddle():
@@ -70,3 +77,18 @@ def test_training_glitch_crops_are_also_cut_at_shifted_offsets():
     # validation keeps the aligned crops only
     val = crop_rows(rows, *args, {k: "val" for k in train}, 25.0, augment_shifts=4)
     assert len(val["gps_start"]) == 2 * 3 + 4 and val["is_glitch"].sum() == 1
+
+
+def test_rare_witnesses_are_repeated_up_to_the_cap():
+    """20 crops led by channel 0, 5 by channel 2, none by channel 1: channel 2's crops are
+    used 4 times (capped at 3 when asked), channel 0's once; off at max_repeat 1."""
+    rng = np.random.default_rng(0)
+    x = rng.exponential(1.0, (25, 3, 8, 8))
+    x[:20, 0, 3, 4] = 500.0  # a blip's witness
+    x[20:, 2, 5, 1] = 300.0  # a magnetometer's
+    leaders = leading_channel(x)
+    assert leaders.tolist() == [0] * 20 + [2] * 5
+    assert balance_repeats(leaders, 3, 8).tolist() == [1, 8, 4]  # no crop led by 1: capped
+    assert balance_repeats(leaders, 3, 3).tolist() == [1, 3, 3]
+    assert balance_repeats(leaders, 3, 1).tolist() == [1, 1, 1]
+    assert balance_repeats(np.zeros(0, dtype=int), 3, 4).tolist() == [1, 1, 1]

@@ -115,3 +115,28 @@ def test_ddp_training_on_a_two_node_cluster(tiny_dataset, tmp_path):
     )
     assert result["epochs_run"] == 2 and result["workers"] == "2"
     assert 0 <= result["test"]["veto_accuracy"] <= 1
+
+
+def test_glitch_crops_of_rare_witnesses_are_repeated(tiny_dataset):
+    """``train.balance_witnesses``: the training split gains the repeated glitch crops of the
+    witnesses that lead fewer crops; validation and test are untouched."""
+    import numpy as np
+
+    from glitchflow.io.dataset import leading_channel
+    from glitchflow.pipelines.training_data import prepare_training_data
+
+    plain = prepare_training_data(_cfg("train.balance_witnesses=1"), tiny_dataset)
+    balanced = prepare_training_data(_cfg("train.balance_witnesses=4"), tiny_dataset)
+    assert plain.counts["train_repeats"] == [1] * (len(plain.channels) - 1)
+    repeats = np.array(balanced.counts["train_repeats"])
+    assert repeats.max() > 1  # the tiny twin's witnesses glitch at different rates
+
+    def leaders(data):
+        rows = data.datasets["train"].to_pandas()
+        glitch = rows[rows.is_glitch]
+        x = np.stack([np.asarray(v) for v in glitch.x])
+        return np.bincount(leading_channel(x), minlength=len(repeats))
+
+    np.testing.assert_array_equal(leaders(balanced), leaders(plain) * repeats)
+    for split in ("val", "test"):
+        assert balanced.datasets[split].count() == plain.datasets[split].count()

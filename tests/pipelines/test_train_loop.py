@@ -9,7 +9,7 @@ import itertools
 import ray
 import torch
 
-from glitchflow.pipelines.train_loop import ShardCache
+from glitchflow.pipelines.train_loop import ShardCache, selection_score
 
 
 def _shard(n: int):
@@ -63,3 +63,19 @@ def test_a_shard_over_the_limit_streams_every_pass(ray_local):
         assert sorted(_flat(_ids(cache.batches(seed=1)))) == list(range(12))
         assert cache.x is None
         assert sorted(_flat(_ids(cache.batches(seed=2)))) == list(range(12))
+
+
+def test_the_latest_epoch_within_the_tolerance_of_the_best_is_kept():
+    """Validation losses 0.30, 0.216 (best), 0.2164, 0.25, 0.2180: with 2 % the kept epoch
+    is 4 (0.2180 <= 1.02 x 0.216), with 0 the best (1); no validation loss: the latest."""
+    losses = [0.30, 0.216, 0.2164, 0.25, 0.2180]
+
+    def kept(tolerance):
+        best, scores = float("inf"), []
+        for epoch, loss in enumerate(losses):
+            best = min(best, loss)
+            scores.append(selection_score(epoch, loss, best, tolerance))
+        return max(range(len(scores)), key=scores.__getitem__)
+
+    assert kept(0.02) == 4 and kept(0.0) == 1 and kept(0.002) == 2
+    assert selection_score(7, float("nan"), 0.2, 0.02) == 8.0
