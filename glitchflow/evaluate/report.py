@@ -85,7 +85,7 @@ class Accumulator:
         summary: dict,
         witnessed: pd.DataFrame,
         free: set,
-        targets: np.ndarray | None = None,
+        targets: np.ndarray,
     ) -> None:
         ev = cfg.evaluate
         self.step = float(summary["time_step"])
@@ -101,8 +101,9 @@ class Accumulator:
         first, last, count = ev.accuracy_thresholds
         self.acc_thresholds = np.linspace(first, last, int(count))
         self.extents = {t: [] for t in self.roc_thresholds}
-        #: the perfect-model bound: real-strain clusters touching ``targets`` (GPS extents)
-        self.targets = np.zeros((0, 2)) if targets is None else targets
+        #: the perfect-model reference: real-strain clusters touching ``targets`` ``(m, 2)``
+        #: (GPS extents of the witnessed glitches in strain)
+        self.targets = targets
         self.perfect = {t: [] for t in self.roc_thresholds}
         self.acc = np.zeros((len(self.acc_thresholds), 2))
         self.windows = 0
@@ -113,16 +114,9 @@ class Accumulator:
 
     def add(self, starts: np.ndarray, real: torch.Tensor, gen: torch.Tensor) -> None:
         for thr in self.roc_thresholds:
-            for spec, into in ((gen, self.extents[thr]), (real, self.perfect[thr])):
-                for cs in find_clusters(
-                    spec, thr, self.veto_min_area, starts, self.step, self.freqs
-                ):
-                    extents = np.array(
-                        [(c.gps_start - self.padding, c.gps_end + self.padding) for c in cs]
-                    ).reshape(-1, 2)
-                    if spec is real:
-                        extents = extents[touching(extents, self.targets)]
-                    into += map(tuple, extents)
+            self.extents[thr] += map(tuple, self._veto_extents(gen, thr, starts))
+            real_extents = self._veto_extents(real, thr, starts)
+            self.perfect[thr] += map(tuple, real_extents[touching(real_extents, self.targets)])
         resid = residual(real, gen).abs()
         for k, thr in enumerate(self.acc_thresholds):
             real_has = has_cluster(real, thr, self.min_area)
@@ -156,6 +150,13 @@ class Accumulator:
                     "cleaned": not left,
                 }
             )
+
+    def _veto_extents(self, spec: torch.Tensor, thr: float, starts: np.ndarray) -> np.ndarray:
+        """``(n, 2)`` GPS extents (padded) of the veto clusters of ``spec`` at ``thr``."""
+        found = find_clusters(spec, thr, self.veto_min_area, starts, self.step, self.freqs)
+        return np.array(
+            [(c.gps_start - self.padding, c.gps_end + self.padding) for cs in found for c in cs]
+        ).reshape(-1, 2)
 
     def accuracy_curves(self) -> dict:
         n = max(self.windows, 1)
@@ -198,9 +199,9 @@ class EvaluationReport:
     glitch time covered, and efficiency at the fixed deadtimes (``at_deadtime``);
     ``learned_roc``: the same at every generated-SNR^2 threshold; ``perfect_model``: the
     ROC and fixed-deadtime efficiencies of the real strain's clusters at the witnessed
-    glitches (the bound of a veto whose segments cover each glitch); ``comparison``: each
-    veto (and the perfect model) at the other's deadtime; ``ideal``: a veto that knows
-    every witness trigger;
+    glitches (what a veto whose segments cover each glitch reaches with a perfect model);
+    ``comparison``: each veto (and the perfect model) at the other's deadtime; ``ideal``:
+    a veto that knows every witness trigger;
     ``per_family``: glitches vetoed per family; ``denoise``: the spectrogram residual's
     figures; ``per_glitch``: one row per witnessed glitch; ``operating_point``: the
     model's calibrated threshold; ``subtraction``: ``glitchflow clean``'s figures against

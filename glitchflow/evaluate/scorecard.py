@@ -23,13 +23,15 @@ linearly in deadtime (both achievable in expectation: a random share of the
 segments of a point keeps that share of its deadtime and of its efficiency);
 past the curve's largest deadtime it keeps that point's efficiency.
 
-The **perfect-model bound** is the veto a model that reproduced every witnessed glitch's
-strain spectrogram exactly would make: the clusters of the *real* strain spectrogram (same
-thresholds, same minimum area, same padding) that overlap a witnessed glitch reaching
-strain.  Its ROC says how much efficiency at a given deadtime any learned veto whose
-segments are its clusters' extents can reach on this span; the learned veto's distance
-from it is the model's to close, the bound's distance from another method is the segment
-definition's (hveto brackets a trigger's peak, a cluster covers the glitch).
+The **perfect-model reference** is the veto a model that reproduced every witnessed
+glitch's strain spectrogram exactly would make: the clusters of the *real* strain
+spectrogram (same thresholds, same minimum area, same padding) that overlap a witnessed
+glitch reaching strain.  Its ROC says what a learned veto whose segments are its
+clusters' extents reaches on this span with a perfect model (not a strict bound: a model
+whose clusters are tighter than the real glitch's can do better at small deadtimes); the
+learned veto's distance from it is the model's to close, its distance from another
+method is the segment definition's (hveto brackets a trigger's peak, a cluster covers
+the glitch).
 
 The **ideal bound** is the fraction of witnessed glitches whose loudest witness
 would make a trigger in its own channel: optimal witness SNR ``rho_w`` with a

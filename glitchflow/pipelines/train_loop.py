@@ -182,7 +182,7 @@ def train_loop_per_worker(config: dict) -> None:
         sched.step(val["loss"] if np.isfinite(val["loss"]) else train_loss)
         metrics = {
             "val_select": selection_score(
-                epoch, val["loss"], sched.best, config.get("select_tolerance", 0.0)
+                epoch, val["loss"], sched.best, config["select_tolerance"]
             ),
             "epoch": epoch,
             "train_loss": train_loss,
