@@ -14,6 +14,49 @@ from glitchflow.config.base import Strict
 from glitchflow.config.stages import ResourcesConfig
 
 
+class ArchConfig(Strict):
+    """The scattered-light arch fit (:mod:`glitchflow.models.scatter_arches`) used for
+    witnesses whose coupling is an arch rather than a linear filter."""
+
+    peak_frequency: tuple[float, float] = Field(
+        (14.0, 64.0), description="range of the arches' peak frequency searched (Hz)"
+    )
+    motion_frequency: tuple[float, float] = Field(
+        (1.0, 4.0), description="range of the scatterer's motion frequency searched (Hz)"
+    )
+    duration: tuple[float, float] = Field(
+        (0.8, 3.0), description="range of the motion transient's length searched (s)"
+    )
+    min_snr: float = Field(
+        6.5,
+        ge=0,
+        description="subtract an arch only when it explains at least this SNR (arch-free "
+        "twin segments fit SNR 3.6-6.6, median 4.9: two coefficients plus the search over "
+        "shapes)",
+    )
+    merge_gap: float = Field(
+        0.5, ge=0, description="witness triggers closer than this are one motion transient (s)"
+    )
+    probe_blocks: int = Field(
+        8, ge=1, description="auto choice of arch witnesses: training blocks probed"
+    )
+    probe_triggers: int = Field(
+        2, ge=1, description="auto choice: loudest triggers per witness and probed block"
+    )
+
+    @model_validator(mode="after")
+    def _ranges(self) -> ArchConfig:
+        for name in ("peak_frequency", "motion_frequency", "duration"):
+            lo, hi = getattr(self, name)
+            if not 0 < lo <= hi:
+                raise ValueError(f"clean.arch.{name} must satisfy 0 < low <= high, got {lo, hi}")
+        if self.peak_frequency[1] >= 100.0:
+            raise ValueError(
+                "clean.arch.peak_frequency must stay below 100 Hz (the fit runs at 256 Hz)"
+            )
+        return self
+
+
 class CleanConfig(Strict):
     """How witness triggers become subtracted strain, and how the couplings are fitted."""
 
@@ -92,6 +135,13 @@ class CleanConfig(Strict):
     validation_fraction: float = Field(
         0.25, ge=0, lt=1, description="GPS blocks held out to score the fitted couplings"
     )
+    arch_witnesses: list[str] | Literal["auto"] = Field(
+        "auto",
+        description="witnesses whose glitches couple as scattered-light arches (fitted in "
+        "strain where they trigger) instead of through a linear filter; 'auto': chosen by "
+        "fit-clean where arches explain at least twice the strain power the filter does",
+    )
+    arch: ArchConfig = ArchConfig()
     band: tuple[float, float] = Field(
         (15.0, 1800.0), description="band of the subtracted signal (Hz)"
     )

@@ -243,6 +243,9 @@ class Fit:
 class SubtractionModel:
     """Per-witness coupling FIRs plus the settings that localise and fit (self-describing).
 
+    Witnesses in ``arches`` couple as scattered light: their triggers mark where an
+    arch is fitted in strain (:mod:`glitchflow.models.scatter_arches`), not a filter.
+
     ``firs[channel]`` are taps at ``lags`` samples of ``sample_rate`` Hz;
     ``settings`` is the ``clean`` config section used; ``signal`` the
     Conditioner's settings (the model only makes sense on data whitened by them).
@@ -256,6 +259,7 @@ class SubtractionModel:
     settings: dict
     signal: dict
     meta: dict = field(default_factory=dict)
+    arches: list[str] = field(default_factory=list)  # witnesses fitted as scattered-light arches
 
     @property
     def localiser(self) -> Localiser:
@@ -316,6 +320,7 @@ class SubtractionModel:
             "settings": self.settings,
             "signal": self.signal,
             "meta": self.meta,
+            "arches": list(self.arches),
         }
         tmp = path.with_name(path.name + ".tmp")
         torch.save(state, tmp)
@@ -345,6 +350,7 @@ class SubtractionModel:
             dict(state["settings"]),
             dict(state["signal"]),
             dict(state.get("meta", {})),
+            list(state.get("arches", [])),
         )
 
 

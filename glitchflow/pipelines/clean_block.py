@@ -22,6 +22,13 @@ from glitchflow.evaluate.triggers import tile_triggers
 from glitchflow.io.frames import FrameFile
 from glitchflow.io.span import Segment, read_padded
 from glitchflow.models.subtraction import CouplingEquations, SubtractionModel, segment_at
+from glitchflow.pipelines.clean_arches import (
+    ArchWindow,
+    arch_row,
+    arch_windows,
+    block_fir,
+    fit_window,
+)
 from glitchflow.signal.conditioner import Conditioner
 from glitchflow.signal.lines import spectral_lines
 from glitchflow.signal.resample import resample
@@ -131,44 +138,67 @@ def accumulate(empty, localiser, block: WhitenedBlock, keep=None) -> dict[str, C
 def subtract_block(model: SubtractionModel, block: WhitenedBlock) -> tuple[np.ndarray, list[dict]]:
     """Whitened subtracted signal ``(n,)`` and one row per trigger (fit SNR, subtracted or not).
 
-    Triggers are handled in time order against strain with the earlier fits
-    already removed, so overlapping glitches are not subtracted twice."""
-    loc = model.localiser
-    n = loc.n
+    Triggers of the model's arch witnesses are merged into windows and fitted as
+    scattered-light arches (:mod:`glitchflow.pipelines.clean_arches`); the others
+    through their coupling filters.  Both are handled in time order against strain
+    with the earlier fits already removed, so overlapping glitches are not
+    subtracted twice."""
+    s = model.settings
+    linear = [
+        t for t in block.triggers if t.channel in model.firs and t.channel not in model.arches
+    ]
+    windows = [
+        w for c in model.arches for w in arch_windows(block.triggers, c, s["arch"]["merge_gap"])
+    ]
+    jobs = sorted(linear + windows, key=lambda j: j.time)
     sub = np.zeros_like(block.strain)
-    rows = []
-    for trig in block.triggers:
-        if trig.channel not in model.firs:
-            continue
-        start = _segment_start(block, trig.time, n)
-        u = segment_at(block.witnesses[trig.channel], start, n)
-        m = loc(u, trig.duration, trig.frequency, block.notches.get(trig.channel, ()))
-        prediction = model.predict(trig.channel, m)
-        row = {
-            "channel": trig.channel,
-            "gps": round(trig.time, 4),
-            "frequency": round(trig.frequency, 2),
-            "witness_snr2": round(trig.snr2, 2),
-            "duration": round(trig.duration, 4),
-            "fit_snr": 0.0,
-            "gain": 0.0,
-            "quadrature": 0.0,
-            "subtracted": False,
-        }
-        if float(prediction @ prediction) > 0:
-            y = segment_at(block.strain, start, n) - segment_at(sub, start, n)
-            fit = model.fit(prediction, y, trig.frequency)
-            row |= {
-                "fit_snr": round(fit.snr, 3),
-                "gain": fit.coefficients[0],
-                "quadrature": fit.coefficients[1],
-                "subtracted": fit.snr >= model.settings["min_fit_snr"],
-            }
-            if row["subtracted"]:
-                a, b = max(start, 0), min(start + n, len(sub))
-                sub[a:b] += fit.fitted[a - start : b - start]
+    rows, fir = [], None
+    for job in jobs:
+        if isinstance(job, ArchWindow):
+            fir = block_fir(block) if fir is None else fir
+            start, fit = fit_window(s, block, job, block.strain - sub, fir)
+            row, fitted = arch_row(job, fit, s["arch"]["min_snr"]), fit.fitted
+        else:
+            start, row, fitted = _linear_fit(model, block, job, sub)
+        if row["subtracted"]:
+            a, b = max(start, 0), min(start + len(fitted), len(sub))
+            sub[a:b] += fitted[a - start : b - start]
         rows.append(row)
     return sub, rows
+
+
+def _linear_fit(model: SubtractionModel, block: WhitenedBlock, trig, sub: np.ndarray):
+    """``(first sample, row, fitted (L,))`` of one trigger through its coupling filter."""
+    loc = model.localiser
+    n = loc.n
+    start = _segment_start(block, trig.time, n)
+    u = segment_at(block.witnesses[trig.channel], start, n)
+    m = loc(u, trig.duration, trig.frequency, block.notches.get(trig.channel, ()))
+    prediction = model.predict(trig.channel, m)
+    row = {
+        "channel": trig.channel,
+        "gps": round(trig.time, 4),
+        "frequency": round(trig.frequency, 2),
+        "witness_snr2": round(trig.snr2, 2),
+        "duration": round(trig.duration, 4),
+        "fit_snr": 0.0,
+        "gain": 0.0,
+        "quadrature": 0.0,
+        "subtracted": False,
+        "coupling": "linear",
+    }
+    fitted = np.zeros(n)
+    if float(prediction @ prediction) > 0:
+        y = segment_at(block.strain, start, n) - segment_at(sub, start, n)
+        fit = model.fit(prediction, y, trig.frequency)
+        fitted = fit.fitted
+        row |= {
+            "fit_snr": round(fit.snr, 3),
+            "gain": fit.coefficients[0],
+            "quadrature": fit.coefficients[1],
+            "subtracted": fit.snr >= model.settings["min_fit_snr"],
+        }
+    return start, row, fitted
 
 
 def subtracted_strain(

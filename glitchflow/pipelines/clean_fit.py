@@ -40,6 +40,7 @@ from glitchflow.models.subtraction import (
     localiser_from_settings,
     segment_at,
 )
+from glitchflow.pipelines.clean_arches import choose_arches, probe_block
 from glitchflow.pipelines.clean_block import (
     accumulate,
     owned,
@@ -60,7 +61,9 @@ def _localiser(cfg: Config) -> Localiser:
     return localiser_from_settings(cfg.clean.model_dump(mode="json"), cfg.signal.sample_rate)
 
 
-def _model(cfg: Config, witnesses: list[str], firs: dict, meta: dict) -> SubtractionModel:
+def _model(
+    cfg: Config, witnesses: list[str], firs: dict, meta: dict, arches=()
+) -> SubtractionModel:
     c = cfg.clean
     return SubtractionModel(
         cfg.signal.strain_channel,
@@ -71,14 +74,23 @@ def _model(cfg: Config, witnesses: list[str], firs: dict, meta: dict) -> Subtrac
         c.model_dump(mode="json"),
         cfg.signal.model_dump(mode="json"),
         meta,
+        list(arches),
     )
 
 
 def block_pass(
-    cfg_json: dict, paths: list[str], frames: list, witnesses: list[str], model_state=None
+    cfg_json: dict,
+    paths: list[str],
+    frames: list,
+    witnesses: list[str],
+    model_state=None,
+    arches=(),
+    probe: bool = False,
 ) -> dict:
     """One block: normal equations (first pass, ``model_state`` None) or, with a model,
-    the fits of its triggers and the equations of those fitted above ``train_fit_snr``."""
+    the fits of its triggers and the equations of those fitted above ``train_fit_snr``;
+    ``arches``: witnesses fitted as arches; ``probe``: also fit each witness's loudest
+    windows both ways (:func:`~glitchflow.pipelines.clean_arches.probe_block`)."""
 
     cfg = validate_config(cfg_json)
     c = cfg.clean
@@ -87,7 +99,7 @@ def block_pass(
     settings = c.model_dump(mode="json")
     read = read_block(paths, frames, cfg.signal.strain_channel, witnesses)
     eqs: dict[str, CouplingEquations] = {}
-    rows, examples = [], []
+    rows, examples, probes = [], [], []
     min_len = 2 * cfg.signal.conditioning.filter_duration + c.segment
     for seg in read.segments:
         if seg.duration < max(min_len, cfg.signal.conditioning.fftlength):
@@ -96,8 +108,10 @@ def block_pass(
         block = owned(block, read.start, read.end, c.segment)
         keep = None
         if model_state is not None:
-            model = _model(cfg, witnesses, model_state, {})
+            model = _model(cfg, witnesses, model_state, {}, arches)
             _, fits = subtract_block(model, block)
+            if probe:
+                probes += probe_block(model, block, c.arch.probe_triggers)
             good = {(f["channel"], f["gps"]) for f in fits if f["fit_snr"] >= c.train_fit_snr}
             rows += fits
             examples += _examples(model, block, fits, loc)
@@ -112,6 +126,7 @@ def block_pass(
         "eqs": {k: (v.R, v.X, v.count, v.Rs, v.Xs) for k, v in eqs.items()},
         "rows": rows,
         "examples": examples,
+        "probes": probes,
         "bad": {k: list(v) for k, v in read.bad.items()},
         "errors": read.errors,
         "frames": list(paths),
@@ -121,7 +136,8 @@ def block_pass(
 def _examples(model, block, fits, loc, n: int = 2) -> list[dict]:
     """The ``n`` loudest subtracted fits as waveforms (whitened strain, fitted) for plots."""
     out = []
-    best = sorted((f for f in fits if f["subtracted"]), key=lambda f: -f["fit_snr"])[:n]
+    linear = (f for f in fits if f["subtracted"] and f["coupling"] == "linear")
+    best = sorted(linear, key=lambda f: -f["fit_snr"])[:n]
     for f in best:
         start = round((f["gps"] - block.t0) * block.sample_rate) - loc.n // 2
         u = segment_at(block.witnesses[f["channel"]], start, loc.n)
@@ -197,8 +213,10 @@ class FitCleanResult:
     ``frames_rejected``: files that are not readable frames; ``training_triggers``:
     witness triggers per channel that the fit used; ``validation``: per witness, the
     held-out blocks' subtraction figures; ``coupling_delay_ms`` and ``group_delay_ms``
-    (40-250 Hz) per witness; ``model``: the written model file; ``registered``: its
-    MLflow registry entry (name, version, uri, tracking_uri), None when not logged."""
+    (40-250 Hz) per witness; ``arch_witnesses``: those fitted as scattered-light arches,
+    ``arch_choice``: the probe figures behind the automatic choice (empty when set);
+    ``model``: the written model file; ``registered``: its MLflow registry entry (name,
+    version, uri, tracking_uri), None when not logged."""
 
     witnesses: list[str]
     frames_in: int
@@ -208,12 +226,21 @@ class FitCleanResult:
     validation: dict[str, dict]
     coupling_delay_ms: dict[str, float]
     group_delay_ms: dict[str, float]
+    arch_witnesses: list[str]
+    arch_choice: dict[str, dict]
     wall_seconds: float
     model: str
     registered: dict | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def probe_indices(n_blocks: int, at_most: int) -> frozenset[int]:
+    """Indices of at most ``at_most`` training blocks spread evenly over ``n_blocks``."""
+    return frozenset(
+        np.linspace(0, n_blocks - 1, min(at_most, n_blocks)).round().astype(int).tolist()
+    )
 
 
 def split_blocks(blocks: list, c, frames_dir) -> tuple[list, list]:
@@ -227,14 +254,21 @@ def split_blocks(blocks: list, c, frames_dir) -> tuple[list, list]:
     return train, val
 
 
-def run_blocks(blocks: list, cfg_json: dict, frames: list, witnesses, firs, what: str, cpus):
+def run_blocks(
+    blocks: list, cfg_json: dict, frames: list, witnesses, firs, what: str, cpus, arches=(),
+    probe=frozenset(),
+):  # fmt: skip
     """One pass of :func:`block_pass` over ``blocks`` of frames in Ray tasks of ``cpus``
     CPUs, with a progress bar; returns the blocks' results in block order.  ``firs``: the
-    couplings of the previous pass (None in the first)."""
+    couplings of the previous pass (None in the first); ``probe``: indices of the blocks
+    that probe the arch coupling."""
     import ray
 
     task = ray.remote(num_cpus=cpus)(block_pass)
-    refs = [task.remote(cfg_json, [f.path for f in b], frames, witnesses, firs) for b in blocks]
+    refs = [
+        task.remote(cfg_json, [f.path for f in b], frames, witnesses, firs, arches, i in probe)
+        for i, b in enumerate(blocks)
+    ]
     done = {}
     with tqdm(total=len(refs), desc=f"fit-clean {what}", unit="block") as bar:
         pending = list(refs)
@@ -259,6 +293,9 @@ def run_fit_clean(
     t0 = time.perf_counter()
     c = cfg.clean
     witnesses = witness_channels(cfg, channels_file)
+    unknown = sorted(set(c.arch_witnesses) - set(witnesses)) if c.arch_witnesses != "auto" else []
+    if unknown:
+        raise ValueError(f"clean.arch_witnesses {unknown} are not among the witnesses {witnesses}")
     found = find_frames(frames_dir)
     if not found.frames:
         raise FileNotFoundError(f"{frames_dir}: no frames to fit the couplings on")
@@ -268,14 +305,23 @@ def run_fit_clean(
     lags = fir_lags(c.fir_before, c.fir_after, cfg.signal.sample_rate)
     args = (cfg.model_dump(mode="json"), [(f.path, f.start, f.duration) for f in found.frames])
 
-    def run(blocks: list, what: str, firs=None) -> list[dict]:
-        return run_blocks(blocks, *args, witnesses, firs, what, c.resources.cpus_per_worker)
+    def run(blocks: list, what: str, firs=None, arches=(), probe=frozenset()) -> list[dict]:
+        cpus = c.resources.cpus_per_worker
+        return run_blocks(blocks, *args, witnesses, firs, what, cpus, arches, probe)
 
     first = run(train, "pass 1")
     firs, _, _ = _solve(first, lags, cfg, witnesses)
-    second = run(train, "pass 2", firs)
+    auto = c.arch_witnesses == "auto"
+    probe = probe_indices(len(train), c.arch.probe_blocks) if auto else frozenset()
+    second = run(train, "pass 2", firs, probe=probe)
     firs, counts, delays = _solve(second, lags, cfg, witnesses)
-    held = run(val, "held out", firs) if val else []
+    if auto:
+        probes = [p for res in second for p in res["probes"]]
+        choice = choose_arches(probes, witnesses, c.arch.min_snr)
+        arches = [w for w in witnesses if choice[w]["arch"]]
+    else:
+        choice, arches = {}, [w for w in witnesses if w in c.arch_witnesses]
+    held = run(val, "held out", firs, arches) if val else []
     rows = [r for res in held for r in res["rows"]]
     failed = {p: why for res in first + held for p, why in res["errors"].items()}
     meta = {
@@ -284,9 +330,10 @@ def run_fit_clean(
         "validation_blocks": len(val),
         "training_triggers": counts,
         "coupling_delay_ms": delays,
+        "arch_choice": choice,
         "span": [found.frames[0].start, found.frames[-1].end],
     }
-    model = _model(cfg, witnesses, firs, meta)
+    model = _model(cfg, witnesses, firs, meta, arches)
     model.save(out / "model.pt")
     result = FitCleanResult(
         witnesses=witnesses,
@@ -297,6 +344,8 @@ def run_fit_clean(
         validation=validation_metrics(rows, witnesses),
         coupling_delay_ms=delays,
         group_delay_ms={w: round(1e3 * model.group_delay(w), 3) for w in witnesses},
+        arch_witnesses=arches,
+        arch_choice=choice,
         wall_seconds=round(time.perf_counter() - t0, 2),
         model=str(out / "model.pt"),
     )
@@ -314,6 +363,6 @@ def _write_csv(rows: list[dict], path: Path) -> None:
     import pandas as pd
 
     cols = ["channel", "gps", "frequency", "witness_snr2", "duration", "fit_snr", "gain",
-            "quadrature", "subtracted"]  # fmt: skip
+            "quadrature", "subtracted", "coupling"]  # fmt: skip
     with atomic_path(path) as tmp:
         pd.DataFrame(rows, columns=cols).to_csv(tmp, index=False)
