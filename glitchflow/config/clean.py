@@ -34,6 +34,12 @@ class ArchConfig(Strict):
         "twin segments fit SNR 3.6-6.6, median 4.9: two coefficients plus the search over "
         "shapes)",
     )
+    min_track_score: float = Field(
+        90.0,
+        ge=0,
+        description="fit only where the arch's frequency track collects this much excess "
+        "spectrogram power (arch-free twin segments 34-80, arches of SNR >= 8.9 >= 100)",
+    )
     merge_gap: float = Field(
         0.5, ge=0, description="witness triggers closer than this are one motion transient (s)"
     )

@@ -29,7 +29,10 @@ strain around the window, in three stages:
 Stages 1-3 run at ``search_rate`` (the arches lie below ~100 Hz); the whitened
 template is the arch through the same whitening FIR as the data.  The fit
 explains ~2 degrees of freedom of noise plus the search's look-elsewhere (an
-arch-free segment fits SNR ~4-5), so a fit is subtracted only above ``min_snr``.
+arch-free segment fits SNR ~4-5), so a fit is subtracted only above ``min_snr``; and
+the coherent stages run only when the best track collects at least
+``min_track_score`` (excess power summed along it; arch-free twin segments: 34-80,
+twin arches of SNR >= 8.9: >= 100).
 
 Units: ``y`` whitened strain ``(L,)`` at ``sample_rate`` Hz; times in seconds
 from the segment's first sample; frequencies in Hz.
@@ -156,6 +159,7 @@ class ArchSearch:
     search_rate: float = 256.0
     track_band: tuple[float, float] = (16.0, 100.0)
     min_snr: float = 6.5
+    min_track_score: float = 90.0
 
     def segment(self, window: tuple[float, float]) -> float:
         """Seconds of data a fit over the witness ``window`` (GPS s) needs."""
@@ -167,13 +171,16 @@ class ArchSearch:
         """Fit an arch to whitened strain ``y`` whose envelope centre lies in ``window``
         (s from the first sample); ``fir``: the whitening FIR the data went through."""
         factor = round(sample_rate / self.search_rate)
-        n = len(y) // factor * factor
+        length = len(y)
+        n = length // factor * factor
         y = np.asarray(y[:n], float)
         rate = sample_rate / factor
         yd = decimate(y, factor)
         t = np.arange(len(yd)) / rate
         white = FirWhitener(fir, sample_rate, len(yd), rate)
-        tracks = self._incoherent(yd, rate, window)
+        score, tracks = self._incoherent(yd, rate, window)
+        if score < self.min_track_score:  # no arch in the spectrogram: nothing to fit
+            return ArchFit(np.zeros(length), 0.0, (0.0, 0.0), ArchParams(*tracks[0]))
         best = self._coherent(yd, t, white, tracks)
 
         lo, hi = self._bounds(window)
@@ -188,7 +195,7 @@ class ArchSearch:
         m = FirWhitener(fir, sample_rate, n, sample_rate)(arch_basis(tf, *p))
         snr2, coef = explained(y, m)
         fitted = coef @ m
-        full = np.zeros(len(y) + (len(y) % factor))
+        full = np.zeros(length)
         full[:n] = fitted
         return ArchFit(full, math.sqrt(max(float(snr2), 0.0)), tuple(map(float, coef)),
                        ArchParams(*map(float, p)))  # fmt: skip
@@ -217,7 +224,8 @@ class ArchSearch:
         return best
 
     def _incoherent(self, yd: np.ndarray, rate: float, window: tuple[float, float], keep=4):
-        """The ``keep`` best distinct arch tracks on the spectrogram, as parameter tuples."""
+        """The best track's score and the ``keep`` best distinct tracks on the spectrogram,
+        as parameter tuples."""
         coarse = excess_spectrogram(yd, rate, 0.125, 1.0 / 32)
         lo, hi = window
         found = _track_scores(
@@ -230,7 +238,7 @@ class ArchSearch:
             self.track_band,
             2 * keep,
         )
-        return _distinct([p for _, p in found], keep)
+        return found[0][0], _distinct([p for _, p in found], keep)
 
     def _coherent(self, yd, t, white, tracks, keep=2):
         """The ``keep`` best parameter tuples: around each track a grid in ``(f_m, t_m,
@@ -341,4 +349,5 @@ def arch_search(settings: dict) -> ArchSearch:
         tuple(a.get("motion_frequency", d.motion_frequency)),
         tuple(a.get("duration", d.duration)),
         min_snr=float(a.get("min_snr", d.min_snr)),
+        min_track_score=float(a.get("min_track_score", d.min_track_score)),
     )
