@@ -132,6 +132,12 @@ class CleanConfig(Strict):
         description="per-glitch fit also takes the coupling's phase (the prediction's "
         "Hilbert pair), not only its gain",
     )
+    fit_prior: bool = Field(
+        True,
+        description="shrink each glitch's fitted phase and tilt (relative to its gain) toward "
+        "the coupling's usual shape, with widths estimated from the training fits "
+        "(empirical Bayes): faint glitches absorb less noise",
+    )
     min_fit_snr: float = Field(
         4.5, ge=0, description="subtract only when the fitted glitch has at least this SNR"
     )

@@ -40,8 +40,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from scipy.signal import hilbert
 
+from glitchflow.models.coupling_fit import Fit, fit_columns, fit_glitch
 from glitchflow.models.witness_atoms import AtomSearch
 
 #: format version of subtraction checkpoints
@@ -231,15 +231,6 @@ class CouplingEquations:
 
 
 @dataclass
-class Fit:
-    """One trigger's fit: the fitted strain glitch ``(L,)``, its SNR and the two coefficients."""
-
-    fitted: np.ndarray
-    snr: float
-    coefficients: tuple[float, float]
-
-
-@dataclass
 class SubtractionModel:
     """Per-witness coupling FIRs plus the settings that localise and fit (self-describing).
 
@@ -260,6 +251,7 @@ class SubtractionModel:
     signal: dict
     meta: dict = field(default_factory=dict)
     arches: list[str] = field(default_factory=list)  # witnesses fitted as scattered-light arches
+    priors: dict[str, list[float]] = field(default_factory=dict)  # per witness, of the fit
 
     @property
     def localiser(self) -> Localiser:
@@ -272,30 +264,27 @@ class SubtractionModel:
         first = -int(self.lags[0])
         return full[first : first + len(m)]
 
-    def fit(self, prediction: np.ndarray, y: np.ndarray, frequency: float | None = None) -> Fit:
+    def fit(
+        self, prediction: np.ndarray, y: np.ndarray, frequency: float | None = None,
+        channel: str | None = None,
+    ) -> Fit:  # fmt: skip
         """Least-squares fit of the prediction to the strain ``y``: its gain and, with
         ``settings["fit_quadrature"]`` (default), its phase (``[p, Hilbert(p)]``) and, with
         ``settings["fit_tilt"]`` and the trigger's ``frequency``, a local spectral tilt
         (``p`` filtered by ``ln(f / frequency)``, and its Hilbert pair): the coupling's
         gain may change across a glitch's band from one glitch to the next.  Each
-        coefficient also fits one degree of freedom of noise (residual SNR ~ sqrt(k)).
+        coefficient also fits one degree of freedom of noise (residual SNR ~ sqrt(k));
+        with the ``channel``'s entry in ``priors`` the non-gain coefficients are shrunk
+        toward the coupling's usual shape (:mod:`glitchflow.models.coupling_fit`).
         Coefficients reported: gain and quadrature (0 when not fitted)."""
-        columns = [prediction]
-        if self.settings.get("fit_tilt") and frequency:
-            n = len(prediction)
-            freqs = np.fft.rfftfreq(n, 1.0 / self.sample_rate)
-            tilt = np.log(np.maximum(freqs, 1.0) / frequency)
-            columns.append(np.fft.irfft(np.fft.rfft(prediction) * tilt, n))
-        in_phase = len(columns)
-        quadrature_fitted = self.settings.get("fit_quadrature", True)
-        if quadrature_fitted:
-            columns += [np.imag(hilbert(c)) for c in columns]
-        basis = np.stack(columns, axis=1)
-        coef, *_ = np.linalg.lstsq(basis, y, rcond=None)
-        fitted = basis @ coef
-        gain = float(coef[0])
-        quadrature = float(coef[in_phase]) if quadrature_fitted else 0.0
-        return Fit(fitted, math.sqrt(max(float(fitted @ y), 0.0)), (gain, quadrature))
+        basis, quadrature = fit_columns(
+            prediction,
+            self.sample_rate,
+            frequency,
+            bool(self.settings.get("fit_tilt")),
+            bool(self.settings.get("fit_quadrature", True)),
+        )
+        return fit_glitch(basis, y, quadrature, self.priors.get(channel))
 
     def group_delay(self, channel: str, band: tuple[float, float] = (40.0, 250.0)) -> float:
         """Group delay (s) of a channel's coupling over ``band`` (Hz): the slope of its
@@ -321,6 +310,7 @@ class SubtractionModel:
             "signal": self.signal,
             "meta": self.meta,
             "arches": list(self.arches),
+            "priors": dict(self.priors),
         }
         tmp = path.with_name(path.name + ".tmp")
         torch.save(state, tmp)
@@ -351,6 +341,7 @@ class SubtractionModel:
             dict(state["signal"]),
             dict(state.get("meta", {})),
             list(state.get("arches", [])),
+            dict(state.get("priors", {})),
         )
 
 

@@ -126,7 +126,7 @@ def probe_block(model: SubtractionModel, block, per_witness: int) -> list[dict]:
             linear = 0.0
             if float(prediction @ prediction) > 0:
                 y = segment_at(block.strain, start, loc.n)
-                linear = model.fit(prediction, y, w.frequency).snr
+                linear = model.fit(prediction, y, w.frequency, channel).snr
             _, fit = fit_window(s, block, w, block.strain, fir)
             out.append({"channel": channel, "linear_snr": linear, "arch_snr": fit.snr})
     return out

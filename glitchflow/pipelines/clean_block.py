@@ -135,14 +135,17 @@ def accumulate(empty, localiser, block: WhitenedBlock, keep=None) -> dict[str, C
     return eqs
 
 
-def subtract_block(model: SubtractionModel, block: WhitenedBlock) -> tuple[np.ndarray, list[dict]]:
+def subtract_block(
+    model: SubtractionModel, block: WhitenedBlock, shapes: list | None = None
+) -> tuple[np.ndarray, list[dict]]:
     """Whitened subtracted signal ``(n,)`` and one row per trigger (fit SNR, subtracted or not).
 
     Triggers of the model's arch witnesses are merged into windows and fitted as
     scattered-light arches (:mod:`glitchflow.pipelines.clean_arches`); the others
     through their coupling filters.  Both are handled in time order against strain
     with the earlier fits already removed, so overlapping glitches are not
-    subtracted twice."""
+    subtracted twice.  ``shapes``, when given, receives ``(channel, fit SNR, relative
+    coefficients, their noise variances)`` of each filter fit (fit-clean's prior)."""
     s = model.settings
     linear = [
         t for t in block.triggers if t.channel in model.firs and t.channel not in model.arches
@@ -159,7 +162,7 @@ def subtract_block(model: SubtractionModel, block: WhitenedBlock) -> tuple[np.nd
             start, fit = fit_window(s, block, job, block.strain - sub, fir)
             row, fitted = arch_row(job, fit, s["arch"]["min_snr"]), fit.fitted
         else:
-            start, row, fitted = _linear_fit(model, block, job, sub)
+            start, row, fitted = _linear_fit(model, block, job, sub, shapes)
         if row["subtracted"]:
             a, b = max(start, 0), min(start + len(fitted), len(sub))
             sub[a:b] += fitted[a - start : b - start]
@@ -167,7 +170,7 @@ def subtract_block(model: SubtractionModel, block: WhitenedBlock) -> tuple[np.nd
     return sub, rows
 
 
-def _linear_fit(model: SubtractionModel, block: WhitenedBlock, trig, sub: np.ndarray):
+def _linear_fit(model: SubtractionModel, block: WhitenedBlock, trig, sub: np.ndarray, shapes):
     """``(first sample, row, fitted (L,))`` of one trigger through its coupling filter."""
     loc = model.localiser
     n = loc.n
@@ -190,8 +193,10 @@ def _linear_fit(model: SubtractionModel, block: WhitenedBlock, trig, sub: np.nda
     fitted = np.zeros(n)
     if float(prediction @ prediction) > 0:
         y = segment_at(block.strain, start, n) - segment_at(sub, start, n)
-        fit = model.fit(prediction, y, trig.frequency)
+        fit = model.fit(prediction, y, trig.frequency, trig.channel)
         fitted = fit.fitted
+        if shapes is not None:
+            shapes.append((trig.channel, fit.snr, fit.relative, fit.relative_var))
         row |= {
             "fit_snr": round(fit.snr, 3),
             "gain": fit.coefficients[0],

@@ -31,6 +31,7 @@ from glitchflow.config import Config, validate_config
 from glitchflow.io.atomic import atomic_path, write_json_atomic
 from glitchflow.io.channels import channels_from_file
 from glitchflow.io.frames import find_frames, make_blocks
+from glitchflow.models.coupling_fit import prior_widths
 from glitchflow.models.subtraction import (
     CouplingEquations,
     Localiser,
@@ -62,7 +63,7 @@ def _localiser(cfg: Config) -> Localiser:
 
 
 def _model(
-    cfg: Config, witnesses: list[str], firs: dict, meta: dict, arches=()
+    cfg: Config, witnesses: list[str], firs: dict, meta: dict, arches=(), priors=None
 ) -> SubtractionModel:
     c = cfg.clean
     return SubtractionModel(
@@ -75,6 +76,7 @@ def _model(
         cfg.signal.model_dump(mode="json"),
         meta,
         list(arches),
+        dict(priors or {}),
     )
 
 
@@ -86,11 +88,14 @@ def block_pass(
     model_state=None,
     arches=(),
     probe: bool = False,
+    priors=None,
 ) -> dict:
     """One block: normal equations (first pass, ``model_state`` None) or, with a model,
     the fits of its triggers and the equations of those fitted above ``train_fit_snr``;
     ``arches``: witnesses fitted as arches; ``probe``: also fit each witness's loudest
-    windows both ways (:func:`~glitchflow.pipelines.clean_arches.probe_block`)."""
+    windows both ways (:func:`~glitchflow.pipelines.clean_arches.probe_block`);
+    ``priors``: the fit's prior widths per witness (``shapes`` returns what estimates
+    them: :func:`~glitchflow.models.coupling_fit.prior_widths`)."""
 
     cfg = validate_config(cfg_json)
     c = cfg.clean
@@ -99,7 +104,7 @@ def block_pass(
     settings = c.model_dump(mode="json")
     read = read_block(paths, frames, cfg.signal.strain_channel, witnesses)
     eqs: dict[str, CouplingEquations] = {}
-    rows, examples, probes = [], [], []
+    rows, examples, probes, shapes = [], [], [], []
     min_len = 2 * cfg.signal.conditioning.filter_duration + c.segment
     for seg in read.segments:
         if seg.duration < max(min_len, cfg.signal.conditioning.fftlength):
@@ -108,8 +113,8 @@ def block_pass(
         block = owned(block, read.start, read.end, c.segment)
         keep = None
         if model_state is not None:
-            model = _model(cfg, witnesses, model_state, {}, arches)
-            _, fits = subtract_block(model, block)
+            model = _model(cfg, witnesses, model_state, {}, arches, priors)
+            _, fits = subtract_block(model, block, shapes)
             if probe:
                 probes += probe_block(model, block, c.arch.probe_triggers)
             good = {(f["channel"], f["gps"]) for f in fits if f["fit_snr"] >= c.train_fit_snr}
@@ -127,6 +132,7 @@ def block_pass(
         "rows": rows,
         "examples": examples,
         "probes": probes,
+        "shapes": shapes,
         "bad": {k: list(v) for k, v in read.bad.items()},
         "errors": read.errors,
         "frames": list(paths),
@@ -215,6 +221,7 @@ class FitCleanResult:
     held-out blocks' subtraction figures; ``coupling_delay_ms`` and ``group_delay_ms``
     (40-250 Hz) per witness; ``arch_witnesses``: those fitted as scattered-light arches,
     ``arch_choice``: the probe figures behind the automatic choice (empty when set);
+    ``fit_priors``: per witness, the prior widths of the fit's shape coefficients;
     ``model``: the written model file; ``registered``: its MLflow registry entry (name,
     version, uri, tracking_uri), None when not logged."""
 
@@ -228,12 +235,27 @@ class FitCleanResult:
     group_delay_ms: dict[str, float]
     arch_witnesses: list[str]
     arch_choice: dict[str, dict]
+    fit_priors: dict[str, list[float]]
     wall_seconds: float
     model: str
     registered: dict | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def fit_priors(results: list[dict], witnesses: list[str], min_snr: float) -> dict:
+    """Per witness, the prior widths of its fit's shape from the second pass's filter fits
+    of SNR >= ``min_snr`` (:func:`~glitchflow.models.coupling_fit.prior_widths`)."""
+    shapes = [s for res in results for s in res["shapes"]]
+    out = {}
+    for w in witnesses:
+        mine = [(r, v) for c, snr, r, v in shapes if c == w and snr >= min_snr]
+        widths = prior_widths([r for r, _ in mine], [v for _, v in mine])
+        if widths is not None:
+            out[w] = [round(x, 4) for x in widths]
+    log.info("fit-clean: prior widths of the fits' shape %s", out)
+    return out
 
 
 def probe_indices(n_blocks: int, at_most: int) -> frozenset[int]:
@@ -256,7 +278,7 @@ def split_blocks(blocks: list, c, frames_dir) -> tuple[list, list]:
 
 def run_blocks(
     blocks: list, cfg_json: dict, frames: list, witnesses, firs, what: str, cpus, arches=(),
-    probe=frozenset(),
+    probe=frozenset(), priors=None,
 ):  # fmt: skip
     """One pass of :func:`block_pass` over ``blocks`` of frames in Ray tasks of ``cpus``
     CPUs, with a progress bar; returns the blocks' results in block order.  ``firs``: the
@@ -266,7 +288,9 @@ def run_blocks(
 
     task = ray.remote(num_cpus=cpus)(block_pass)
     refs = [
-        task.remote(cfg_json, [f.path for f in b], frames, witnesses, firs, arches, i in probe)
+        task.remote(
+            cfg_json, [f.path for f in b], frames, witnesses, firs, arches, i in probe, priors
+        )
         for i, b in enumerate(blocks)
     ]
     done = {}
@@ -305,9 +329,9 @@ def run_fit_clean(
     lags = fir_lags(c.fir_before, c.fir_after, cfg.signal.sample_rate)
     args = (cfg.model_dump(mode="json"), [(f.path, f.start, f.duration) for f in found.frames])
 
-    def run(blocks: list, what: str, firs=None, arches=(), probe=frozenset()) -> list[dict]:
+    def run(blocks, what: str, firs=None, arches=(), probe=frozenset(), priors=None):
         cpus = c.resources.cpus_per_worker
-        return run_blocks(blocks, *args, witnesses, firs, what, cpus, arches, probe)
+        return run_blocks(blocks, *args, witnesses, firs, what, cpus, arches, probe, priors)
 
     first = run(train, "pass 1")
     firs, _, _ = _solve(first, lags, cfg, witnesses)
@@ -321,7 +345,8 @@ def run_fit_clean(
         arches = [w for w in witnesses if choice[w]["arch"]]
     else:
         choice, arches = {}, [w for w in witnesses if w in c.arch_witnesses]
-    held = run(val, "held out", firs, arches) if val else []
+    priors = fit_priors(second, witnesses, c.train_fit_snr) if c.fit_prior else {}
+    held = run(val, "held out", firs, arches, priors=priors) if val else []
     rows = [r for res in held for r in res["rows"]]
     failed = {p: why for res in first + held for p, why in res["errors"].items()}
     meta = {
@@ -331,9 +356,10 @@ def run_fit_clean(
         "training_triggers": counts,
         "coupling_delay_ms": delays,
         "arch_choice": choice,
+        "fit_priors": priors,
         "span": [found.frames[0].start, found.frames[-1].end],
     }
-    model = _model(cfg, witnesses, firs, meta, arches)
+    model = _model(cfg, witnesses, firs, meta, arches, priors)
     model.save(out / "model.pt")
     result = FitCleanResult(
         witnesses=witnesses,
@@ -346,6 +372,7 @@ def run_fit_clean(
         group_delay_ms={w: round(1e3 * model.group_delay(w), 3) for w in witnesses},
         arch_witnesses=arches,
         arch_choice=choice,
+        fit_priors=priors,
         wall_seconds=round(time.perf_counter() - t0, 2),
         model=str(out / "model.pt"),
     )
