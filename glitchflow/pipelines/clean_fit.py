@@ -244,16 +244,17 @@ class FitCleanResult:
         return asdict(self)
 
 
-def fit_priors(results: list[dict], witnesses: list[str], min_snr: float) -> dict:
+def fit_priors(results: list[dict], witnesses: list[str], min_snr: float, hedge: float) -> dict:
     """Per witness, the prior widths of its fit's shape from the second pass's filter fits
-    of SNR >= ``min_snr`` (:func:`~glitchflow.models.coupling_fit.prior_widths`)."""
+    of SNR >= ``min_snr`` (:func:`~glitchflow.models.coupling_fit.prior_widths`), times
+    ``hedge``."""
     shapes = [s for res in results for s in res["shapes"]]
     out = {}
     for w in witnesses:
         mine = [(r, v) for c, snr, r, v in shapes if c == w and snr >= min_snr]
         widths = prior_widths([r for r, _ in mine], [v for _, v in mine])
         if widths is not None:
-            out[w] = [round(x, 4) for x in widths]
+            out[w] = [round(hedge * x, 4) for x in widths]
     log.info("fit-clean: prior widths of the fits' shape %s", out)
     return out
 
@@ -345,7 +346,9 @@ def run_fit_clean(
         arches = [w for w in witnesses if choice[w]["arch"]]
     else:
         choice, arches = {}, [w for w in witnesses if w in c.arch_witnesses]
-    priors = fit_priors(second, witnesses, c.train_fit_snr) if c.fit_prior else {}
+    priors = (
+        fit_priors(second, witnesses, c.train_fit_snr, c.fit_prior_hedge) if c.fit_prior else {}
+    )
     held = run(val, "held out", firs, arches, priors=priors) if val else []
     rows = [r for res in held for r in res["rows"]]
     failed = {p: why for res in first + held for p, why in res["errors"].items()}
