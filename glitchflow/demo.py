@@ -213,11 +213,14 @@ def witness_subtraction(cfg, workdir: Path, held_frames: Path, trained: TrainRes
         overwrite=True,
     )
     clean = run_clean(cfg, held_frames, fit.model, workdir / "clean", overwrite=True)
-    delays = ", ".join(f"{w} {ms:.2f} ms" for w, ms in fit.group_delay_ms.items())
+    delays = ", ".join(
+        f"{w} {ms:.2f} ms" for w, ms in fit.group_delay_ms.items() if w not in fit.arch_witnesses
+    )
+    arches = ", ".join(fit.arch_witnesses) or "none"
     return [
         f"[fit-clean] couplings of {len(fit.witnesses)} witnesses from "
         f"{sum(fit.training_triggers.values())} triggers in {fit.wall_seconds:.0f} s; group "
-        f"delays (40-250 Hz) {delays}",
+        f"delays (40-250 Hz) {delays}; scattered-light arches fitted in strain for {arches}",
         f"[clean]  {clean.frames_written}/{clean.frames_in} held-out frames, "
         f"{clean.glitches_subtracted} glitches subtracted, {clean.real_time_factor:.0f}x real "
         f"time ({workdir / 'clean' / 'frames'})",
