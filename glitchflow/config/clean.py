@@ -38,7 +38,7 @@ class ArchConfig(Strict):
         90.0,
         ge=0,
         description="fit only where the arch's frequency track collects this much excess "
-        "spectrogram power (arch-free twin segments 34-80, arches of SNR >= 8.9 >= 100)",
+        "spectrogram power (arch-free twin segments 34-84, arches of SNR >= 8.9 >= 100)",
     )
     merge_gap: float = Field(
         0.5, ge=0, description="witness triggers closer than this are one motion transient (s)"

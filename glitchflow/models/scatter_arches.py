@@ -19,19 +19,20 @@ strain around the window, in three stages:
 
 1. **incoherent**: the arch's frequency track ``|dPhi/dt| / 2 pi`` is laid over
    the whitened strain's spectrogram on a grid of ``(t_c, D, f_m, t_m, f_peak)``;
-   the track that collects the most excess power wins (smooth in the parameters,
-   so a coarse grid finds it);
-2. **coherent**: around the best tracks, a fine grid in ``(f_m, t_m, f_peak)``
-   maximises the SNR^2 the whitened template explains (``a, b`` solved by least
-   squares);
-3. **refine**: Nelder-Mead on all five, then the fit at the full analysis rate.
+   the tracks that collect the most excess power (four distinct ones) go on
+   (smooth in the parameters, so a coarse grid finds them);
+2. **coherent**: around each, a fine grid in ``(f_m, t_m, f_peak)`` maximises the
+   SNR^2 the whitened template explains (``a, b`` solved by least squares); around
+   the three best, the envelope ``(t_c, D)`` and a finer motion grid;
+3. **refine**: Nelder-Mead on all five from those three (bounded to the search
+   ranges), then the fit at the full analysis rate.
 
 Stages 1-3 run at ``search_rate`` (the arches lie below ~100 Hz); the whitened
 template is the arch through the same whitening FIR as the data.  The fit
 explains ~2 degrees of freedom of noise plus the search's look-elsewhere (an
 arch-free segment fits SNR ~4-5), so a fit is subtracted only above ``min_snr``; and
 the coherent stages run only when the best track collects at least
-``min_track_score`` (excess power summed along it; arch-free twin segments: 34-80,
+``min_track_score`` (excess power summed along it; arch-free twin segments: 34-84,
 twin arches of SNR >= 8.9: >= 100).
 
 Units: ``y`` whitened strain ``(L,)`` at ``sample_rate`` Hz; times in seconds
