@@ -68,9 +68,6 @@ class ArchParams:
     def peak_frequency(self) -> float:
         return self.depth * self.motion_frequency
 
-    def as_tuple(self) -> tuple[float, float, float, float, float]:
-        return (self.centre, self.duration, self.motion_frequency, self.motion_time, self.depth)
-
 
 @dataclass(frozen=True)
 class ArchFit:
@@ -320,7 +317,7 @@ def _distinct(tracks: list, keep: int) -> list:
     in motion frequency (>= 0.06 Hz) or in the arches' times (>= 0.03 s)."""
     out = []
     for p in tracks:
-        if all(_same_arches(p, q) is False for q in out):
+        if not any(_same_arches(p, q) for q in out):
             out.append(p)
         if len(out) == keep:
             break

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from glitchflow.models.scatter_arches import ArchFit, arch_search
-from glitchflow.models.subtraction import SubtractionModel, segment_at
+from glitchflow.models.scatter_arches import ArchFit, ArchSearch
+from glitchflow.models.subtraction import segment_at
 from glitchflow.signal.whitening import whitening_filter
 
 log = logging.getLogger(__name__)
@@ -44,6 +44,10 @@ class ArchWindow:
     time: float
     frequency: float
     snr2: float
+
+    @property
+    def duration(self) -> float:
+        return self.end - self.start
 
 
 def arch_windows(triggers, channel: str, gap: float) -> list[ArchWindow]:
@@ -72,10 +76,9 @@ def block_fir(block) -> np.ndarray:
     return fir[0, 0].numpy()
 
 
-def fit_window(settings: dict, block, window: ArchWindow, y_full: np.ndarray, fir) -> tuple:
+def fit_window(search: ArchSearch, block, window: ArchWindow, y_full: np.ndarray, fir) -> tuple:
     """Fit an arch over ``window`` in ``y_full`` (the block's whitened strain, earlier fits
     removed): ``(first sample, ArchFit)``, the fit covering samples from there on."""
-    search = arch_search(settings)
     fs = block.sample_rate
     factor = round(fs / search.search_rate)
     n = round(search.segment((window.start, window.end)) * fs) // factor * factor
@@ -93,43 +96,13 @@ def arch_row(window: ArchWindow, fit: ArchFit, min_snr: float) -> dict:
         "gps": round(window.time, 4),
         "frequency": round(fit.params.peak_frequency, 2),
         "witness_snr2": round(window.snr2, 2),
-        "duration": round(window.end - window.start, 4),
+        "duration": round(window.duration, 4),
         "fit_snr": round(fit.snr, 3),
         "gain": fit.coefficients[0],
         "quadrature": fit.coefficients[1],
         "subtracted": fit.snr >= min_snr,
         "coupling": "arch",
     }
-
-
-def probe_block(model: SubtractionModel, block, per_witness: int) -> list[dict]:
-    """Fit the ``per_witness`` loudest windows of each witness (below the arch search's
-    highest peak frequency) both ways on the raw strain: ``{channel, linear_snr,
-    arch_snr}`` per window."""
-    s = model.settings
-    search = arch_search(s)
-    loc = model.localiser
-    fir = None
-    out = []
-    for channel in model.channels:
-        windows = [
-            w
-            for w in arch_windows(block.triggers, channel, s["arch"]["merge_gap"])
-            if w.frequency <= search.peak_frequency[1]
-        ]
-        for w in sorted(windows, key=lambda w: -w.snr2)[:per_witness]:
-            fir = block_fir(block) if fir is None else fir
-            start = round((w.time - block.t0) * block.sample_rate) - loc.n // 2
-            u = segment_at(block.witnesses[channel], start, loc.n)
-            m = loc(u, w.end - w.start, w.frequency, block.notches.get(channel, ()))
-            prediction = model.predict(channel, m)
-            linear = 0.0
-            if float(prediction @ prediction) > 0:
-                y = segment_at(block.strain, start, loc.n)
-                linear = model.fit(prediction, y, w.frequency, channel).snr
-            _, fit = fit_window(s, block, w, block.strain, fir)
-            out.append({"channel": channel, "linear_snr": linear, "arch_snr": fit.snr})
-    return out
 
 
 def choose_arches(probes: list[dict], witnesses: list[str], min_snr: float) -> dict:

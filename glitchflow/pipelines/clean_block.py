@@ -21,6 +21,7 @@ import torch
 from glitchflow.evaluate.triggers import tile_triggers
 from glitchflow.io.frames import FrameFile
 from glitchflow.io.span import Segment, read_padded
+from glitchflow.models.scatter_arches import arch_search
 from glitchflow.models.subtraction import CouplingEquations, SubtractionModel, segment_at
 from glitchflow.pipelines.clean_arches import (
     ArchWindow,
@@ -147,6 +148,7 @@ def subtract_block(
     subtracted twice.  ``shapes``, when given, receives ``(channel, fit SNR, relative
     coefficients, their noise variances)`` of each filter fit (fit-clean's prior)."""
     s = model.settings
+    search = arch_search(s)
     linear = [
         t for t in block.triggers if t.channel in model.firs and t.channel not in model.arches
     ]
@@ -159,10 +161,10 @@ def subtract_block(
     for job in jobs:
         if isinstance(job, ArchWindow):
             fir = block_fir(block) if fir is None else fir
-            start, fit = fit_window(s, block, job, block.strain - sub, fir)
-            row, fitted = arch_row(job, fit, s["arch"]["min_snr"]), fit.fitted
+            start, fit = fit_window(search, block, job, block.strain - sub, fir)
+            row, fitted = arch_row(job, fit, search.min_snr), fit.fitted
         else:
-            start, row, fitted = _linear_fit(model, block, job, sub, shapes)
+            start, row, fitted = linear_fit(model, block, job, sub, shapes)
         if row["subtracted"]:
             a, b = max(start, 0), min(start + len(fitted), len(sub))
             sub[a:b] += fitted[a - start : b - start]
@@ -170,8 +172,9 @@ def subtract_block(
     return sub, rows
 
 
-def _linear_fit(model: SubtractionModel, block: WhitenedBlock, trig, sub: np.ndarray, shapes):
-    """``(first sample, row, fitted (L,))`` of one trigger through its coupling filter."""
+def linear_fit(model: SubtractionModel, block: WhitenedBlock, trig, sub=None, shapes=None):
+    """``(first sample, row, fitted (L,))`` of one trigger (or arch window) through its
+    coupling filter, against strain minus ``sub`` (the earlier fits; None: raw strain)."""
     loc = model.localiser
     n = loc.n
     start = _segment_start(block, trig.time, n)
@@ -192,7 +195,9 @@ def _linear_fit(model: SubtractionModel, block: WhitenedBlock, trig, sub: np.nda
     }
     fitted = np.zeros(n)
     if float(prediction @ prediction) > 0:
-        y = segment_at(block.strain, start, n) - segment_at(sub, start, n)
+        y = segment_at(block.strain, start, n)
+        if sub is not None:
+            y = y - segment_at(sub, start, n)
         fit = model.fit(prediction, y, trig.frequency, trig.channel)
         fitted = fit.fitted
         if shapes is not None:
@@ -204,6 +209,24 @@ def _linear_fit(model: SubtractionModel, block: WhitenedBlock, trig, sub: np.nda
             "subtracted": fit.snr >= model.settings["min_fit_snr"],
         }
     return start, row, fitted
+
+
+def probe_block(model: SubtractionModel, block: WhitenedBlock, per_witness: int) -> list[dict]:
+    """Fit the ``per_witness`` loudest windows of each witness (below the arch search's
+    highest peak frequency) both ways on the raw strain: ``{channel, linear_snr,
+    arch_snr}`` per window (fit-clean's automatic choice of arch witnesses)."""
+    search = arch_search(model.settings)
+    gap = model.settings["arch"]["merge_gap"]
+    fir, out = None, []
+    for channel in model.channels:
+        windows = arch_windows(block.triggers, channel, gap)
+        windows = [w for w in windows if w.frequency <= search.peak_frequency[1]]
+        for w in sorted(windows, key=lambda w: -w.snr2)[:per_witness]:
+            fir = block_fir(block) if fir is None else fir
+            _, row, _ = linear_fit(model, block, w)
+            _, fit = fit_window(search, block, w, block.strain, fir)
+            out.append({"channel": channel, "linear_snr": row["fit_snr"], "arch_snr": fit.snr})
+    return out
 
 
 def subtracted_strain(

@@ -41,10 +41,11 @@ from glitchflow.models.subtraction import (
     localiser_from_settings,
     segment_at,
 )
-from glitchflow.pipelines.clean_arches import choose_arches, probe_block
+from glitchflow.pipelines.clean_arches import choose_arches
 from glitchflow.pipelines.clean_block import (
     accumulate,
     owned,
+    probe_block,
     read_block,
     subtract_block,
     whiten_block,
@@ -93,7 +94,7 @@ def block_pass(
     """One block: normal equations (first pass, ``model_state`` None) or, with a model,
     the fits of its triggers and the equations of those fitted above ``train_fit_snr``;
     ``arches``: witnesses fitted as arches; ``probe``: also fit each witness's loudest
-    windows both ways (:func:`~glitchflow.pipelines.clean_arches.probe_block`);
+    windows both ways (:func:`~glitchflow.pipelines.clean_block.probe_block`);
     ``priors``: the fit's prior widths per witness (``shapes`` returns what estimates
     them: :func:`~glitchflow.models.coupling_fit.prior_widths`)."""
 

@@ -9,13 +9,13 @@ import torch
 from glitchflow.config import CleanConfig
 from glitchflow.models.scatter_arches import FirWhitener
 from glitchflow.models.subtraction import SubtractionModel, fir_lags
-from glitchflow.pipelines.clean_arches import (
-    arch_windows,
-    block_fir,
-    choose_arches,
+from glitchflow.pipelines.clean_arches import arch_windows, block_fir, choose_arches
+from glitchflow.pipelines.clean_block import (
+    WhitenedBlock,
+    WitnessTrigger,
     probe_block,
+    subtract_block,
 )
-from glitchflow.pipelines.clean_block import WhitenedBlock, WitnessTrigger, subtract_block
 from glitchflow.synth.waveforms import Component, render
 
 FS = 4096.0
