@@ -166,6 +166,9 @@ class CleanConfig(Strict):
     )
     frames_per_block: int = Field(2, ge=1, description="consecutive frames cleaned together")
     resources: ResourcesConfig = ResourcesConfig(workers=2, cpus_per_worker=0.5)
+    max_failures: int = Field(
+        2, ge=0, description="worker failures a fit-clean run survives (resuming its last pass)"
+    )
     frame_tag: str = Field("GLITCHFLOW_CLEAN", pattern=r"^[A-Za-z0-9_]+$")
     output_dtype: Literal["float32", "float64"] = Field(
         "float32",

@@ -1,20 +1,18 @@
-"""``glitchflow fit-clean``: fit the witness-to-strain coupling FIRs over a span (Ray tasks).
+"""``glitchflow fit-clean``: fit the witness-to-strain couplings over a span (Ray Train).
 
-The fit is linear least squares, so it distributes exactly: each Ray task reads
-one block of frames (padded by its neighbours), whitens it with the one
-Conditioner, finds the witness triggers and returns the normal equations of
-each witness's FIR; the driver sums and solves them.  Two passes: the second
-keeps only triggers whose first-pass fit has SNR >= ``clean.train_fit_snr``
-(witness glitches that do not reach strain would pull the gain to zero).
+The passes of the fit (:mod:`glitchflow.pipelines.clean_passes`) run on Ray Train
+(:mod:`glitchflow.pipelines.clean_train`: workers share the blocks and all-gather their
+normal equations, a checkpoint per pass, ``FailureConfig``); this module is the driver.
 
 GPS-block split: every ``round(1 / validation_fraction)``-th block is held out
-and scored with the final FIRs (fit SNR, excess strain power removed), which
+and scored with the final couplings (fit SNR, excess strain power removed), which
 the run logs to MLflow beside the self-describing checkpoint
 (:class:`~glitchflow.models.subtraction.SubtractionModel`).
 
 Products in OUT: ``model.pt``, ``summary.json``, ``validation.csv``,
-``couplings.png`` (FIRs and held-out fits), ``tensorboard/``, and an MLflow run
-whose checkpoint is registered as ``clean.model_name`` under ``--alias``.
+``couplings.png`` (FIRs and held-out fits), ``tensorboard/``, ``ray_results/`` (the Ray
+Train run and its checkpoints), and an MLflow run whose checkpoint is registered as
+``clean.model_name`` under ``--alias``.
 """
 
 from __future__ import annotations
@@ -25,158 +23,26 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
 
-from glitchflow.config import Config, validate_config
+from glitchflow.config import Config
 from glitchflow.io.atomic import atomic_path, write_json_atomic
 from glitchflow.io.channels import channels_from_file
 from glitchflow.io.frames import find_frames, make_blocks
-from glitchflow.models.coupling_fit import prior_widths
-from glitchflow.models.subtraction import (
-    CouplingEquations,
-    Localiser,
-    SubtractionModel,
-    coupling_equations,
-    fir_lags,
-    localiser_from_settings,
-    segment_at,
-)
-from glitchflow.pipelines.clean_arches import choose_arches
-from glitchflow.pipelines.clean_block import (
-    accumulate,
-    owned,
-    probe_block,
-    read_block,
-    subtract_block,
-    whiten_block,
-)
+from glitchflow.pipelines.clean_passes import subtraction_model
 from glitchflow.pipelines.clean_report import log_fit, plot_couplings
-from glitchflow.pipelines.runtime import check_resources, claim_out
-from glitchflow.signal.conditioner import Conditioner
+from glitchflow.pipelines.clean_train import fit_on_ray_train
+from glitchflow.pipelines.runtime import check_stage_resources, claim_out
 
 log = logging.getLogger(__name__)
 
-FIT_PRODUCTS = ["model.pt", "summary.json", "validation.csv", "couplings.png", "tensorboard"]
-
-
-def _localiser(cfg: Config) -> Localiser:
-    return localiser_from_settings(cfg.clean.model_dump(mode="json"), cfg.signal.sample_rate)
-
-
-def _model(
-    cfg: Config, witnesses: list[str], firs: dict, meta: dict, arches=(), priors=None
-) -> SubtractionModel:
-    c = cfg.clean
-    return SubtractionModel(
-        cfg.signal.strain_channel,
-        list(witnesses),
-        firs,
-        fir_lags(c.fir_before, c.fir_after, cfg.signal.sample_rate),
-        float(cfg.signal.sample_rate),
-        c.model_dump(mode="json"),
-        cfg.signal.model_dump(mode="json"),
-        meta,
-        list(arches),
-        dict(priors or {}),
-    )
-
-
-def block_pass(
-    cfg_json: dict,
-    paths: list[str],
-    frames: list,
-    witnesses: list[str],
-    model_state=None,
-    arches=(),
-    probe: bool = False,
-    priors=None,
-) -> dict:
-    """One block: normal equations (first pass, ``model_state`` None) or, with a model,
-    the fits of its triggers and the equations of those fitted above ``train_fit_snr``;
-    ``arches``: witnesses fitted as arches; ``probe``: also fit each witness's loudest
-    windows both ways (:func:`~glitchflow.pipelines.clean_block.probe_block`);
-    ``priors``: the fit's prior widths per witness (``shapes`` returns what estimates
-    them: :func:`~glitchflow.models.coupling_fit.prior_widths`)."""
-
-    cfg = validate_config(cfg_json)
-    c = cfg.clean
-    cond = Conditioner(cfg.signal)
-    loc = _localiser(cfg)
-    settings = c.model_dump(mode="json")
-    read = read_block(paths, frames, cfg.signal.strain_channel, witnesses)
-    eqs: dict[str, CouplingEquations] = {}
-    rows, examples, probes, shapes = [], [], [], []
-    min_len = 2 * cfg.signal.conditioning.filter_duration + c.segment
-    for seg in read.segments:
-        if seg.duration < max(min_len, cfg.signal.conditioning.fftlength):
-            continue
-        block = whiten_block(cond, seg, cfg.signal.strain_channel, read.witnesses, c)
-        block = owned(block, read.start, read.end, c.segment)
-        keep = None
-        if model_state is not None:
-            model = _model(cfg, witnesses, model_state, {}, arches, priors)
-            _, fits = subtract_block(model, block, shapes)
-            if probe:
-                probes += probe_block(model, block, c.arch.probe_triggers)
-            good = {(f["channel"], f["gps"]) for f in fits if f["fit_snr"] >= c.train_fit_snr}
-            rows += fits
-            examples += _examples(model, block, fits, loc)
-
-            def keep(trig, good=good):
-                return (trig.channel, round(trig.time, 4)) in good
-
-        empty = lambda: coupling_equations(settings, cfg.signal.sample_rate)  # noqa: E731
-        for name, eq in accumulate(empty, loc, block, keep).items():
-            eqs[name] = eqs[name].merge(eq) if name in eqs else eq
-    return {
-        "eqs": {k: (v.R, v.X, v.count, v.Rs, v.Xs) for k, v in eqs.items()},
-        "rows": rows,
-        "examples": examples,
-        "probes": probes,
-        "shapes": shapes,
-        "bad": {k: list(v) for k, v in read.bad.items()},
-        "errors": read.errors,
-        "frames": list(paths),
-    }
-
-
-def _examples(model, block, fits, loc, n: int = 2) -> list[dict]:
-    """The ``n`` loudest subtracted fits as waveforms (whitened strain, fitted) for plots."""
-    out = []
-    linear = (f for f in fits if f["subtracted"] and f["coupling"] == "linear")
-    best = sorted(linear, key=lambda f: -f["fit_snr"])[:n]
-    for f in best:
-        start = round((f["gps"] - block.t0) * block.sample_rate) - loc.n // 2
-        u = segment_at(block.witnesses[f["channel"]], start, loc.n)
-        m = loc(u, f["duration"], f["frequency"], block.notches.get(f["channel"], ()))
-        y = segment_at(block.strain, start, loc.n)
-        fit = model.fit(model.predict(f["channel"], m), y, f["frequency"])
-        out.append(dict(f, strain=y.astype(np.float32), fitted=fit.fitted.astype(np.float32)))
-    return out
-
-
-def _solve(results: list[dict], lags, cfg: Config, witnesses: list[str]):
-    """Sum the blocks' coupling sums per witness and solve: ``(FIR taps, trigger counts,
-    fitted pure delays in ms)`` per witness."""
-    settings = cfg.clean.model_dump(mode="json")
-    total: dict[str, CouplingEquations] = {}
-    for res in results:
-        for name, (R, X, count, Rs, Xs) in res["eqs"].items():
-            eq = coupling_equations(settings, cfg.signal.sample_rate)
-            eq = eq.merge(
-                CouplingEquations(eq.basis, eq.delays, eq.oversample, R, X, count, Rs, Xs)
-            )
-            total[name] = total[name].merge(eq) if name in total else eq
-    firs, delays = {}, {}
-    for w in witnesses:
-        if w not in total:
-            firs[w] = np.zeros(len(lags))
-            continue
-        c = cfg.clean
-        coef, delay = total[w].solve(c.ridge, c.gain_iterations, c.smoothness)
-        firs[w] = total[w].fir(coef, delay, lags)
-        delays[w] = round(1e3 * delay / cfg.signal.sample_rate, 3)
-    return firs, {w: (total[w].count if w in total else 0) for w in witnesses}, delays
+FIT_PRODUCTS = [
+    "model.pt",
+    "summary.json",
+    "validation.csv",
+    "couplings.png",
+    "tensorboard",
+    "ray_results",
+]
 
 
 def validation_metrics(rows: list[dict], witnesses: list[str]) -> dict:
@@ -223,8 +89,9 @@ class FitCleanResult:
     (40-250 Hz) per witness; ``arch_witnesses``: those fitted as scattered-light arches,
     ``arch_choice``: the probe figures behind the automatic choice (empty when set);
     ``fit_priors``: per witness, the prior widths of the fit's shape coefficients;
-    ``model``: the written model file; ``registered``: its MLflow registry entry (name,
-    version, uri, tracking_uri), None when not logged."""
+    ``resumed_after_stage``: stages done before a worker failure restarted the Ray Train
+    run (0: none did); ``model``: the written model file; ``registered``: its MLflow
+    registry entry (name, version, uri, tracking_uri), None when not logged."""
 
     witnesses: list[str]
     frames_in: int
@@ -237,34 +104,13 @@ class FitCleanResult:
     arch_witnesses: list[str]
     arch_choice: dict[str, dict]
     fit_priors: dict[str, list[float]]
+    resumed_after_stage: int
     wall_seconds: float
     model: str
     registered: dict | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def fit_priors(results: list[dict], witnesses: list[str], min_snr: float, hedge: float) -> dict:
-    """Per witness, the prior widths of its fit's shape from the second pass's filter fits
-    of SNR >= ``min_snr`` (:func:`~glitchflow.models.coupling_fit.prior_widths`), times
-    ``hedge``."""
-    shapes = [s for res in results for s in res["shapes"]]
-    out = {}
-    for w in witnesses:
-        mine = [(r, v) for c, snr, r, v in shapes if c == w and snr >= min_snr]
-        widths = prior_widths([r for r, _ in mine], [v for _, v in mine])
-        if widths is not None:
-            out[w] = [round(hedge * x, 4) for x in widths]
-    log.info("fit-clean: prior widths of the fits' shape %s", out)
-    return out
-
-
-def probe_indices(n_blocks: int, at_most: int) -> frozenset[int]:
-    """Indices of at most ``at_most`` training blocks spread evenly over ``n_blocks``."""
-    return frozenset(
-        np.linspace(0, n_blocks - 1, min(at_most, n_blocks)).round().astype(int).tolist()
-    )
 
 
 def split_blocks(blocks: list, c, frames_dir) -> tuple[list, list]:
@@ -278,33 +124,6 @@ def split_blocks(blocks: list, c, frames_dir) -> tuple[list, list]:
     return train, val
 
 
-def run_blocks(
-    blocks: list, cfg_json: dict, frames: list, witnesses, firs, what: str, cpus, arches=(),
-    probe=frozenset(), priors=None,
-):  # fmt: skip
-    """One pass of :func:`block_pass` over ``blocks`` of frames in Ray tasks of ``cpus``
-    CPUs, with a progress bar; returns the blocks' results in block order.  ``firs``: the
-    couplings of the previous pass (None in the first); ``probe``: indices of the blocks
-    that probe the arch coupling."""
-    import ray
-
-    task = ray.remote(num_cpus=cpus)(block_pass)
-    refs = [
-        task.remote(
-            cfg_json, [f.path for f in b], frames, witnesses, firs, arches, i in probe, priors
-        )
-        for i, b in enumerate(blocks)
-    ]
-    done = {}
-    with tqdm(total=len(refs), desc=f"fit-clean {what}", unit="block") as bar:
-        pending = list(refs)
-        while pending:
-            ready, pending = ray.wait(pending, num_returns=1)
-            done[ready[0]] = ray.get(ready[0])
-            bar.update(1)
-    return [done[r] for r in refs]
-
-
 def run_fit_clean(
     cfg: Config,
     frames_dir: str | Path,
@@ -313,8 +132,11 @@ def run_fit_clean(
     tracking_uri: str | None = None,
     alias: str = "candidate",
     overwrite: bool = False,
+    crash_after_stage: int | None = None,
 ) -> FitCleanResult:
-    """Fit the couplings over ``frames_dir``; write the products; return the summary."""
+    """Fit the couplings over ``frames_dir``; write the products; return the summary.
+    ``crash_after_stage``: kill a worker once after that many stages (fault-tolerance
+    test: the run resumes from the stage's checkpoint)."""
 
     t0 = time.perf_counter()
     c = cfg.clean
@@ -325,64 +147,45 @@ def run_fit_clean(
     found = find_frames(frames_dir)
     if not found.frames:
         raise FileNotFoundError(f"{frames_dir}: no frames to fit the couplings on")
-    check_resources(c.resources.cpus_per_worker, 0.0, "fit-clean")
+    check_stage_resources(c.resources, "fit-clean")
     out = claim_out(out, FIT_PRODUCTS, "fit-clean", overwrite)
     train, val = split_blocks(make_blocks(found.frames, c.frames_per_block), c, frames_dir)
-    lags = fir_lags(c.fir_before, c.fir_after, cfg.signal.sample_rate)
-    args = (cfg.model_dump(mode="json"), [(f.path, f.start, f.duration) for f in found.frames])
-
-    def run(blocks, what: str, firs=None, arches=(), probe=frozenset(), priors=None):
-        cpus = c.resources.cpus_per_worker
-        return run_blocks(blocks, *args, witnesses, firs, what, cpus, arches, probe, priors)
-
-    first = run(train, "pass 1")
-    firs, _, _ = _solve(first, lags, cfg, witnesses)
-    auto = c.arch_witnesses == "auto"
-    probe = probe_indices(len(train), c.arch.probe_blocks) if auto else frozenset()
-    second = run(train, "pass 2", firs, probe=probe)
-    firs, counts, delays = _solve(second, lags, cfg, witnesses)
-    if auto:
-        probes = [p for res in second for p in res["probes"]]
-        choice = choose_arches(probes, witnesses, c.arch.min_snr)
-        arches = [w for w in witnesses if choice[w]["arch"]]
-    else:
-        choice, arches = {}, [w for w in witnesses if w in c.arch_witnesses]
-    priors = (
-        fit_priors(second, witnesses, c.train_fit_snr, c.fit_prior_hedge) if c.fit_prior else {}
-    )
-    held = run(val, "held out", firs, arches, priors=priors) if val else []
-    rows = [r for res in held for r in res["rows"]]
-    failed = {p: why for res in first + held for p, why in res["errors"].items()}
+    frames = [(f.path, f.start, f.duration) for f in found.frames]
+    state = fit_on_ray_train(
+        cfg, frames, witnesses, [[f.path for f in b] for b in train],
+        [[f.path for f in b] for b in val], out, crash_after_stage,
+    )  # fmt: skip
+    rows, counts, delays, priors = state.rows, state.counts, state.delays, state.priors
     meta = {
         "frames": len(found.frames),
         "train_blocks": len(train),
         "validation_blocks": len(val),
         "training_triggers": counts,
         "coupling_delay_ms": delays,
-        "arch_choice": choice,
+        "arch_choice": state.choice,
         "fit_priors": priors,
         "span": [found.frames[0].start, found.frames[-1].end],
     }
-    model = _model(cfg, witnesses, firs, meta, arches, priors)
+    model = subtraction_model(cfg, witnesses, state.firs, meta, state.arches, priors)
     model.save(out / "model.pt")
     result = FitCleanResult(
         witnesses=witnesses,
         frames_in=len(found.frames),
-        frames_failed=[{"file": p, "reason": why} for p, why in sorted(failed.items())],
+        frames_failed=[{"file": p, "reason": why} for p, why in sorted(state.errors.items())],
         frames_rejected=[{"file": e.path, "reason": e.reason} for e in found.failures],
         training_triggers=counts,
         validation=validation_metrics(rows, witnesses),
         coupling_delay_ms=delays,
         group_delay_ms={w: round(1e3 * model.group_delay(w), 3) for w in witnesses},
-        arch_witnesses=arches,
-        arch_choice=choice,
+        arch_witnesses=state.arches,
+        arch_choice=state.choice,
         fit_priors=priors,
+        resumed_after_stage=state.resumed_after,
         wall_seconds=round(time.perf_counter() - t0, 2),
         model=str(out / "model.pt"),
     )
     _write_csv(rows, out / "validation.csv")
-    examples = [e for res in held for e in res["examples"]][:4]
-    plot_couplings(model, examples, out / "couplings.png", out / "tensorboard")
+    plot_couplings(model, state.examples, out / "couplings.png", out / "tensorboard")
     if tracking_uri is not False:
         registered = log_fit(cfg, out, result.to_dict(), tracking_uri, alias)
         result = replace(result, registered=registered)

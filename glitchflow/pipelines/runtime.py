@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import time
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -316,3 +317,33 @@ def publish(staging: Path, out: Path, names: list[str]) -> None:
         if (staging / name).exists():
             os.replace(staging / name, out / name)
     shutil.rmtree(staging, ignore_errors=True)
+
+
+def fit_releasing_controller(trainer):
+    """``trainer.fit()``, then drop the SIGINT handler Ray Train installs on the main thread.
+
+    That handler holds the run's controller actor, which holds the workers'
+    placement group: left in place, every later Ray Train or Tune run in the same
+    process finds those CPUs/GPUs taken and waits forever.
+    """
+    import signal
+    import threading
+
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.getsignal(signal.SIGINT) if main else None
+    try:
+        return trainer.fit()
+    finally:
+        if main:
+            signal.signal(signal.SIGINT, previous)
+
+
+def die_once(marker: str | Path, note: str) -> None:
+    """A real worker death, once, for the fault-tolerance tests: unless ``marker`` exists,
+    write ``note`` to it, wait for the checkpoint just reported to persist (a crash within
+    ~2 s of ``ray.train.report`` loses it), and exit the process."""
+    marker = Path(marker)
+    if not marker.exists():
+        marker.write_text(note)
+        time.sleep(3.0)
+        os._exit(1)

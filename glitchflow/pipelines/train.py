@@ -32,7 +32,12 @@ from glitchflow.models.registry import arguments_from_settings
 from glitchflow.models.scaling import Scaling
 from glitchflow.models.unet import count_parameters
 from glitchflow.pipelines.calibration import calibrate_checkpoint
-from glitchflow.pipelines.runtime import check_resources, check_shared_storage, claim_out
+from glitchflow.pipelines.runtime import (
+    check_resources,
+    check_shared_storage,
+    claim_out,
+    fit_releasing_controller,
+)
 from glitchflow.pipelines.train_loop import evaluate, train_loop_per_worker
 from glitchflow.pipelines.training_data import TrainingData, prepare_training_data
 from glitchflow.tracking.mlflow_tracking import (
@@ -287,25 +292,6 @@ def _register(cfg: Config, model, test: dict, uri: str, run_id: str, best_file, 
     for key, value in test.items():
         client.log_metric(run_id, f"test_{key}", value)
     return registered
-
-
-def fit_releasing_controller(trainer):
-    """``trainer.fit()``, then drop the SIGINT handler Ray Train installs on the main thread.
-
-    That handler holds the run's controller actor, which holds the workers'
-    placement group: left in place, every later Ray Train or Tune run in the same
-    process finds those CPUs/GPUs taken and waits forever.
-    """
-    import signal
-    import threading
-
-    main = threading.current_thread() is threading.main_thread()
-    previous = signal.getsignal(signal.SIGINT) if main else None
-    try:
-        return trainer.fit()
-    finally:
-        if main:
-            signal.signal(signal.SIGINT, previous)
 
 
 def score_checkpoint(ckpt: Checkpoint, dataset, cfg: Config) -> dict:

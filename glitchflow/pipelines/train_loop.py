@@ -8,10 +8,8 @@ reports the epoch's metrics.
 
 from __future__ import annotations
 
-import os
 import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -22,6 +20,7 @@ from glitchflow.models.clusters import veto_denoise_accuracy
 from glitchflow.models.losses import SpectrogramLoss
 from glitchflow.models.registry import create_model
 from glitchflow.models.scaling import Scaling
+from glitchflow.pipelines.runtime import die_once
 from glitchflow.tracking.images import log_spectrogram_images
 
 
@@ -275,10 +274,5 @@ def _report(config: dict, model, opt, sched, metrics: dict, rank: int) -> None:
 
 def _crash_if_asked(config: dict, epoch: int, rank: int) -> None:
     """A real worker death after ``crash_after_epoch``, once, for the fault-tolerance test."""
-    crash = config.get("crash_after_epoch")
-    if crash is not None and epoch == crash and rank == 0:
-        marker = Path(config["crash_marker"])
-        if not marker.exists():
-            marker.write_text(str(epoch))
-            time.sleep(3.0)  # let the reported checkpoint persist first
-            os._exit(1)
+    if config.get("crash_after_epoch") == epoch and rank == 0:
+        die_once(config["crash_marker"], str(epoch))
