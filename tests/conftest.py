@@ -88,7 +88,8 @@ def write_test_frames(
     """
     import numpy as np
 
-    from glitchflow.io.frames import frame_name, write_frame
+    from glitchflow.io.frame_writer import write_frame
+    from glitchflow.io.frames import frame_name
     from glitchflow.synth.waveforms import Component, render
 
     rates = rates or {"V1:Hrec_hoft_16384Hz": 4096.0, "V1:AUX_A": 1024.0, "V1:AUX_B": 256.0}

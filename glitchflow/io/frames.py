@@ -1,4 +1,5 @@
-"""GWF frame files: naming, discovery, writing and reading (through gwpy + lalframe).
+"""GWF frame files: naming, discovery and reading (through lalframe; writing:
+:mod:`glitchflow.io.frame_writer`).
 
 Frame names follow ``OBS-TAG-GPSSTART-DURATION.gwf``.  Reading works file by
 file so that one corrupt file costs only its own span: the reader returns the
@@ -110,26 +111,6 @@ def find_frames(
             continue
         kept.append(frame)
     return FrameList(kept, failures)
-
-
-def write_frame(
-    path: str | os.PathLike,
-    gps_start: float,
-    channels: dict[str, tuple[np.ndarray, float]],
-    units: dict[str, str] | None = None,
-) -> None:
-    """Write ``{name: (samples, sample_rate_Hz)}`` starting at ``gps_start`` as one GWF file."""
-    from gwpy.timeseries import TimeSeries, TimeSeriesDict
-
-    tsd = TimeSeriesDict()
-    for name, (data, rate) in channels.items():
-        unit = (units or {}).get(name)
-        tsd[name] = TimeSeries(
-            data, t0=gps_start, sample_rate=rate, name=name, channel=name, unit=unit
-        )
-    tmp = Path(path).with_suffix(".gwf.part")
-    tsd.write(str(tmp), format="gwf")
-    os.replace(tmp, path)
 
 
 _EOF_RECORD = struct.Struct("<QBBIIQQIII")  # FrEndOfFile of a version-8 GWF file

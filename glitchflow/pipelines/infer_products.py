@@ -28,7 +28,8 @@ from glitchflow.config import Config
 from glitchflow.evaluate.hveto import apply_rounds, duration, intersect, merge_segments
 from glitchflow.evaluate.selection import score_channels
 from glitchflow.io.atomic import atomic_path, write_json_atomic
-from glitchflow.io.frames import FrameFile, frame_name, read_frame, write_frame
+from glitchflow.io.frame_writer import write_frame
+from glitchflow.io.frames import FrameFile, frame_name, read_frame
 from glitchflow.io.manifest import FrameAccounting
 from glitchflow.io.spectrograms import read_columns, tensor_column
 from glitchflow.models.checkpoint import Checkpoint

@@ -31,7 +31,8 @@ from pathlib import Path
 import numpy as np
 
 from glitchflow.evaluate.hveto import intersect, merge_segments
-from glitchflow.io.frames import FrameFile, frame_name, write_frame
+from glitchflow.io.frame_writer import write_frame
+from glitchflow.io.frames import FrameFile, frame_name
 from glitchflow.pipelines.infer_products import (
     veto_segments_from_clusters,
     write_flag,

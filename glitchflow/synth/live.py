@@ -4,7 +4,7 @@
 ``(k + 1) d / speed`` wall seconds have passed since the start, as a detector's
 low-latency frame writer does when the data of a frame are complete.  Each
 frame is written under a temporary name and renamed into place
-(:func:`~glitchflow.io.frames.write_frame`), so a reader never sees half a
+(:func:`~glitchflow.io.frame_writer.write_frame`), so a reader never sees half a
 file; the companion truth frame (the injected glitch strain) is written just
 before its data frame.  The truth catalogue is written first: the whole span's glitches are
 known before the first frame.  Frames falling in configured gaps are not
@@ -20,7 +20,8 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from glitchflow.config import Config
-from glitchflow.io.frames import frame_name, write_frame
+from glitchflow.io.frame_writer import write_frame
+from glitchflow.io.frames import frame_name
 from glitchflow.io.truth import write_truth
 from glitchflow.synth.twin import TRUTH_DIR, DetectorTwin, TwinResult
 

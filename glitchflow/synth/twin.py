@@ -25,7 +25,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from glitchflow.config import Config
-from glitchflow.io.frames import frame_name, write_frame
+from glitchflow.io.frame_writer import write_frame
+from glitchflow.io.frames import frame_name
 from glitchflow.io.truth import write_truth
 from glitchflow.synth.noise import ColouredNoiseStream, aux_psd, colouring_filter, strain_psd
 from glitchflow.synth.population import Glitch, PopulationBuilder

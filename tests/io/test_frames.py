@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from glitchflow.io.frame_writer import write_frame
 from glitchflow.io.frames import (
     FrameError,
     FrameFile,
@@ -15,7 +16,6 @@ from glitchflow.io.frames import (
     frame_channels,
     frame_name,
     read_frame,
-    write_frame,
 )
 from glitchflow.io.span import read_span
 

@@ -13,7 +13,8 @@ import pandas as pd
 import pytest
 
 from glitchflow.config import load_config
-from glitchflow.io.frames import find_frames, frame_name, read_frame, write_frame
+from glitchflow.io.frame_writer import write_frame
+from glitchflow.io.frames import find_frames, frame_name, read_frame
 from glitchflow.pipelines.runtime import free_port
 from glitchflow.serve.client import post_window
 from glitchflow.serve.protocol import encode_binary
