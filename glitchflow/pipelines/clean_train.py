@@ -61,6 +61,7 @@ def fit_loop_per_worker(config: dict) -> None:
     frame), ``witnesses``, ``train`` / ``val`` (blocks as lists of frame paths), and for
     the fault-tolerance test ``crash_after_stage`` with ``crash_marker``."""
     import ray.train
+    from ray.experimental import tqdm_ray
 
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
@@ -73,13 +74,16 @@ def fit_loop_per_worker(config: dict) -> None:
         stage = STAGES[state.done]
         blocks, kwargs = stage_work(state, cfg, config["train"], config["val"])
         t0 = time.perf_counter()
-        mine = []
-        for i in range(rank, len(blocks), world):
+        mine, share = [], range(rank, len(blocks), world)
+        # a bar per worker, drawn by the driver (worker logging does not reach it)
+        bar = tqdm_ray.tqdm(total=len(share), desc=f"fit-clean {stage} [worker {rank}]")
+        for i in share:
             res = block_pass(
                 config["cfg"], blocks[i], config["frames"], config["witnesses"], **kwargs[i]
             )
             mine.append((i, res))
-            log.info("fit-clean %s: block %d/%d done on worker %d", stage, i + 1, len(blocks), rank)
+            bar.update(1)
+        bar.close()
         state = advance(state, _gather(mine, world), cfg, config["witnesses"])
         metrics = {
             "stage": state.done,
