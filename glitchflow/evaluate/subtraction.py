@@ -37,6 +37,7 @@ import torch
 from glitchflow.io.frames import find_frames
 from glitchflow.io.span import read_span
 from glitchflow.io.truth import read_truth
+from glitchflow.models.subtraction import SUBTRACTED
 from glitchflow.signal.conditioner import Conditioner
 from glitchflow.signal.resample import resample
 from glitchflow.signal.whitening import welch_psd, whiten_segment
@@ -48,8 +49,6 @@ PAD = 3.0
 #: seconds scored beyond each end of a glitch (the couplings ring; the residual is
 #: noise-free, so a wider window costs nothing)
 MARGIN = 0.3
-#: the subtracted signal written by ``glitchflow clean``
-SUBTRACTED = "GLITCHFLOW_SUBTRACTED"
 #: SNR below which a glitch counts as removed
 REMOVED_SNR = 5.0
 #: 1/3-octave bands over 20-1000 Hz for the glitch-free PSD ratio

@@ -44,6 +44,10 @@ import torch
 from glitchflow.models.coupling_fit import Fit, fit_columns, fit_glitch
 from glitchflow.models.witness_atoms import AtomSearch
 
+#: channel name (after the detector prefix) of the subtracted signal ``glitchflow clean``
+#: writes beside the cleaned strain
+SUBTRACTED = "GLITCHFLOW_SUBTRACTED"
+
 #: format version of subtraction checkpoints
 CHECKPOINT_VERSION = 1
 KIND = "witness_subtraction"

@@ -31,11 +31,10 @@ from pathlib import Path
 import numpy as np
 
 from glitchflow.config import Config, SignalConfig
-from glitchflow.evaluate.subtraction import SUBTRACTED
 from glitchflow.io.atomic import atomic_path, write_json_atomic
 from glitchflow.io.frame_writer import write_frame
 from glitchflow.io.frames import find_frames, frame_name, make_blocks
-from glitchflow.models.subtraction import SubtractionModel
+from glitchflow.models.subtraction import SUBTRACTED, SubtractionModel
 from glitchflow.pipelines.clean_block import clean_segment, read_block
 from glitchflow.pipelines.runtime import (
     block_actor_pool,

@@ -31,9 +31,9 @@ def test_units_decompose_to_lal_base_units_as_gwpy_does(unit, lal):
 
 
 def test_an_unknown_unit_or_sample_type_names_the_channel(tmp_path):
-    with pytest.raises(ValueError, match="V1:X.*furlong"):
+    with pytest.raises(ValueError, match=r"V1:X.*furlong"):
         write_frame(tmp_path / "a.gwf", 1e9, {"V1:X": (np.zeros(16), 16.0)}, {"V1:X": "furlong"})
-    with pytest.raises(ValueError, match="V1:Y.*bool"):
+    with pytest.raises(ValueError, match=r"V1:Y.*bool"):
         write_frame(tmp_path / "b.gwf", 1e9, {"V1:Y": (np.zeros(16, bool), 16.0)})
     assert not list(tmp_path.iterdir())  # nothing half-written
 

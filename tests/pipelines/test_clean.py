@@ -9,8 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from glitchflow.evaluate.subtraction import SUBTRACTED, evaluate_subtraction
+from glitchflow.evaluate.subtraction import evaluate_subtraction
 from glitchflow.io.frames import FrameFile, find_frames, read_frame
+from glitchflow.models.subtraction import SUBTRACTED
 from glitchflow.pipelines.clean import run_clean
 
 pytestmark = pytest.mark.timeout(900)
