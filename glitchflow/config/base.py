@@ -118,5 +118,12 @@ def load_model(
 
 def config_hash(cfg: BaseModel) -> str:
     """Stable short hash of a validated config (hex, 16 chars)."""
-    blob = json.dumps(cfg.model_dump(mode="json"), sort_keys=True).encode()
+    return json_hash(cfg.model_dump(mode="json"))
+
+
+def json_hash(data: dict) -> str:
+    """:func:`config_hash` of a config already in JSON form, as stored: a record checks
+    its own config with it (re-validating would add the fields that later versions gave
+    defaults, and every older dataset would fail its check)."""
+    blob = json.dumps(data, sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:16]

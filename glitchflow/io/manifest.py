@@ -11,7 +11,7 @@ import json
 from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 
-from glitchflow.config import Config, config_hash, validate_config
+from glitchflow.config import Config, config_hash, json_hash, validate_config
 
 SHARDS = "shards"
 REPORTS = "reports"
@@ -205,8 +205,9 @@ def dataset_problems(data_dir: Path, manifest: Manifest) -> list[str]:
 
     problems = []
     try:
-        if config_hash(manifest.stage_config()) != manifest.config_hash:
+        if json_hash(manifest.config) != manifest.config_hash:
             problems.append("its config does not match its config_hash")
+        manifest.stage_config()  # still a valid config
     except (KeyError, ValueError) as exc:
         problems.append(f"its config is unreadable ({str(exc)[:200]})")
     expected = manifest.shard_files

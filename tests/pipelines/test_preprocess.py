@@ -213,6 +213,7 @@ def test_a_run_killed_mid_write_publishes_nothing_and_the_next_run_is_complete(t
 def test_readers_refuse_shards_that_do_not_match_the_manifest(tmp_path, ray_local):
     """A shard added by another run, a missing shard, or a tampered config: the dataset is
     refused with the reason, before training or generating on it."""
+    from glitchflow.config import json_hash
     from glitchflow.io.manifest import load_manifest
 
     write_test_frames(tmp_path / "frames", [T0, T0 + 16])
@@ -230,7 +231,15 @@ def test_readers_refuse_shards_that_do_not_match_the_manifest(tmp_path, ray_loca
     with pytest.raises(ValueError, match="missing"):
         load_manifest(out)
     shard.with_suffix(".bak").rename(shard)
-    edited = json.loads((out / "manifest.json").read_text())
+    original = (out / "manifest.json").read_text()
+    # a dataset made before a config field existed: its config lacks the field (the
+    # current default fills it) and its hash is of the config as it was
+    older = json.loads(original)
+    del older["config"]["train"]["loss"]["glitch_weight"]
+    older["config_hash"] = json_hash(older["config"])
+    (out / "manifest.json").write_text(json.dumps(older))
+    assert load_manifest(out).windows_written == manifest.windows_written
+    edited = json.loads(original)
     edited["config"]["signal"]["qtransform"]["time_step"] *= 2
     (out / "manifest.json").write_text(json.dumps(edited))
     with pytest.raises(ValueError, match="config_hash"):
