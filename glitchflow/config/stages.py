@@ -102,6 +102,20 @@ class LossConfig(Strict):
         description="weight of glitch pixels (target or prediction above train.glitch_threshold "
         "SNR^2) in the L1 / squared error; 1 = unweighted (the seed's)",
     )
+    profile_weight: float = Field(
+        0.0,
+        ge=0,
+        description="weight of an L1 term on the time profile (each time bin's maximum over "
+        "frequency) of prediction and target: where a witness fixes when a glitch happens but "
+        "not where its power falls in frequency (scattered-light fringes), the pixel losses "
+        "predict the floor while the profile is still predictable; 0 = off",
+    )
+    weight_on: Literal["either", "target"] = Field(
+        "either",
+        description="which pixels glitch_weight marks: 'either' (target or prediction above the "
+        "level: missed and invented glitches cost alike) or 'target' (only the target's: a pixel "
+        "glitching in more than 1 / (1 + glitch_weight) of similar inputs is predicted hot)",
+    )
 
 
 class MlflowConfig(Strict):

@@ -33,15 +33,20 @@ def ssim(
     return s.mean()
 
 
-def glitch_weights(pred: Tensor, target: Tensor, level: float, weight: float) -> Tensor:
-    """Per-pixel weights: ``weight`` where the target or the prediction is above ``level``
-    (a glitch pixel, missed or invented), 1 elsewhere; no gradient flows through them."""
-    loud = torch.maximum(pred.detach(), target) > level
+def glitch_weights(
+    pred: Tensor, target: Tensor, level: float, weight: float, on: str = "either"
+) -> Tensor:
+    """Per-pixel weights: ``weight`` where the target or (``on='either'``) the prediction is
+    above ``level`` (a glitch pixel, missed or invented), 1 elsewhere; no gradient flows
+    through them."""
+    loud = torch.maximum(pred.detach(), target) > level if on == "either" else target > level
     return 1.0 + (weight - 1.0) * loud.to(pred.dtype)
 
 
 class SpectrogramLoss(nn.Module):
-    """``l1_weight * L1 + ssim_weight * (1 - SSIM)`` (seed: 0.8 / 0.2), or plain L1 / MSE.
+    """``l1_weight * L1 + ssim_weight * (1 - SSIM)`` (seed: 0.8 / 0.2), or plain L1 / MSE,
+    plus ``profile_weight`` times the L1 of the time profiles (per time bin, the maximum
+    over frequency) of prediction and target.
 
     With ``glitch_weight > 1`` the L1 (or squared) error is a weighted mean whose
     weight is ``glitch_weight`` on glitch pixels (target or prediction above
@@ -57,6 +62,8 @@ class SpectrogramLoss(nn.Module):
         ssim_weight: float = 0.2,
         glitch_weight: float = 1.0,
         glitch_level: float = float("inf"),
+        weight_on: str = "either",
+        profile_weight: float = 0.0,
     ):
         super().__init__()
         if kind not in ("l1_ssim", "l1", "mse"):
@@ -66,16 +73,30 @@ class SpectrogramLoss(nn.Module):
         if glitch_weight < 1:
             raise ValueError(f"glitch_weight must be >= 1, got {glitch_weight}")
         self.kind, self.l1_weight, self.ssim_weight = kind, l1_weight, ssim_weight
+        if weight_on not in ("either", "target"):
+            raise ValueError(f"weight_on must be 'either' or 'target', got {weight_on!r}")
         self.glitch_weight, self.glitch_level = float(glitch_weight), float(glitch_level)
+        self.weight_on = weight_on
+        if profile_weight < 0:
+            raise ValueError(f"profile_weight must be >= 0, got {profile_weight}")
+        self.profile_weight = float(profile_weight)
 
     def _error(self, pred: Tensor, target: Tensor, power: int) -> Tensor:
         err = (pred - target).abs() ** power
         if self.glitch_weight == 1.0:
             return err.mean()
-        w = glitch_weights(pred, target, self.glitch_level, self.glitch_weight)
+        w = glitch_weights(pred, target, self.glitch_level, self.glitch_weight, self.weight_on)
         return (w * err).sum() / w.sum()
 
     def forward(self, pred: Tensor, target: Tensor) -> Tensor:
+        loss = self._pixels(pred, target)
+        if self.profile_weight:
+            # (batch, 1, freq, time) -> each time bin's loudest pixel
+            profile = (pred.amax(dim=-2) - target.amax(dim=-2)).abs().mean()
+            loss = loss + self.profile_weight * profile
+        return loss
+
+    def _pixels(self, pred: Tensor, target: Tensor) -> Tensor:
         if self.kind == "mse":
             return self._error(pred, target, 2)
         l1 = self._error(pred, target, 1)
