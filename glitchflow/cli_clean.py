@@ -17,7 +17,9 @@ def cmd_fit_clean(args: argparse.Namespace) -> int:
     )
     print(
         f"fit-clean: {s.frames_in} frames, {len(s.frames_failed)} failed; training "
-        f"triggers {s.training_triggers}; group delay 40-250 Hz (ms) {s.group_delay_ms}"
+        f"triggers {s.training_triggers}; group delay 40-250 Hz (ms) {s.group_delay_ms}; "
+        f"{s.wall_seconds:.0f} s on Ray Train"
+        + (f" (resumed after stage {s.resumed_after_stage})" if s.resumed_after_stage else "")
     )
     for w, v in s.validation.items():
         print(
