@@ -144,7 +144,8 @@ def run_fit_clean(
     unknown = sorted(set(c.arch_witnesses) - set(witnesses)) if c.arch_witnesses != "auto" else []
     if unknown:
         raise ValueError(f"clean.arch_witnesses {unknown} are not among the witnesses {witnesses}")
-    found = find_frames(frames_dir)
+    # absolute paths: Ray Train workers run in their run's directory, not the driver's
+    found = find_frames(Path(frames_dir).resolve())
     if not found.frames:
         raise FileNotFoundError(f"{frames_dir}: no frames to fit the couplings on")
     check_stage_resources(c.resources, "fit-clean")
@@ -155,6 +156,11 @@ def run_fit_clean(
         cfg, frames, witnesses, [[f.path for f in b] for b in train],
         [[f.path for f in b] for b in val], out, crash_after_stage,
     )  # fmt: skip
+    if len(state.errors) >= len(found.frames):
+        first = "; ".join(f"{p}: {why}" for p, why in sorted(state.errors.items())[:3])
+        raise RuntimeError(
+            f"fit-clean: none of the {len(found.frames)} frames could be used ({first})"
+        )
     rows, counts, delays, priors = state.rows, state.counts, state.delays, state.priors
     meta = {
         "frames": len(found.frames),
