@@ -17,7 +17,6 @@ Train run and its checkpoints), and an MLflow run whose checkpoint is registered
 
 from __future__ import annotations
 
-import logging
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -32,8 +31,6 @@ from glitchflow.pipelines.clean_passes import subtraction_model
 from glitchflow.pipelines.clean_report import log_fit, plot_couplings
 from glitchflow.pipelines.clean_train import fit_on_ray_train
 from glitchflow.pipelines.runtime import check_stage_resources, claim_out
-
-log = logging.getLogger(__name__)
 
 FIT_PRODUCTS = [
     "model.pt",

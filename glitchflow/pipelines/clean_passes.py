@@ -148,10 +148,11 @@ def _examples(model, block, fits, loc, n: int = 2) -> list[dict]:
     return out
 
 
-def solve_couplings(results: list[dict], lags, cfg: Config, witnesses: list[str]):
+def solve_couplings(results: list[dict], cfg: Config, witnesses: list[str]):
     """Sum the blocks' coupling sums per witness and solve: ``(FIR taps, trigger counts,
     fitted pure delays in ms)`` per witness."""
     settings = cfg.clean.model_dump(mode="json")
+    lags = fir_lags(cfg.clean.fir_before, cfg.clean.fir_after, cfg.signal.sample_rate)
     total: dict[str, CouplingEquations] = {}
     for res in results:
         for name, (R, X, count, Rs, Xs) in res["eqs"].items():
@@ -240,16 +241,15 @@ def stage_work(state: FitState, cfg: Config, train: list, val: list) -> tuple[li
 def advance(state: FitState, results: list[dict], cfg: Config, witnesses: list[str]) -> FitState:
     """The state after the next stage, from its blocks' results in block order."""
     c = cfg.clean
-    lags = fir_lags(c.fir_before, c.fir_after, cfg.signal.sample_rate)
     stage = STAGES[state.done]
     errors = dict(state.errors)
     for res in results:
         errors.update(res["errors"])
     if stage == "pass 1":
-        firs, _, _ = solve_couplings(results, lags, cfg, witnesses)
+        firs, _, _ = solve_couplings(results, cfg, witnesses)
         return replace(state, done=1, firs=firs, errors=errors)
     if stage == "pass 2":
-        firs, counts, delays = solve_couplings(results, lags, cfg, witnesses)
+        firs, counts, delays = solve_couplings(results, cfg, witnesses)
         if c.arch_witnesses == "auto":
             probes = [p for res in results for p in res["probes"]]
             choice = choose_arches(probes, witnesses, c.arch.min_snr)
