@@ -255,7 +255,20 @@ class EvaluateConfig(Strict):
         8.0, gt=0, description="optimal strain SNR above which a glitch counts for efficiency"
     )
     roc_thresholds: list[float] = Field(
-        default_factory=lambda: [4.0, 6.0, 8.0, 12.0, 16.0, 25.0, 40.0, 64.0, 100.0, 160.0],
+        default_factory=lambda: [
+            2.0,
+            2.8,
+            4.0,
+            6.0,
+            8.0,
+            12.0,
+            16.0,
+            25.0,
+            40.0,
+            64.0,
+            100.0,
+            160.0,
+        ],
         description="SNR^2 thresholds swept for the ROC (both methods)",
     )
     fixed_deadtimes: list[float] = Field(

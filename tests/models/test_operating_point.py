@@ -6,7 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from glitchflow.models.operating_point import OperatingPoint, calibrate_veto, widen
+from glitchflow.models.operating_point import (
+    DEFAULT_SNR2_GRID,
+    OperatingPoint,
+    calibrate_veto,
+    widen,
+)
 
 
 def _crops(seed: int = 0):
@@ -35,9 +40,13 @@ def test_calibration_keeps_the_deadtime_on_glitch_free_time():
     free = 40 * 64 + 20 * 61
     assert point["glitch_free_bins"] == free
     assert point["val_deadtime"] <= 0.01
-    fired = int((torch.tensor([10.0 + 5.0 * k for k in range(40)]) >= point["snr2"]).sum())
+    alarms = torch.tensor([10.0 + 5.0 * k for k in range(40)])
+    fired = int((alarms >= point["snr2"]).sum())
     assert 0 < fired <= 12
     assert fired * 3 / free == pytest.approx(point["val_deadtime"])
+    # Neyman-Pearson: the budget is spent, the next lower threshold would overspend it
+    lower = max(g for g in DEFAULT_SNR2_GRID if g < point["snr2"])
+    assert int((alarms >= lower).sum()) * 3 / free > 0.01
     # the glitch crops predicted at a quarter of their power above the threshold are caught
     predicted = np.array([(100.0 + 40.0 * k) / 4 for k in range(20)])
     assert point["val_efficiency"] == pytest.approx(np.mean(predicted >= point["snr2"]))
@@ -87,3 +96,18 @@ def test_widen_pads_vetoed_bins_on_both_sides():
     assert wide[0].nonzero().flatten().tolist() == list(range(8, 15))
     assert not wide[1].any()
     assert torch.equal(widen(cols, 0), cols)
+
+
+def test_calibration_spends_the_budget_when_every_validation_glitch_is_caught_anyway():
+    """Loud validation glitches are caught at any threshold: efficiency cannot choose, the
+    false-alarm budget does (the most sensitive veto within it, for weaker glitches)."""
+    real, gen = _crops()
+    gen[40:] = torch.where(real[40:] > 1.0, torch.full_like(gen[40:], 1000.0), gen[40:])
+    point = calibrate_veto(real, gen, 25.0, 0.01, padding_bins=0)
+    assert point["val_efficiency"] == 1.0
+    alarms = torch.tensor([10.0 + 5.0 * k for k in range(40)])
+    free = 40 * 64 + 20 * 61
+    fired = int((alarms >= point["snr2"]).sum())
+    assert point["val_deadtime"] == pytest.approx(fired * 3 / free) and fired >= 10
+    lower = max(g for g in DEFAULT_SNR2_GRID if g < point["snr2"])  # would overspend
+    assert int((alarms >= lower).sum()) * 3 / free > 0.01
