@@ -33,9 +33,10 @@ from glitchflow.models.clusters import cluster_areas
 
 log = logging.getLogger(__name__)
 
-#: generated SNR^2 thresholds tried by the calibration (geometric, 4 per octave, 2 to
-#: 4096: the Conditioner's rows have median 1, so 2 is about the noise's 99th percentile)
-DEFAULT_SNR2_GRID = tuple(float(x) for x in np.geomspace(2.0, 4096.0, 45))
+#: generated SNR^2 thresholds tried by the calibration (geometric, 8 per octave, 2 to
+#: 4096: the Conditioner's rows have median 1, so 2 is about the noise's 99th percentile;
+#: a generated floor's deadtime falls from tens of percent to 0.1 % within a quarter octave)
+DEFAULT_SNR2_GRID = tuple(float(x) for x in np.geomspace(2.0, 4096.0, 89))
 #: minimum cluster areas (pixels) tried by the calibration
 DEFAULT_AREA_GRID = (1, 2, 3, 4, 6, 8, 12, 16)
 
@@ -134,11 +135,12 @@ def calibrate_veto(
     The choice is Neyman-Pearson's: for each minimum area, the lowest threshold whose
     deadtime is at most ``target_deadtime`` (the most sensitive veto the false-alarm
     budget allows: efficiency only grows as the threshold falls); among those, the
-    area with the highest validation efficiency, then the lowest deadtime.  The
-    validation split holds a few dozen glitches, so its efficiency cannot rank
-    thresholds finely: picking the lowest deadtime among equally efficient points (as
-    this function did before) spent 0.03 % of a 1 % budget and lost weak glitches on
-    unseen spans.  With no feasible point, the lowest deadtime.
+    area with the highest validation efficiency, then the highest deadtime within the
+    budget, then the smallest area.  The validation split holds a few dozen glitches,
+    so its efficiency cannot rank thresholds finely: picking the lowest deadtime among
+    equally efficient points (as this function did before) spent 0.03 % of a 1 %
+    budget and lost weak glitches on unseen spans.  With no feasible point, the
+    lowest deadtime.
 
     Returns the ``veto`` dict of a checkpoint's ``thresholds`` (see module docstring),
     or ``{}`` when the crops hold no glitch-free time.
@@ -164,7 +166,7 @@ def calibrate_veto(
             min((p for p in feasible if p[1] == area), key=lambda p: p[0])
             for area in sorted({p[1] for p in feasible})
         ]
-        best = max(most_sensitive, key=lambda p: (np.nan_to_num(p[3]), -p[2], -p[1]))
+        best = max(most_sensitive, key=lambda p: (np.nan_to_num(p[3]), p[2], -p[1]))
     else:
         best = min(points, key=lambda p: (p[2], -np.nan_to_num(p[3])))
         log.warning(
