@@ -125,10 +125,10 @@ def write_test_frames(
 
 @pytest.fixture(scope="session")
 def demo_twin(tmp_path_factory):
-    """The demo configuration's twin (512 s, every glitch family): generate() result."""
+    """The demo configuration's twin, 512 s of it (every glitch family): generate() result."""
     from glitchflow.synth.twin import generate
 
-    cfg = load_config(CONFIGS / "demo.yaml")
+    cfg = load_config(CONFIGS / "demo.yaml", ["twin.duration=512"])
     return generate(cfg, tmp_path_factory.mktemp("demo_twin"), progress=False, writers=2)
 
 
