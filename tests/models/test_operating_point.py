@@ -13,6 +13,11 @@ from glitchflow.models.operating_point import (
     widen,
 )
 
+#: the false alarms' SNR^2 in :func:`_crops` (3 bins each) and its glitch-free bins: the 40
+#: background crops of 64 bins and the 61 bins around each 3-bin glitch
+ALARMS = torch.tensor([10.0 + 5.0 * k for k in range(40)])
+FREE_BINS = 40 * 64 + 20 * 61
+
 
 def _crops(seed: int = 0):
     """40 glitch-free crops whose generated spectrogram has false alarms of growing SNR^2,
@@ -21,8 +26,8 @@ def _crops(seed: int = 0):
     n_bg, n_gl, f, t = 40, 20, 16, 64
     real = torch.ones(n_bg + n_gl, f, t)
     gen = torch.ones(n_bg + n_gl, f, t)
-    for k in range(n_bg):  # false alarm k: 3x2 pixels at SNR^2 10 + 5 k, bins 20-22
-        gen[k, 5:7, 20:23] = 10.0 + 5.0 * k
+    for k in range(n_bg):  # false alarm k: 3x2 pixels at SNR^2 ALARMS[k], bins 20-22
+        gen[k, 5:7, 20:23] = ALARMS[k]
     for k in range(n_gl):
         col = int(rng.integers(8, 56))
         power = 100.0 + 40.0 * k
@@ -35,25 +40,22 @@ def test_calibration_keeps_the_deadtime_on_glitch_free_time():
     real, gen = _crops()
     point = calibrate_veto(real, gen, glitch_threshold=25.0, target_deadtime=0.01, padding_bins=0)
     assert point["reached_target"]
-    # glitch-free time: 40 crops x 64 bins and the 61 bins around each 3-bin glitch; each
-    # false alarm costs 3 bins, so at most 12 of them (36 bins <= 1 % of 3780) may fire
-    free = 40 * 64 + 20 * 61
-    assert point["glitch_free_bins"] == free
+    # each false alarm costs 3 bins, so at most 12 of them (36 bins <= 1 % of 3780) may fire
+    assert point["glitch_free_bins"] == FREE_BINS
     assert point["val_deadtime"] <= 0.01
-    alarms = torch.tensor([10.0 + 5.0 * k for k in range(40)])
-    fired = int((alarms >= point["snr2"]).sum())
+    fired = int((point["snr2"] <= ALARMS).sum())
     assert 0 < fired <= 12
-    assert fired * 3 / free == pytest.approx(point["val_deadtime"])
+    assert fired * 3 / FREE_BINS == pytest.approx(point["val_deadtime"])
     # Neyman-Pearson: the budget is spent, the next lower threshold would overspend it
     lower = max(g for g in DEFAULT_SNR2_GRID if g < point["snr2"])
-    assert int((alarms >= lower).sum()) * 3 / free > 0.01
+    assert int((lower <= ALARMS).sum()) * 3 / FREE_BINS > 0.01
     # the glitch crops predicted at a quarter of their power above the threshold are caught
     predicted = np.array([(100.0 + 40.0 * k) / 4 for k in range(20)])
     assert point["val_efficiency"] == pytest.approx(np.mean(predicted >= point["snr2"]))
     assert point["glitches"] == 20
     # a guard band around each glitch takes its neighbourhood out of the glitch-free time
     guarded = calibrate_veto(real, gen, 25.0, 0.01, padding_bins=0, guard_bins=4)
-    assert guarded["glitch_free_bins"] == free - 20 * 8
+    assert guarded["glitch_free_bins"] == FREE_BINS - 20 * 8
     # a looser target buys efficiency with deadtime
     loose = calibrate_veto(real, gen, 25.0, 0.05, 0)
     assert loose["snr2"] < point["snr2"]
@@ -105,9 +107,7 @@ def test_calibration_spends_the_budget_when_every_validation_glitch_is_caught_an
     gen[40:] = torch.where(real[40:] > 1.0, torch.full_like(gen[40:], 1000.0), gen[40:])
     point = calibrate_veto(real, gen, 25.0, 0.01, padding_bins=0)
     assert point["val_efficiency"] == 1.0
-    alarms = torch.tensor([10.0 + 5.0 * k for k in range(40)])
-    free = 40 * 64 + 20 * 61
-    fired = int((alarms >= point["snr2"]).sum())
-    assert point["val_deadtime"] == pytest.approx(fired * 3 / free) and fired >= 10
+    fired = int((point["snr2"] <= ALARMS).sum())
+    assert point["val_deadtime"] == pytest.approx(fired * 3 / FREE_BINS) and fired >= 10
     lower = max(g for g in DEFAULT_SNR2_GRID if g < point["snr2"])  # would overspend
-    assert int((alarms >= lower).sum()) * 3 / free > 0.01
+    assert int((lower <= ALARMS).sum()) * 3 / FREE_BINS > 0.01
