@@ -163,39 +163,58 @@ def frame_channels(path: str | os.PathLike) -> list[str]:
         ) from None
 
 
-_LAL_TYPES: dict[str, int] = {}  # channel name -> lal type code, learnt on first read
+#: channel name -> (lal type name, sample spacing s), learnt on the channel's first read
+_LAL_LAYOUTS: dict[str, tuple[str, float]] = {}
+#: lal type code -> the type's name in lal's and lalframe's function names
+_LAL_KINDS = {
+    "I2_TYPE_CODE": "INT2",
+    "I4_TYPE_CODE": "INT4",
+    "I8_TYPE_CODE": "INT8",
+    "U4_TYPE_CODE": "UINT4",
+    "S_TYPE_CODE": "REAL4",
+    "D_TYPE_CODE": "REAL8",
+    "C_TYPE_CODE": "COMPLEX8",
+    "Z_TYPE_CODE": "COMPLEX16",
+}
 
 
 def _read_channel(stream, name: str, start, duration: float):
-    """Read one channel from an open lalframe stream, remembering its type per name
-    (lalframe's type query decompresses the channel, doubling the cost)."""
+    """Read ``duration`` s of one channel from an open lalframe stream.
+
+    lalframe's ``FrStreamRead*TimeSeries`` decodes a channel twice (once for its
+    metadata, once for the samples) and its type query a third time; decoding (inflate
+    and checksum) is most of the cost of reading a frame.  So a channel's type and
+    sample spacing are learnt on its first read and later reads fill a series of that
+    layout with one ``FrStreamGet*TimeSeries``; a file whose layout differs is read
+    again the slow way.
+    """
     import lal
     import lalframe
 
-    readers = {
-        lal.I2_TYPE_CODE: lalframe.FrStreamReadINT2TimeSeries,
-        lal.I4_TYPE_CODE: lalframe.FrStreamReadINT4TimeSeries,
-        lal.I8_TYPE_CODE: lalframe.FrStreamReadINT8TimeSeries,
-        lal.U4_TYPE_CODE: lalframe.FrStreamReadUINT4TimeSeries,
-        lal.S_TYPE_CODE: lalframe.FrStreamReadREAL4TimeSeries,
-        lal.D_TYPE_CODE: lalframe.FrStreamReadREAL8TimeSeries,
-        lal.C_TYPE_CODE: lalframe.FrStreamReadCOMPLEX8TimeSeries,
-        lal.Z_TYPE_CODE: lalframe.FrStreamReadCOMPLEX16TimeSeries,
-    }
-    known = _LAL_TYPES.get(name)
-    if known is not None:
+    layout = _LAL_LAYOUTS.get(name)
+    if layout is not None:
+        kind, spacing = layout
+        series = getattr(lal, f"Create{kind}TimeSeries")(
+            name, start, 0.0, spacing, lal.DimensionlessUnit, round(duration / spacing)
+        )
         lalframe.FrStreamSeek(stream, start)
         try:
-            return readers[known](stream, name, start, duration, 0)
+            getattr(lalframe, f"FrStreamGet{kind}TimeSeries")(series, stream)
+            if series.deltaT == spacing:  # lalframe sets the file's spacing
+                return series
         except RuntimeError:
             pass  # type changed between files: ask again
     lalframe.FrStreamSeek(stream, start)
     code = lalframe.FrStreamGetTimeSeriesType(name, stream)
-    if code not in readers:
+    kinds = {getattr(lal, attr): kind for attr, kind in _LAL_KINDS.items()}
+    if code not in kinds:
         raise TypeError(f"unsupported lal type code {code}")
-    _LAL_TYPES[name] = code
     lalframe.FrStreamSeek(stream, start)
-    return readers[code](stream, name, start, duration, 0)
+    series = getattr(lalframe, f"FrStreamRead{kinds[code]}TimeSeries")(
+        stream, name, start, duration, 0
+    )
+    _LAL_LAYOUTS[name] = (kinds[code], series.deltaT)
+    return series
 
 
 def read_frame(

@@ -138,3 +138,18 @@ def test_reads_the_real_frame_shipped_with_gwpy(tmp_path):
     assert seg.rates["V1:h_16384Hz"] == 16384
     strain = seg.data["H1:LDAS-STRAIN"]
     assert strain.shape == (16384,) and 1e-22 < np.std(strain) < 1e-15  # strain units
+
+
+def test_a_channel_whose_rate_or_type_changes_between_files_is_read_as_each_file_holds(tmp_path):
+    """Later reads of a channel reuse the layout learnt on its first read; a file that
+    holds it at another rate or sample type is still read exactly."""
+    name = "V1:LAYOUT_TEST"  # a name no other test reads (the layout is kept per process)
+    layouts = [(256.0, np.float64), (256.0, np.float64), (512.0, np.float64), (128.0, np.float32)]
+    for k, (rate, dtype) in enumerate(layouts):
+        start = 1000000000 + 4 * k
+        samples = (np.arange(int(4 * rate)) % 97).astype(dtype)
+        write_frame(tmp_path / frame_name("V", "TEST", start, 4), start, {name: (samples, rate)})
+    for frame, (rate, _) in zip(find_frames(tmp_path).frames, layouts):
+        x, got_rate, t0 = read_frame(frame, [name])[name]
+        assert (got_rate, t0, len(x)) == (rate, frame.start, int(4 * rate))
+        np.testing.assert_array_equal(x, np.arange(int(4 * rate)) % 97)
