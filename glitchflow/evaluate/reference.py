@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from glitchflow.signal.conditioner import Conditioner
-from glitchflow.signal.qtransform import pool_index
+from glitchflow.signal.fast import pool_index
 
 
 def gwpy_spectrogram(

@@ -1,12 +1,14 @@
-"""Small numerical kernels the Conditioner spends its time in: medians by selection and
-FFT lengths the FFT library is fast at."""
+"""Small numerical kernels the Conditioner spends its time in: medians by selection,
+max-pooling onto time bins, and FFT lengths the FFT library is fast at."""
 
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 
@@ -15,20 +17,32 @@ def median(x: Tensor, dim: int = -1) -> Tensor:
     averages the two middle values, as numpy, scipy's Welch and gwpy do).
 
     On the CPU by selection (``numpy.partition``, linear time: 2-10x faster than torch's
-    median or a sort); elsewhere (GPU) by torch's sort."""
+    median or a sort), partitioning once at the upper middle and taking the lower middle
+    as the largest value below it (numpy's two-kth partition costs 5x more); elsewhere
+    (GPU) by torch's sort."""
     n = x.shape[dim]
     k = n // 2
     if x.device.type == "cpu":
         values = np.moveaxis(x.detach().numpy(), dim, -1)
-        if n % 2:
-            middle = np.partition(values, k, axis=-1)[..., k]
-        else:
-            part = np.partition(values, (k - 1, k), axis=-1)
-            middle = 0.5 * (part[..., k - 1] + part[..., k])
+        part = np.partition(values, k, axis=-1)
+        middle = part[..., k]
+        if n % 2 == 0:
+            middle = 0.5 * (part[..., :k].max(axis=-1) + middle)
         return torch.as_tensor(np.array(middle, dtype=values.dtype)).unsqueeze(dim)
     ordered = x.sort(dim=dim).values
     upper = ordered.narrow(dim, k, 1)
     return upper if n % 2 else 0.5 * (ordered.narrow(dim, k - 1, 1) + upper)
+
+
+def squared_magnitude(z: Tensor) -> Tensor:
+    """``|z|^2`` of a complex tensor as a real one (float32 for complex64); on the CPU by
+    numpy (1.5x faster than torch's strided real and imaginary views), else by torch."""
+    if z.device.type == "cpu" and not z.requires_grad:
+        values = z.numpy()
+        out = np.square(values.real)
+        out += np.square(values.imag)
+        return torch.from_numpy(out)
+    return z.real.square() + z.imag.square()
 
 
 @functools.lru_cache(maxsize=256)
@@ -47,3 +61,48 @@ def smooth_length(n: int) -> int:
             p35 *= 3
         p5 *= 5
     return best
+
+
+def pool_index(length: int, n_bins: int) -> np.ndarray:
+    """``(n_bins, k)`` indices of the samples, of ``length`` spread evenly over the
+    segment, inside each output bin ``[m, m + 1) * time_step`` (short bins repeat their
+    last sample): ``values[..., pool_index(...)].max(-1)`` is the max-pooling."""
+    edges = np.ceil(np.arange(n_bins + 1) * (length / n_bins) - 1e-9).astype(np.int64)
+    width = int(np.max(np.diff(edges)))
+    index = edges[:-1, None] + np.arange(width)[None, :]
+    return np.minimum(index, edges[1:, None] - 1)
+
+
+@dataclass(frozen=True)
+class BinPool:
+    """Max-pooling of ``length`` samples, spread evenly over a segment, onto ``n_bins``
+    output bins (the bins of :func:`pool_index`, whose widths are ``width`` or ``width +
+    1`` samples): a sliding maximum over ``width`` samples read at each bin's first
+    sample, and each bin's last sample.  2-3x fewer memory passes than gathering
+    ``(n_bins, width + 1)`` samples; the same values exactly.
+
+    ``starts``, ``lasts``: ``(n_bins,)`` first and last sample of each bin.
+    """
+
+    starts: Tensor
+    lasts: Tensor
+    width: int
+
+    @classmethod
+    def build(cls, length: int, n_bins: int, device: torch.device | str = "cpu") -> BinPool:
+        if length < n_bins:
+            raise ValueError(f"{length} samples cannot fill {n_bins} bins")
+        edges = np.ceil(np.arange(n_bins + 1) * (length / n_bins) - 1e-9).astype(np.int64)
+        return cls(
+            starts=torch.from_numpy(edges[:-1]).to(device),
+            lasts=torch.from_numpy(edges[1:] - 1).to(device),
+            width=int(np.diff(edges).min()),
+        )
+
+    def max(self, values: Tensor) -> Tensor:
+        """``(..., length)`` -> ``(..., n_bins)``: the largest sample inside each bin."""
+        sliding = values
+        if self.width > 1:
+            flat = values.reshape(-1, 1, values.shape[-1])
+            sliding = F.max_pool1d(flat, self.width, 1).reshape(*values.shape[:-1], -1)
+        return torch.maximum(sliding[..., self.starts], values[..., self.lasts])

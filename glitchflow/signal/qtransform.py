@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from glitchflow.signal.fast import median
+from glitchflow.signal.fast import BinPool, median, squared_magnitude
 
 #: maximum fractional energy mismatch between neighbouring tiles (gwpy's default)
 TILE_MISMATCH = 0.2
@@ -99,15 +99,15 @@ class RowGroup:
     samples per row over the input; ``bands``: per row, the first spectrum bin of its
     band, the band's half width ``h`` (bins) and its ``2 h + 1`` float32 window values
     (normalisation folded in), placed at frequencies ``-h..h`` of the row's inverse FFT;
-    ``pool`` (n_bins, width) the tile
-    samples inside each output bin (reduction ``max``; None for ``interpolate``);
+    ``pool`` the tile samples inside each output bin (reduction ``max``; None for
+    ``interpolate``);
     ``median_stride``: every how many samples are gwpy's tile samples (the median that
     normalises a row is taken over those, exactly gwpy's)."""
 
     members: np.ndarray
     length: int
     bands: tuple[tuple[int, int, Tensor], ...]
-    pool: Tensor | None
+    pool: BinPool | None
     median_stride: int
 
 
@@ -249,13 +249,16 @@ class QTransform(nn.Module):
             )
         plan = self.plan(n, x.device)
         rows = x.new_zeros((*x.shape[:-1], len(plan.tiles), plan.n_bins), dtype=torch.float32)
-        for group, energy in zip(plan.groups, self._energies(x, plan)):
+        for group, (energy, norm) in zip(plan.groups, self._energies(x, plan)):
+            # both reductions commute with the rows' positive normalisation: reduce
+            # first, then divide the (n_bins,) rows instead of the (length,) ones
             if self.reduction == "max":
-                rows[..., group.members, :] = energy[..., group.pool].amax(-1)
+                reduced = group.pool.max(energy)
             else:
                 positions = torch.arange(plan.n_bins, dtype=torch.float64, device=x.device)
                 scale = group.length / plan.n_bins
-                rows[..., group.members, :] = cubic_spline_periodic(energy, positions * scale)
+                reduced = cubic_spline_periodic(energy, positions * scale)
+            rows[..., group.members, :] = reduced / norm
         if row_max_frequency is not None:
             limit = row_max_frequency.to(rows.device, torch.float64)
             tile_keep = torch.from_numpy(plan.tiles).to(rows.device)[None, :] <= limit[:, None]
@@ -276,8 +279,8 @@ class QTransform(nn.Module):
         :meth:`row_lengths`).
         """
         plan = self.plan(x.shape[-1], x.device)
-        for group, energy in zip(plan.groups, self._energies(x, plan)):
-            yield group.members, energy
+        for group, (energy, norm) in zip(plan.groups, self._energies(x, plan)):
+            yield group.members, energy / norm
 
     def row_lengths(self, n: int) -> np.ndarray:
         """Samples of each tile row (in :meth:`tile_frequencies` order) over an input of
@@ -353,13 +356,12 @@ class QTransform(nn.Module):
                 # inverse FFT's 1/length undone, folded into the window
                 window = (1.0 - xfreq**2) ** 2 * norm * (2.0 / n * length)
                 bands.append((start, half, torch.from_numpy(window).to(device, torch.float32)))
-            pool = pool_index(length, n_bins) if self.reduction == "max" else None
             groups.append(
                 RowGroup(
                     members=members,
                     length=length,
                     bands=tuple(bands),
-                    pool=None if pool is None else torch.from_numpy(pool).to(device),
+                    pool=BinPool.build(length, n_bins, device) if self.reduction == "max" else None,
                     median_stride=length // count if length % count == 0 else 1,
                 )
             )
@@ -373,9 +375,10 @@ class QTransform(nn.Module):
         )
 
     def _energies(self, x: Tensor, plan: QPlan):
-        """Median-normalised energy of each group's tile rows: one FFT of the input, then
-        per group a gather of the windowed band, one inverse FFT and the row medians;
-        yields ``(batch, channel, len(members), length)`` float32 per group."""
+        """Energy of each group's tile rows and its normalisation: one FFT of the input,
+        then per group a gather of the windowed band, one inverse FFT and the row medians;
+        yields per group ``(batch, channel, len(members), length)`` float32 energy and the
+        ``(batch, channel, len(members), 1)`` medians that divide it into SNR^2."""
         spectrum = torch.fft.rfft(x.float(), dim=-1)  # whitened data: single precision
         for group in plan.groups:
             buffer = spectrum.new_zeros((*spectrum.shape[:-1], len(group.members), group.length))
@@ -383,17 +386,6 @@ class QTransform(nn.Module):
                 band = spectrum[..., start : start + 2 * half + 1] * window
                 row[..., : half + 1] = band[..., half:]  # frequencies 0..h
                 row[..., group.length - half :] = band[..., :half]  # -h..-1
-            series = torch.fft.ifft(buffer, dim=-1)
-            energy = series.real.square() + series.imag.square()
+            energy = squared_magnitude(torch.fft.ifft(buffer, dim=-1))
             norm = median(energy[..., :: group.median_stride], dim=-1)
-            yield energy / norm.clamp_min(1e-30)
-
-
-def pool_index(length: int, n_bins: int) -> np.ndarray:
-    """``(n_bins, k)`` indices of the samples, of ``length`` spread evenly over the
-    segment, inside each output bin ``[m, m + 1) * time_step`` (short bins repeat their
-    last sample): ``values[..., pool_index(...)].max(-1)`` is the max-pooling."""
-    edges = np.ceil(np.arange(n_bins + 1) * (length / n_bins) - 1e-9).astype(np.int64)
-    width = int(np.max(np.diff(edges)))
-    index = edges[:-1, None] + np.arange(width)[None, :]
-    return np.minimum(index, edges[1:, None] - 1)
+            yield energy, norm.clamp_min(1e-30)

@@ -13,7 +13,7 @@ from glitchflow.evaluate.reference import gwpy_pooled_spectrogram, gwpy_spectrog
 from glitchflow.io.frames import find_frames
 from glitchflow.io.span import read_span
 from glitchflow.signal.conditioner import Conditioner
-from glitchflow.signal.fast import median, smooth_length
+from glitchflow.signal.fast import BinPool, median, pool_index, smooth_length
 from glitchflow.synth.waveforms import Component, render
 from tests.conftest import CONFIGS
 
@@ -191,3 +191,15 @@ def test_gpu_matches_cpu(conditioner):
     gpu = conditioner.to("cuda")(x.cuda()).cpu()
     conditioner.to("cpu")
     assert torch.allclose(cpu, gpu, rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.parametrize(("length", "n_bins"), [(32768, 2645), (4096, 2645), (1024, 597), (64, 64)])
+def test_bin_pool_is_the_gather_of_its_bins(length, n_bins):
+    """The sliding-window max-pooling picks, per bin, the largest of exactly the samples
+    :func:`pool_index` assigns to it (bins of uneven width included)."""
+    values = torch.rand(2, 3, length)
+    values[0, 0, 5] = 100.0  # a lone peak lands in the bin that holds sample 5
+    pooled = BinPool.build(length, n_bins).max(values)
+    expected = values[..., torch.from_numpy(pool_index(length, n_bins))].amax(-1)
+    assert torch.equal(pooled, expected)
+    assert pooled[0, 0, 5 * n_bins // length] == 100.0
