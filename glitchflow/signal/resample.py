@@ -12,6 +12,11 @@ greatest common divisor):
   agree with torchaudio's to ~1e-15 of the signal's scale;
 * many phases (10 kHz -> 4096 Hz is 625 : 256, 500 Hz -> 4096 Hz is 125 :
   1024): torchaudio's own strided convolution, already fast for those shapes.
+
+In single precision (``dtype=torch.float32``, what the Conditioner asks for: its
+whitening and Q-transform run in float32) every ratio takes torchaudio's strided
+convolution, which oneDNN runs 2-14x faster than either double path (the 8 channels
+of an endpoint request: 5.1 -> 1.9 ms), to ~4e-7 of the signal's peak.
 """
 
 from __future__ import annotations
@@ -39,8 +44,9 @@ def integer_rate(rate: float, what: str = "sample rate") -> int:
 
 
 @functools.lru_cache(maxsize=64)
-def _resampler(rate_in: int, rate_out: int, device: str):
-    """torchaudio's ``Resample`` for one rate pair (its sinc kernel built once, double)."""
+def _resampler(rate_in: int, rate_out: int, device: str, dtype: torch.dtype = torch.float64):
+    """torchaudio's ``Resample`` for one rate pair (its sinc kernel built once in double,
+    kept in ``dtype``)."""
     from torchaudio.transforms import Resample
 
     module = Resample(
@@ -50,7 +56,7 @@ def _resampler(rate_in: int, rate_out: int, device: str):
         rolloff=ROLLOFF,
         dtype=torch.float64,
     )
-    return module.to(device)
+    return module.to(device, dtype)
 
 
 @functools.lru_cache(maxsize=64)
@@ -90,21 +96,27 @@ def _fft_resample(x: Tensor, rate_in: int, rate_out: int) -> Tensor:
     return frames_out.reshape(batch, -1)
 
 
-def resample(x: Tensor, rate_in: float, rate_out: float) -> Tensor:
-    """Resample ``x`` (..., time) from ``rate_in`` to ``rate_out`` Hz (windowed-sinc in
-    double; the kernel of each rate pair is built once; see the module docstring for
-    which of the two exact paths a rate pair takes).
+def resample(
+    x: Tensor, rate_in: float, rate_out: float, dtype: torch.dtype = torch.float64
+) -> Tensor:
+    """Resample ``x`` (..., time) from ``rate_in`` to ``rate_out`` Hz (windowed-sinc
+    computed in ``dtype``: double by default, float32 for the Conditioner; the kernel of
+    each rate pair is built once; see the module docstring for the paths).
 
-    Output length is ``round(time * rate_out / rate_in)``; a no-op when the rates match.
-    Stack the channels that share a rate into ``...`` to resample them in one call.
+    Output length is ``round(time * rate_out / rate_in)``, in ``x``'s dtype; a no-op when
+    the rates match.  Stack the channels that share a rate into ``...`` to resample them
+    in one call.
     """
+    if dtype not in (torch.float64, torch.float32):
+        raise ValueError(f"resample computes in float64 or float32, not {dtype}")
     a, b = integer_rate(rate_in, "input rate"), integer_rate(rate_out, "output rate")
     if a == b:
         return x
     n_out = round(x.shape[-1] * b / a)
-    if b // math.gcd(a, b) <= FFT_MAX_PHASES and x.shape[-1] > 0:
+    fft_path = dtype == torch.float64 and b // math.gcd(a, b) <= FFT_MAX_PHASES
+    if fft_path and x.shape[-1] > 0:
         flat = x.double().reshape(-1, x.shape[-1])
         out = _fft_resample(flat, a, b).reshape(*x.shape[:-1], -1)
     else:
-        out = _resampler(a, b, str(x.device))(x.double())
+        out = _resampler(a, b, str(x.device), dtype)(x.to(dtype))
     return out[..., :n_out].to(x.dtype)

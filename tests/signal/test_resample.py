@@ -28,6 +28,21 @@ def test_resample_gives_torchaudios_samples(rate_in, rate_out, length):
     assert torch.allclose(out, reference, rtol=0, atol=1e-12 * float(x.abs().max()))
 
 
+@pytest.mark.parametrize(
+    ("rate_in", "rate_out"), [(16384, 4096), (2048, 4096), (10000, 4096), (500, 4096), (256, 4096)]
+)
+def test_single_precision_gives_the_double_samples_to_float32_rounding(rate_in, rate_out):
+    """The Conditioner's float32 resampling (one strided convolution for every ratio) is
+    the double-precision filter to float32 rounding, strain-sized values included."""
+    gen = torch.Generator().manual_seed(2)
+    x = 1e-21 * torch.randn(2, rate_in * 3 + 1, dtype=torch.float64, generator=gen)
+    exact = resample(x, rate_in, rate_out)
+    single = resample(x, rate_in, rate_out, torch.float32)
+    assert single.dtype == torch.float64 and single.shape == exact.shape
+    assert torch.allclose(single, exact, rtol=0, atol=2e-6 * float(exact.abs().max()))
+    assert not torch.equal(single, exact)  # it did compute in single precision
+
+
 @pytest.mark.parametrize(("rate_in", "tone"), [(16384, 300.0), (2048, 700.0)])
 def test_tone_keeps_amplitude_and_phase(rate_in, tone):
     """A tone inside the pass band comes out at the analysis rate with its amplitude and
