@@ -40,6 +40,10 @@ from glitchflow.signal.conditioner import Conditioner
 MAX_ABS_SAMPLE = 1e100
 
 
+#: kept-PSD whitening filters an engine holds (per version, channel set and length)
+KEPT_FILTERS = 8
+
+
 class RequestError(ValueError):
     """Bad request content; ``field`` names the offending field."""
 
@@ -112,6 +116,8 @@ class DecisionEngine:
         self.first_bin = grid.first_bin(self.pad_before, 0.0)
         self.frequencies = self.cond.frequencies[self.predictor.rows]
         self.psd_keeper = None
+        #: whitening filters of the kept PSDs, by (version, channels, samples)
+        self._kept_filters: dict[tuple, torch.Tensor] = {}
         if psd is not None and psd.mode == "kept":
             self.psd_keeper = PsdKeeper(
                 self.channels, psd.refresh_s, psd.depth, psd.sample_every, psd.min_requests
@@ -291,13 +297,32 @@ class DecisionEngine:
         x = cond.stack(arrays, rates)
         keeper = self.psd_keeper if keep else None
         kept = None if keeper is None else keeper.served(names)
+        response = None
+        if kept is not None:
+            kept = kept.to(x.device)
+            response = self._kept_filter(kept, keeper.version, names, rates, x.shape[-1])
         if keeper is not None:
             sampled = keeper.samples(names, len(requests))
             if sampled:
                 own = cond.estimate_psd(x[sampled])
                 keeper.add(names, own, [requests[k].gps_start for k in sampled])
-        spec = cond(x, rates, psd=None if kept is None else kept.to(x.device))
+        spec = cond(x, rates, psd=kept, response=response)
         return spec[..., self.first_bin : self.first_bin + self.bins].float().cpu()
+
+    def _kept_filter(
+        self, kept: torch.Tensor, version: int, names: list[str], rates: list[float], n: int
+    ) -> torch.Tensor:
+        """The whitening filter of the kept PSDs ``kept`` (version ``version``) for
+        ``n``-sample inputs, designed once per version (see
+        :meth:`~glitchflow.signal.conditioner.Conditioner.kept_response`)."""
+        key = (version, tuple(names), n)
+        response = self._kept_filters.get(key)
+        if response is None:
+            response = self.cond.kept_response(kept, n, rates)
+            if len(self._kept_filters) >= KEPT_FILTERS:
+                self._kept_filters.clear()  # older versions are not served again
+            self._kept_filters[key] = response
+        return response
 
 
 #: the answer for a request whose data give non-finite figures (the app sends a 422)

@@ -27,7 +27,13 @@ from torch import Tensor, nn
 from glitchflow.config.signal import SignalConfig
 from glitchflow.signal.qtransform import QTransform
 from glitchflow.signal.resample import resample
-from glitchflow.signal.whitening import welch_psd, whiten_segment
+from glitchflow.signal.whitening import (
+    apply_whitening,
+    filter_response,
+    welch_psd,
+    whiten_segment,
+    whitening_filter,
+)
 
 #: fraction of a channel's native Nyquist frequency treated as usable band
 USABLE_NYQUIST_FRACTION = 0.9
@@ -140,8 +146,44 @@ class Conditioner(nn.Module):
         cfg = self.signal.conditioning
         return welch_psd(unit, self.sample_rate, cfg.fftlength, cfg.overlap, cfg.average)
 
+    def kept_response(self, psd: Tensor, n: int, rates: Sequence[float] | None = None) -> Tensor:
+        """The whitening filter of ``psd`` ``(channel, freq)`` (units^2 / Hz on the ``1 /
+        fftlength`` Hz grid) for inputs of ``n`` samples, as a spectrum ``(channel, nfft //
+        2 + 1)`` complex64 to pass to :meth:`forward` with that ``psd``.  It depends only
+        on the PSD, ``n`` and the rates, so a caller that whitens many inputs with one kept
+        PSD (the endpoint) builds it once per PSD version and saves each input the
+        filter's design (an inverse FFT of ``n`` samples) and its FFT.  Designed in double
+        in ``psd``'s units: whitening data at any scale with it is whitening them at unit
+        scale with the filter times the scale."""
+        cfg = self.signal.conditioning
+        self._check_psd(psd, psd.shape[-2])
+        limits = self.band_limits(rates, psd.device) if rates is not None else None
+        fir = whitening_filter(
+            psd.double().reshape(1, -1, psd.shape[-1]),
+            1.0 / cfg.fftlength,
+            n,
+            self.sample_rate,
+            cfg.filter_duration,
+            cfg.highpass,
+            limits,
+        )[0]
+        return filter_response(fir, n).to(torch.complex64)
+
+    def _check_psd(self, psd: Tensor, n_channels: int) -> None:
+        cfg = self.signal.conditioning
+        n_freq = round(cfg.fftlength * self.sample_rate) // 2 + 1
+        if psd.shape[-1] != n_freq or psd.shape[-2] != n_channels:
+            raise ValueError(
+                f"psd of shape {tuple(psd.shape)}: expected (..., {n_channels} channels, "
+                f"{n_freq} bins of {1 / cfg.fftlength} Hz)"
+            )
+
     def whiten_with_psd(
-        self, x: Tensor, rates: Sequence[float] | None = None, psd: Tensor | None = None
+        self,
+        x: Tensor,
+        rates: Sequence[float] | None = None,
+        psd: Tensor | None = None,
+        response: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:
         """:meth:`whiten`, and the PSD it used ``(batch, channel, freq)`` on a
         ``1 / fftlength`` Hz grid (to undo the whitening of a subtracted signal).
@@ -149,6 +191,8 @@ class Conditioner(nn.Module):
         ``psd``: a PSD to whiten with instead of one estimated from ``x`` (the endpoint's
         kept PSD), ``(channel, freq)`` or ``(batch, channel, freq)`` on the same grid, in
         ``x``'s units^2 / Hz; then ``x`` needs only the filter's edges, not a Welch span.
+        ``response``: that PSD's filter from :meth:`kept_response` for ``x``'s length and
+        ``rates`` (the same numbers as designing it here, to float32 rounding).
         """
         cfg = self.signal.conditioning
         # whitening does not depend on a channel's scale: bring every channel to unit
@@ -156,14 +200,15 @@ class Conditioner(nn.Module):
         x = x.double()
         scale, unit = _unit_scale(x)
         if psd is None:
+            if response is not None:
+                raise ValueError("a filter response needs the psd it was made from")
             psd = self._welch(unit)
         else:
-            n_freq = round(cfg.fftlength * self.sample_rate) // 2 + 1
-            if psd.shape[-1] != n_freq or psd.shape[-2] != x.shape[1]:
-                raise ValueError(
-                    f"psd of shape {tuple(psd.shape)}: expected (..., {x.shape[1]} channels, "
-                    f"{n_freq} bins of {1 / cfg.fftlength} Hz)"
-                )
+            self._check_psd(psd, x.shape[1])
+            if response is not None:
+                ntaps = int(cfg.filter_duration * self.sample_rate)
+                white = apply_whitening(unit, response * scale.float(), ntaps, self.sample_rate)
+                return white, psd.to(x).expand(x.shape[0], -1, -1)
             psd = (psd.to(x) / scale.square()).float().expand(x.shape[0], -1, -1)
         limits = self.band_limits(rates, x.device) if rates is not None else None
         white = whiten_segment(
@@ -215,20 +260,25 @@ class Conditioner(nn.Module):
         return out
 
     def forward(
-        self, x: Tensor, rates: Sequence[float] | None = None, psd: Tensor | None = None
+        self,
+        x: Tensor,
+        rates: Sequence[float] | None = None,
+        psd: Tensor | None = None,
+        response: Tensor | None = None,
     ) -> Tensor:
         """``(batch, channel, time)`` at the analysis rate -> ``(batch, channel, freq, bins)``.
 
         ``rates`` are the channels' native sample rates (Hz); rows above 0.9 x a
         channel's native Nyquist are zero.  Bin ``m`` starts ``edge_seconds + m *
         time_step`` after the first input sample.  ``psd``: whiten with it instead of a
-        PSD estimated from ``x`` (see :meth:`whiten_with_psd`).
+        PSD estimated from ``x``, ``response``: its kept filter (see
+        :meth:`whiten_with_psd`).
         """
         if x.ndim != 3:
             raise ValueError(f"expected (batch, channel, time), got shape {tuple(x.shape)}")
         if rates is not None and len(rates) != x.shape[1]:
             raise ValueError(f"{x.shape[1]} channels but {len(rates)} native rates")
-        spec = self.transform(self.whiten_with_psd(x, rates, psd)[0], rates)
+        spec = self.transform(self.whiten_with_psd(x, rates, psd, response)[0], rates)
         return spec[..., : self.n_bins(x.shape[-1] / self.sample_rate)]
 
     def condition(self, channels: Sequence[Tensor], rates: Sequence[float]) -> Tensor:

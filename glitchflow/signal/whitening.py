@@ -126,17 +126,33 @@ def whiten_segment(
     input is whitened in float32 (bring it to unit scale first: the PSD of strain's
     ~1e-21 underflows there).
     """
-    x = x - x.mean(dim=-1, keepdim=True)  # gwpy detrends ('constant') before whitening
-    n = x.shape[-1]
     # designed and applied in x's precision (float32 differs from double by ~1e-7)
     fir = whitening_filter(
-        psd.to(x.dtype), psd_df, n, sample_rate, filter_duration, highpass, band_limit
+        psd.to(x.dtype), psd_df, x.shape[-1], sample_rate, filter_duration, highpass, band_limit
     )
-    ntaps = fir.shape[-1]
+    return apply_whitening(x, filter_response(fir, x.shape[-1]), fir.shape[-1], sample_rate)
+
+
+def filter_response(fir: Tensor, n: int) -> Tensor:
+    """Spectrum ``(..., nfft // 2 + 1)`` of a whitening FIR ``(..., ntaps)`` for data of ``n``
+    samples, on the FFT length :func:`apply_whitening` uses (``n + ntaps - 1`` rounded up
+    to a fast length): depends on the PSD and ``n`` only, so it can be kept and reused."""
+    return torch.fft.rfft(fir, smooth_length(n + fir.shape[-1] - 1), dim=-1)
+
+
+def apply_whitening(x: Tensor, response: Tensor, ntaps: int, sample_rate: float) -> Tensor:
+    """Convolve mean-removed ``x`` (batch, channel, time) with the FIR whose
+    :func:`filter_response` is ``response`` (broadcast against ``(batch, channel, freq)``)
+    and crop half a filter from each edge, as :func:`whiten_segment`."""
+    x = x - x.mean(dim=-1, keepdim=True)  # gwpy detrends ('constant') before whitening
+    n = x.shape[-1]
     nfft = smooth_length(n + ntaps - 1)
-    full = torch.fft.irfft(
-        torch.fft.rfft(x, nfft, dim=-1) * torch.fft.rfft(fir, nfft, dim=-1), nfft, dim=-1
-    )
+    if response.shape[-1] != nfft // 2 + 1:
+        raise ValueError(
+            f"filter response of {response.shape[-1]} bins is not for {n} samples "
+            f"({nfft // 2 + 1} bins)"
+        )
+    full = torch.fft.irfft(torch.fft.rfft(x, nfft, dim=-1) * response, nfft, dim=-1)
     start = (ntaps - 1) // 2  # scipy.signal.fftconvolve(mode='same')
     half = ntaps // 2
     same = full[..., start : start + n]

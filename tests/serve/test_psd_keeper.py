@@ -96,3 +96,8 @@ def test_kept_psd_whitens_requests_as_their_own_psd_does(tiny_model, tiny_twin):
             assert abs(np.log(y.max() / x.max())) < np.log(1.5), names[k]
             # the noise floor: the same level (pixels differ by the PSDs' own noise)
             assert 0.8 < np.median(y) / np.median(x) < 1.25, names[k]
+    # the kept PSDs' whitening filter is designed once per version and channel set
+    built = dict(kept._kept_filters)
+    assert built and {key[0] for key in built} == {2}
+    kept.run([request(kept, starts[-1])])
+    assert all(kept._kept_filters[key] is response for key, response in built.items())

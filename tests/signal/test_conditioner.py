@@ -203,3 +203,25 @@ def test_bin_pool_is_the_gather_of_its_bins(length, n_bins):
     expected = values[..., torch.from_numpy(pool_index(length, n_bins))].amax(-1)
     assert torch.equal(pooled, expected)
     assert pooled[0, 0, 5 * n_bins // length] == 100.0
+
+
+def test_a_kept_filter_response_whitens_as_designing_the_filter_each_time(
+    conditioner, strain_segment
+):
+    """The endpoint's fast path: the whitening filter of a kept PSD, built once for an
+    input length (and the channels' rates), gives the spectrogram that designing the
+    filter from that PSD on every call gives, for strain-scaled data and at any scale."""
+    _, raw = strain_segment
+    rates = [16384.0, 16384.0]
+    n_in = 16384 * 12
+    x = conditioner.stack([torch.from_numpy(raw[:n_in])[None]] * 2, rates)
+    x[:, 1] *= 1e22  # the same data at a very different scale
+    psd = conditioner.estimate_psd(x)[0]
+    response = conditioner.kept_response(psd, x.shape[-1], rates)
+    with_response = conditioner(x, rates, psd=psd, response=response)
+    designed = conditioner(x, rates, psd=psd)
+    # the filter designed in double here and in float32 there: ~1e-4 of SNR^2
+    assert torch.allclose(with_response, designed, rtol=2e-3, atol=2e-3)
+    assert torch.allclose(with_response[:, 0], with_response[:, 1], rtol=2e-3, atol=2e-3)
+    with pytest.raises(ValueError, match="not for"):
+        conditioner(x[..., :-4096], rates, psd=psd, response=response)
