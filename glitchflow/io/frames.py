@@ -198,12 +198,16 @@ def _read_channel(stream, name: str, start, duration: float):
             name, start, 0.0, spacing, lal.DimensionlessUnit, round(duration / spacing)
         )
         lalframe.FrStreamSeek(stream, start)
+        level = lal.GetDebugLevel()
+        lal.ClobberDebugLevel(0)  # a file of another type is expected here: no XLAL print
         try:
             getattr(lalframe, f"FrStreamGet{kind}TimeSeries")(series, stream)
             if series.deltaT == spacing:  # lalframe sets the file's spacing
                 return series
         except RuntimeError:
             pass  # type changed between files: ask again
+        finally:
+            lal.ClobberDebugLevel(level)
     lalframe.FrStreamSeek(stream, start)
     code = lalframe.FrStreamGetTimeSeriesType(name, stream)
     kinds = {getattr(lal, attr): kind for attr, kind in _LAL_KINDS.items()}
