@@ -15,6 +15,9 @@ network whole: every bin predicted once), with side-by-side training-size
 crops, and with the old default of overlapping windows and crops (every bin
 predicted about four times).
 
+The default setting's Ray stage is run ``--repeats`` more times (the first run of a
+process also starts Ray Data's own actors) and the median reported beside the first.
+
 Target: >= 100x real time on 2 CPUs.
 
     .venv/bin/python benchmarks/inference.py --json bench-out/inference.json
@@ -78,6 +81,13 @@ def main() -> int:
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--duration", type=int, default=1024, help="seconds of twin data")
     parser.add_argument("--workers", type=int, default=2, help="inference actors (1 CPU each)")
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=3,
+        help="further runs of the default setting's Ray stage (the first run of a process "
+        "also starts Ray Data's own actors; on 2 CPUs runs differ by 10-20 %%)",
+    )
     args = parser.parse_args()
 
     import ray
@@ -123,6 +133,11 @@ def main() -> int:
                 "ray_command_x_real_time": live / total,
             }
         )
+    repeats = []
+    for k in range(args.repeats):  # the default setting again, Ray Data already warm
+        cfg = load_config(ROOT / "configs" / "demo.yaml", base)
+        summary = run_inference(cfg, frames, str(model), tmp / f"infer-repeat-{k}", overwrite=True)
+        repeats.append(summary.figures["livetime_s"] / summary.inference_wall_seconds)
     ray.shutdown()
     report = {
         "data_seconds": args.duration,
@@ -132,6 +147,8 @@ def main() -> int:
         "best_x_real_time": max(max(r["plain_x_real_time"], r["ray_x_real_time"]) for r in rows),
         "default_ray_x_real_time": rows[0]["ray_x_real_time"],
         "default_plain_x_real_time": rows[0]["plain_x_real_time"],
+        "default_ray_x_real_time_repeats": repeats,
+        "default_ray_x_real_time_median": float(np.median([rows[0]["ray_x_real_time"], *repeats])),
         "target_x_real_time": 100.0,
     }
     report["target_met"] = report["default_ray_x_real_time"] >= report["target_x_real_time"]
@@ -141,6 +158,12 @@ def main() -> int:
             f"{r['setting']:<42} {r['plain_loop_wall_s']:>8.1f} {r['plain_x_real_time']:>6.1f} "
             f"{r['ray_stage_wall_s']:>7.1f} {r['ray_x_real_time']:>6.1f} "
             f"{r['ray_command_x_real_time']:>9.1f}"
+        )
+    if repeats:
+        print(
+            f"default Ray stage, {len(repeats)} more runs: "
+            + ", ".join(f"{x:.1f}" for x in repeats)
+            + f" x real time; median of all {report['default_ray_x_real_time_median']:.1f}"
         )
     write_json(report, args.json)
     shutil.rmtree(tmp, ignore_errors=True)
