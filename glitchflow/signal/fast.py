@@ -63,11 +63,17 @@ def smooth_length(n: int) -> int:
     return best
 
 
+def bin_edges(length: int, n_bins: int) -> np.ndarray:
+    """``(n_bins + 1,)`` first sample of each output bin ``[m, m + 1) * time_step`` (and
+    ``length`` last) for ``length`` samples spread evenly over the segment."""
+    return np.ceil(np.arange(n_bins + 1) * (length / n_bins) - 1e-9).astype(np.int64)
+
+
 def pool_index(length: int, n_bins: int) -> np.ndarray:
     """``(n_bins, k)`` indices of the samples, of ``length`` spread evenly over the
     segment, inside each output bin ``[m, m + 1) * time_step`` (short bins repeat their
     last sample): ``values[..., pool_index(...)].max(-1)`` is the max-pooling."""
-    edges = np.ceil(np.arange(n_bins + 1) * (length / n_bins) - 1e-9).astype(np.int64)
+    edges = bin_edges(length, n_bins)
     width = int(np.max(np.diff(edges)))
     index = edges[:-1, None] + np.arange(width)[None, :]
     return np.minimum(index, edges[1:, None] - 1)
@@ -92,7 +98,7 @@ class BinPool:
     def build(cls, length: int, n_bins: int, device: torch.device | str = "cpu") -> BinPool:
         if length < n_bins:
             raise ValueError(f"{length} samples cannot fill {n_bins} bins")
-        edges = np.ceil(np.arange(n_bins + 1) * (length / n_bins) - 1e-9).astype(np.int64)
+        edges = bin_edges(length, n_bins)
         return cls(
             starts=torch.from_numpy(edges[:-1]).to(device),
             lasts=torch.from_numpy(edges[1:] - 1).to(device),
