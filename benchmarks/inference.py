@@ -108,12 +108,13 @@ def main() -> int:
     frames = twin.frames[0].parent
     torch.set_num_threads(2)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    rows = []
+    rows, configs = [], []
     for name, (stride, tiling, hop) in SETTINGS.items():
         cfg = load_config(
             ROOT / "configs" / "demo.yaml",
             [*base, f"infer.stride={stride}", f"infer.tiling={tiling}", f"infer.crop_hop={hop}"],
         )
+        configs.append(cfg)
         plain = plain_loop(cfg, frames, model)
         t0 = time.perf_counter()
         summary = run_inference(cfg, frames, str(model), tmp / f"infer-{stride}", overwrite=True)
@@ -135,8 +136,8 @@ def main() -> int:
         )
     repeats = []
     for k in range(args.repeats):  # the default setting again, Ray Data already warm
-        cfg = load_config(ROOT / "configs" / "demo.yaml", base)
-        summary = run_inference(cfg, frames, str(model), tmp / f"infer-repeat-{k}", overwrite=True)
+        out = tmp / f"infer-repeat-{k}"
+        summary = run_inference(configs[0], frames, str(model), out, overwrite=True)
         repeats.append(summary.figures["livetime_s"] / summary.inference_wall_seconds)
     ray.shutdown()
     report = {
