@@ -9,6 +9,7 @@ failures, each naming the file, the channel and the reason.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import os
@@ -230,6 +231,17 @@ def read_frame(
     :class:`FrameError` naming the file and channel for a missing channel, a
     corrupt or truncated file, or non-finite samples.
     """
+    return crop_decoded(frame, decode_frame(frame, channels), start, end)
+
+
+def decode_frame(frame: FrameFile, channels: Sequence[str]) -> dict[str, tuple[np.ndarray, float]]:
+    """Decode ``channels`` over the whole frame: ``{name: (samples float64, rate Hz)}``.
+
+    lalframe decodes whole vectors whatever span is asked for, so this is the whole
+    cost of reading a frame; :func:`crop_decoded` then keeps a span and checks it.
+    Raises :class:`FrameError` for a missing file or channel, a corrupt or truncated
+    file, or a vector of the wrong length (non-finite samples are not checked here).
+    """
     import lal
     import lalframe
 
@@ -240,11 +252,6 @@ def read_frame(
     missing = [c for c in channels if c not in available]
     if missing:
         raise FrameError(path, "channel not in frame", channel=", ".join(missing))
-    t0 = frame.start if start is None else max(start, frame.start)
-    t1 = frame.end if end is None else min(end, frame.end)
-    if t1 <= t0:
-        raise FrameError(path, f"empty span [{t0}, {t1})")
-    rel0, rel1 = t0 - frame.start, t1 - frame.start
     out = {}
     try:
         stream = lalframe.FrStreamOpen(str(Path(path).parent), Path(path).name)
@@ -253,8 +260,6 @@ def read_frame(
     begin = lal.LIGOTimeGPS(frame.start)
     for name in channels:
         try:
-            # lalframe decodes whole vectors anyway: read the frame, then keep the samples
-            # at frame.start + k / rate with t0 <= t < t1
             series = _read_channel(stream, name, begin, float(frame.duration))
         except (RuntimeError, TypeError, ValueError) as exc:  # lal reports errors this way
             raise FrameError(
@@ -266,15 +271,38 @@ def read_frame(
             raise FrameError(
                 path, f"read {len(data)} samples, expected {frame.duration * rate:.0f}", name
             )
+        out[name] = (data, float(rate))
+    return out
+
+
+def crop_decoded(
+    frame: FrameFile,
+    decoded: dict[str, tuple[np.ndarray, float]],
+    start: float | None = None,
+    end: float | None = None,
+) -> dict[str, tuple[np.ndarray, float, float]]:
+    """The samples of :func:`decode_frame`'s ``decoded`` at ``frame.start + k / rate`` with
+    ``start <= t < end`` (default: the whole frame), as :func:`read_frame` returns them;
+    :class:`FrameError` (naming the first bad sample's GPS time) for non-finite samples
+    there.  The arrays are views of ``decoded``'s."""
+    t0 = frame.start if start is None else max(start, frame.start)
+    t1 = frame.end if end is None else min(end, frame.end)
+    if t1 <= t0:
+        raise FrameError(frame.path, f"empty span [{t0}, {t1})")
+    rel0, rel1 = t0 - frame.start, t1 - frame.start
+    out = {}
+    for name, (whole, rate) in decoded.items():
         k0, k1 = math.ceil(rel0 * rate - 1e-6), math.ceil(rel1 * rate - 1e-6)
-        data = data[k0:k1]
+        data = whole[k0:k1]
         bad = ~np.isfinite(data)
         if bad.any():
             first = frame.start + (k0 + np.flatnonzero(bad)[0]) / rate
             raise FrameError(
-                path, f"{int(bad.sum())} non-finite samples (first at GPS {first:.6f})", name
+                frame.path,
+                f"{int(bad.sum())} non-finite samples (first at GPS {first:.6f})",
+                name,
             )
-        out[name] = (data, float(rate), frame.start + k0 / rate)
+        out[name] = (data, rate, frame.start + k0 / rate)
     return out
 
 
@@ -287,3 +315,17 @@ def make_blocks(frames: list[FrameFile], per_block: int) -> list[list[FrameFile]
         else:
             blocks.append([frame])
     return blocks
+
+
+def make_runs(blocks: list[list[FrameFile]], parts: int, most: int) -> list[list[list[FrameFile]]]:
+    """Split ``blocks`` (in time order) into runs of consecutive blocks for one worker each:
+    at least ``parts`` runs (fewer only when there are fewer blocks), at most ``most``
+    blocks per run, the runs as equal as possible.  A worker that reads its run's blocks
+    in order decodes each boundary frame once (:class:`~glitchflow.io.frame_memory.
+    FrameMemory`)."""
+    if parts < 1 or most < 1:
+        raise ValueError(f"parts ({parts}) and most ({most}) must be >= 1")
+    n = len(blocks)
+    count = min(n, max(parts, math.ceil(n / most)))
+    edges = [round(k * n / count) for k in range(count + 1)] if count else [0]
+    return [blocks[a:b] for a, b in itertools.pairwise(edges)]

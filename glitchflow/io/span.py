@@ -8,7 +8,7 @@ Contiguous frames are stitched into :class:`Segment` objects.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -16,6 +16,10 @@ import numpy as np
 from glitchflow.io.frames import FrameError, FrameFile, read_frame
 
 log = logging.getLogger(__name__)
+
+#: ``read_frame(frame, channels, start=None, end=None)`` or a reader called the same way
+#: (:class:`~glitchflow.io.frame_memory.FrameMemory`)
+FrameReader = Callable[..., dict[str, tuple[np.ndarray, float, float]]]
 
 
 @dataclass
@@ -62,6 +66,7 @@ def read_span(
     start: float | None = None,
     end: float | None = None,
     preloaded: dict[str, dict] | None = None,
+    reader: FrameReader = read_frame,
 ) -> SpanRead:
     """Read ``channels`` over GPS ``[start, end)`` from ``frames`` (sorted, non-overlapping).
 
@@ -69,7 +74,8 @@ def read_span(
     Frames are joined when one starts where the previous ended; anything else is
     a gap.  A frame whose read fails (missing channel, corrupt, NaN/Inf) is a
     failure and leaves a gap.  ``preloaded`` maps a frame path to the result of
-    :func:`~glitchflow.io.frames.read_frame` over the whole frame, to avoid reading it twice.
+    :func:`~glitchflow.io.frames.read_frame` over the whole frame, to avoid reading it twice;
+    ``reader`` reads the others.
     """
     frames = sorted(frames)
     if not frames:
@@ -86,7 +92,7 @@ def read_span(
             if preloaded and frame.path in preloaded:
                 got = _crop(preloaded[frame.path], channels, start, end)
             else:
-                got = read_frame(frame, channels, start, end)
+                got = reader(frame, channels, start, end)
         except FrameError as exc:
             log.warning("skipping frame: %s", exc)
             failures.append(exc)
@@ -148,13 +154,16 @@ def read_padded(
     start: float,
     end: float,
     required: Sequence[str] = (),
+    reader: FrameReader = read_frame,
 ) -> PaddedRead:
     """Read ``channels`` over ``[start, end)`` from ``block`` plus the neighbouring ``frames``.
 
     Each frame of the block is read whole first: a channel that is missing, has
     NaN/Inf samples or is flat (constant) there is dropped for the block and
     reported; the other channels go on.  A frame unreadable as a whole, or
-    missing a ``required`` channel, is an error and leaves a gap.
+    missing a ``required`` channel, is an error and leaves a gap.  ``reader`` reads
+    the frames (a :class:`~glitchflow.io.frame_memory.FrameMemory` shares the boundary
+    frames of consecutive blocks).
     """
     channels = list(channels)
     bad: dict[str, tuple[str, str]] = {}
@@ -163,7 +172,7 @@ def read_padded(
     for frame in block:
         while channels:
             try:
-                data = read_frame(frame, channels)
+                data = reader(frame, channels)
             except FrameError as exc:
                 names = [c for c in (exc.channel or "").split(", ") if c in channels]
                 if not names or any(n in required for n in names) or len(names) == len(channels):
@@ -186,7 +195,7 @@ def read_padded(
         if f.end > start and f.start < end and (f.path not in paths or f.path in preloaded)
     ]
     kept = {p: {c: d[c] for c in channels} for p, d in preloaded.items()}
-    span = read_span(readable, channels, start, end, kept)
+    span = read_span(readable, channels, start, end, kept, reader)
     for path, reason in errors.items():
         span.failures.append(FrameError(path, reason.split(": ", 1)[-1]))
     for err in span.failures:

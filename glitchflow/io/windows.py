@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from glitchflow.io.frame_memory import FrameMemory
 from glitchflow.io.frames import FrameFile
 from glitchflow.io.span import Segment, read_padded
 from glitchflow.signal.conditioner import Conditioner
@@ -110,7 +111,10 @@ class FrameWindowCutter:
     """Turns a frame into window rows with one shared :class:`Conditioner`.
 
     ``frames`` are all frames of the data set (neighbours supply padding);
-    ``channels`` the channels in output order, strain first by convention.
+    ``channels`` the channels in output order, strain first by convention.  The cutter
+    remembers the last frames it decoded (``reader``, by default a new :class:`~glitchflow.
+    io.frame_memory.FrameMemory`), so consecutive blocks given in time order decode each
+    frame once.
     """
 
     def __init__(
@@ -121,6 +125,7 @@ class FrameWindowCutter:
         window: float,
         stride: float,
         device: str = "cpu",
+        reader: FrameMemory | None = None,
     ) -> None:
         self.cond = conditioner
         self.frames = sorted(frames)
@@ -130,12 +135,14 @@ class FrameWindowCutter:
         self.device = device
         self.bins_per_window = round(window / conditioner.time_step)
         self.grid = ReadGrid.of(conditioner)
+        self.reader = FrameMemory() if reader is None else reader
 
     def process(self, block: Sequence[FrameFile]) -> tuple[list[dict], list[FrameReport]]:
         """Window rows for a run of consecutive frames, and one report per frame.
 
         The block is read once, padded with ``edge`` seconds from the neighbouring
-        frames; more frames per block means less padding read twice.
+        frames; a neighbour that is also the previous block's frame, or its neighbour,
+        is not decoded again.
         """
         block = sorted(block)
         reports = {f.path: FrameReport(f.path, f.start, f.end) for f in block}
@@ -151,7 +158,7 @@ class FrameWindowCutter:
         edge = self.cond.edge_seconds
         lo = self.grid.read_start(starts[0])
         hi = math.ceil(starts[-1] + self.window + edge - 1e-9)
-        got = read_padded(block, self.frames, self.channels, lo, hi, required=self.channels[:1])
+        got = read_padded(block, self.frames, self.channels, lo, hi, self.channels[:1], self.reader)
         span, channels = got.span, got.channels
         bad = {name: reason for name, (_, reason) in got.bad.items()}
         for name, (path, reason) in got.bad.items():

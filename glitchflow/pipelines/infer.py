@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 from glitchflow.config import Config
-from glitchflow.io.frames import find_frames, make_blocks
+from glitchflow.io.frames import find_frames, make_blocks, make_runs
 from glitchflow.io.manifest import frame_accounting
 from glitchflow.pipelines.infer_products import SPECTROGRAMS, InferResult, write_products
 from glitchflow.pipelines.infer_windows import WindowPredictor
@@ -41,6 +41,9 @@ from glitchflow.tracking.model_store import resolve_model
 log = logging.getLogger(__name__)
 
 REPORTS = "reports"
+#: the most blocks one actor works through in a row (a run): consecutive blocks share
+#: their boundary frames' decoding, and a retried run redoes at most this many blocks
+BLOCKS_PER_RUN = 8
 #: what a run writes under OUT (a re-run must not mix with them)
 INFER_PRODUCTS = [
     SPECTROGRAMS,
@@ -110,7 +113,8 @@ def run_inference(
     shards = out / SPECTROGRAMS
     if blocks:
         with whole_actor_pool():
-            items = [{"paths": json.dumps([f.path for f in b])} for b in blocks]
+            runs = make_runs(blocks, res.workers, BLOCKS_PER_RUN)
+            items = [{"blocks": json.dumps([[f.path for f in b] for b in run])} for run in runs]
             ds = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
                 WindowPredictor,
                 fn_constructor_kwargs={

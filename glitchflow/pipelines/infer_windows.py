@@ -1,5 +1,9 @@
 """The actor of ``glitchflow infer``: blocks of frames -> windows -> decisions (Ray Data).
 
+An actor is given runs of consecutive blocks and works through each in time order, so
+that a frame on a block boundary, padding for one block and data of the next, is
+decoded once (:class:`~glitchflow.io.frame_memory.FrameMemory`, in the cutter).
+
 Each block's windows are written by the actor that made them, to
 ``spectrograms/windows-<block GPS>-KKKKK.parquet`` (:func:`~glitchflow.io.spectrograms.
 write_shards`: atomic files named by the block, so a retried block replaces its own); the
@@ -81,26 +85,30 @@ class WindowPredictor:
         self.node = ray.get_runtime_context().get_node_id()
 
     def __call__(self, batch: dict) -> dict:
-        """Blocks (JSON lists of frame paths) -> one row per block: its first frame's GPS
-        start, windows written and shard files."""
+        """Runs of consecutive blocks (JSON lists of lists of frame paths) -> one row per
+        block: its first frame's GPS start, windows written and shard files."""
         counts: dict[str, list] = {"gps_start": [], "windows": [], "files": []}
-        for paths in batch["paths"]:
-            block = [self.by_path[p] for p in json.loads(paths)]
-            windows, reports = self.cutter.process(block)
-            rows = self._decide(drop_bad_windows(windows, reports))
-            columns = rows_to_columns(
-                rows, self.predictor.crop, self.infer.window, self.cond.time_step
-            )
-            stem = "windows-" + f"{block[0].start:.3f}".rstrip("0").rstrip(".")
-            files = write_shards(self.shard_dir, stem, columns, self.infer.rows_per_file)
-            for report in reports:  # after the windows: a listed frame's windows are on disk
-                report.worker = self.node
-                name = Path(report.frame).name + ".json"
-                (self.report_dir / name).write_text(json.dumps(report.to_dict()))
-            counts["gps_start"].append(block[0].start)
-            counts["windows"].append(len(rows))
-            counts["files"].append(len(files))
+        for run in batch["blocks"]:
+            for paths in json.loads(run):  # in time order: boundary frames decoded once
+                block = [self.by_path[p] for p in paths]
+                counts["gps_start"].append(block[0].start)
+                windows, files = self._block(block)
+                counts["windows"].append(windows)
+                counts["files"].append(files)
         return {key: np.array(values) for key, values in counts.items()}
+
+    def _block(self, block: list[FrameFile]) -> tuple[int, int]:
+        """Windows of one block -> its shard files and frame reports; (windows, files)."""
+        windows, reports = self.cutter.process(block)
+        rows = self._decide(drop_bad_windows(windows, reports))
+        columns = rows_to_columns(rows, self.predictor.crop, self.infer.window, self.cond.time_step)
+        stem = "windows-" + f"{block[0].start:.3f}".rstrip("0").rstrip(".")
+        files = write_shards(self.shard_dir, stem, columns, self.infer.rows_per_file)
+        for report in reports:  # after the windows: a listed frame's windows are on disk
+            report.worker = self.node
+            name = Path(report.frame).name + ".json"
+            (self.report_dir / name).write_text(json.dumps(report.to_dict()))
+        return len(rows), len(files)
 
     def _decide(self, windows: list[dict]) -> list[dict]:
         import torch

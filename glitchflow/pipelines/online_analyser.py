@@ -24,6 +24,7 @@ import torch
 
 from glitchflow.config import OnlineConfig
 from glitchflow.config.base import validate_model
+from glitchflow.io.frame_memory import FrameMemory
 from glitchflow.io.frames import FrameFile
 from glitchflow.io.windows import (
     FrameWindowCutter,
@@ -81,6 +82,8 @@ class FrameAnalyser:
         torch.set_num_threads(max(1, threads))
         self.online = validate_model(OnlineConfig, online, "online")
         self.device = "cuda" if use_gpu and torch.cuda.is_available() else "cpu"
+        # a frame is the padding of its neighbours' windows: decode it once, not 3 times
+        self.frames = FrameMemory()
         self.load(ckpt, version)
 
     def load(self, ckpt: Checkpoint, version: str) -> str:
@@ -130,6 +133,7 @@ class FrameAnalyser:
             on.window,
             on.stride,
             self.device,
+            self.frames,
         )
         result = FrameResult(own.path, own.start, own.end, self.version)
         if not len(window_starts(own.start, own.end, on.stride)):
