@@ -1,9 +1,11 @@
 """Distributed preprocessing: frames -> conditioned windows -> Parquet shards + manifest.
 
-One Ray Data block per run of consecutive frames; a pool of actors, each
-holding one :class:`~glitchflow.signal.conditioner.Conditioner` (on a GPU
-when its worker has one), reads the block padded with its neighbours,
-conditions it and cuts windows.  Ray Data writes the rows as Parquet under
+Blocks of consecutive frames, grouped in runs of consecutive blocks (one Ray Data
+row each); a pool of actors, each holding one
+:class:`~glitchflow.signal.conditioner.Conditioner` (on a GPU when its worker has
+one), works through a run's blocks in time order, reads each padded with its
+neighbours (a boundary frame decoded once for both blocks), conditions it and cuts
+windows.  Ray Data writes the rows as Parquet under
 ``OUT/shards/``; every frame's fate goes to ``OUT/reports/`` and is summed
 up in ``OUT/manifest.json``: frames in = frames written + frames failed.
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +23,7 @@ import numpy as np
 from glitchflow.config import Config, validate_config
 from glitchflow.io.atomic import write_json_atomic
 from glitchflow.io.channels import resolve_channels
-from glitchflow.io.frames import FrameFile, find_frames, make_blocks
+from glitchflow.io.frames import FrameFile, find_frames, make_blocks, make_runs
 from glitchflow.io.manifest import MANIFEST, REPORTS, SHARDS, Manifest, build_manifest
 from glitchflow.io.windows import FrameWindowCutter
 from glitchflow.pipelines.runtime import (
@@ -38,6 +41,9 @@ log = logging.getLogger(__name__)
 
 #: CPUs of each Parquet write task; kept free beside the actors so writing streams
 WRITE_CPUS = 0.25
+#: the most blocks one actor conditions in a row (a run): consecutive blocks share
+#: their boundary frames' decoding, and a retried run redoes at most this many blocks
+BLOCKS_PER_RUN = 8
 
 
 class BlockConditioner:
@@ -69,17 +75,19 @@ class BlockConditioner:
 
         self.node = ray.get_runtime_context().get_node_id()
 
-    def __call__(self, batch: dict) -> dict:
-        rows: list[dict] = []
-        for paths in batch["paths"]:
-            block = [self.by_path[p] for p in json.loads(paths)]
-            new_rows, reports = self.cutter.process(block)
-            rows.extend(new_rows)
-            for report in reports:
-                report.worker = self.node
-                name = Path(report.frame).name + ".json"
-                (self.report_dir / name).write_text(json.dumps(report.to_dict()))
-        return rows_to_batch(rows, len(self.channels), self.cond)
+    def __call__(self, batch: dict) -> Iterator[dict]:
+        """Runs of consecutive blocks (JSON lists of lists of frame paths) -> one column
+        batch of window rows per block, the blocks in time order so that a frame on a
+        block boundary is decoded once."""
+        for run in batch["blocks"]:
+            for paths in json.loads(run):
+                block = [self.by_path[p] for p in paths]
+                rows, reports = self.cutter.process(block)
+                for report in reports:
+                    report.worker = self.node
+                    name = Path(report.frame).name + ".json"
+                    (self.report_dir / name).write_text(json.dumps(report.to_dict()))
+                yield rows_to_batch(rows, len(self.channels), self.cond)
 
 
 def rows_to_batch(rows: list[dict], n_channels: int, cond) -> dict:
@@ -143,7 +151,8 @@ def run_preprocess(
     report_dir.mkdir()
     if blocks:
         with whole_actor_pool():
-            items = [{"paths": json.dumps([f.path for f in b])} for b in blocks]
+            runs = make_runs(blocks, res.workers, BLOCKS_PER_RUN)
+            items = [{"blocks": json.dumps([[f.path for f in b] for b in run])} for run in runs]
             ds = ray.data.from_items(items, override_num_blocks=len(items))
             ds = ds.map_batches(
                 BlockConditioner,
