@@ -158,6 +158,7 @@ class FrameWindowCutter:
         edge = self.cond.edge_seconds
         lo = self.grid.read_start(starts[0])
         hi = math.ceil(starts[-1] + self.window + edge - 1e-9)
+        self.reader.retain(lo, hi)  # the previous block's frames that this one needs
         got = read_padded(block, self.frames, self.channels, lo, hi, self.channels[:1], self.reader)
         span, channels = got.span, got.channels
         bad = {name: reason for name, (_, reason) in got.bad.items()}
