@@ -317,7 +317,14 @@ def make_blocks(frames: list[FrameFile], per_block: int) -> list[list[FrameFile]
     return blocks
 
 
-def make_runs(blocks: list[list[FrameFile]], parts: int, most: int) -> list[list[list[FrameFile]]]:
+#: the most blocks one worker takes in a row (a run): consecutive blocks share their
+#: boundary frames' decoding, and a retried run redoes at most this many blocks
+BLOCKS_PER_RUN = 8
+
+
+def make_runs(
+    blocks: list[list[FrameFile]], parts: int, most: int = BLOCKS_PER_RUN
+) -> list[list[list[FrameFile]]]:
     """Split ``blocks`` (in time order) into runs of consecutive blocks for one worker each:
     at least ``parts`` runs (fewer only when there are fewer blocks), at most ``most``
     blocks per run, the runs as equal as possible.  A worker that reads its run's blocks

@@ -32,8 +32,9 @@ import numpy as np
 
 from glitchflow.config import Config, SignalConfig
 from glitchflow.io.atomic import atomic_path, write_json_atomic
+from glitchflow.io.frame_memory import FrameMemory
 from glitchflow.io.frame_writer import write_frame
-from glitchflow.io.frames import find_frames, frame_name, make_blocks
+from glitchflow.io.frames import find_frames, frame_name, make_blocks, make_runs
 from glitchflow.models.subtraction import SUBTRACTED, SubtractionModel
 from glitchflow.pipelines.clean_block import clean_segment, read_block
 from glitchflow.pipelines.runtime import (
@@ -66,34 +67,47 @@ class BlockCleaner:
         self.out = Path(out)
         self.tag = tag
         self.dtype = dtype
+        self.memory = FrameMemory()  # boundary frames of consecutive blocks decoded once
 
     def __call__(self, batch: dict) -> dict:
+        """Runs of consecutive blocks (JSON lists of lists of frame paths), each block in
+        time order so that a boundary frame is decoded once -> the run's trigger rows
+        and frame reports (JSON)."""
         rows, reports = [], []
-        for paths in batch["paths"]:
-            got_rows, got_reports = clean_block(
-                self.model,
-                self.cond,
-                json.loads(paths),
-                self.frames,
-                self.out,
-                self.tag,
-                self.dtype,
-            )
-            rows += got_rows
-            reports += got_reports
+        for run in batch["blocks"]:
+            for paths in json.loads(run):
+                got_rows, got_reports = clean_block(
+                    self.model,
+                    self.cond,
+                    paths,
+                    self.frames,
+                    self.out,
+                    self.tag,
+                    self.dtype,
+                    self.memory,
+                )
+                rows += got_rows
+                reports += got_reports
         return {"rows": [json.dumps(rows)], "reports": [json.dumps(reports)]}
 
 
 def clean_block(
-    model, cond, paths: list[str], frames: list, out: Path, tag: str, dtype: str = "float32"
+    model,
+    cond,
+    paths: list[str],
+    frames: list,
+    out: Path,
+    tag: str,
+    dtype: str = "float32",
+    memory: FrameMemory | None = None,
 ):
     """Clean one block, writing frames of ``dtype`` samples; returns (trigger rows, one
-    report per frame of the block)."""
+    report per frame of the block).  ``memory``: see :func:`read_block`."""
 
     s = model.settings
     strain = model.strain_channel
     detector = strain.split(":")[0]
-    read = read_block(paths, frames, strain, model.channels)
+    read = read_block(paths, frames, strain, model.channels, memory)
     mine = sorted((f for f in frames if f[0] in set(paths)), key=lambda f: f[1])
     reports = {p: {"frame": p, "written": False, "reason": read.errors.get(p, "")} for p in paths}
     for name, (frame, why) in read.bad.items():
@@ -167,7 +181,8 @@ def clean_blocks(cfg: Config, frames: list, state: Path, out: Path) -> tuple[lis
     if not blocks:
         return rows, reports
     with whole_actor_pool():
-        items = [{"paths": json.dumps([f.path for f in b])} for b in blocks]
+        runs = make_runs(blocks, res.workers)
+        items = [{"blocks": json.dumps([[f.path for f in b] for b in run])} for run in runs]
         ds = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
             BlockCleaner,
             fn_constructor_kwargs={

@@ -19,7 +19,8 @@ import numpy as np
 import torch
 
 from glitchflow.evaluate.triggers import tile_triggers
-from glitchflow.io.frames import FrameFile
+from glitchflow.io.frame_memory import FrameMemory
+from glitchflow.io.frames import FrameFile, read_frame
 from glitchflow.io.span import Segment, read_padded
 from glitchflow.models.scatter_arches import arch_search
 from glitchflow.models.subtraction import CouplingEquations, SubtractionModel, segment_at
@@ -325,14 +326,23 @@ class BlockRead:
 
 
 def read_block(
-    paths: list[str], frames: list[tuple[str, float, float]], strain: str, witnesses: list[str]
+    paths: list[str],
+    frames: list[tuple[str, float, float]],
+    strain: str,
+    witnesses: list[str],
+    memory: FrameMemory | None = None,
 ) -> BlockRead:
     """Read the block of frame ``paths`` with :data:`PAD` s from its neighbours in ``frames``
-    (``(path, gps_start, duration)`` of the whole span); strain is required."""
+    (``(path, gps_start, duration)`` of the whole span); strain is required.  ``memory``
+    (kept across consecutive blocks) decodes a boundary frame once for both blocks."""
     every = [FrameFile(start, duration, path) for path, start, duration in frames]
     mine = [f for f in every if f.path in set(paths)]
     start, end = min(f.start for f in mine), max(f.end for f in mine)
-    read = read_padded(mine, every, [strain, *witnesses], start - PAD, end + PAD, [strain])
+    reader = read_frame
+    if memory is not None:
+        memory.retain(start - PAD, end + PAD)
+        reader = memory
+    read = read_padded(mine, every, [strain, *witnesses], start - PAD, end + PAD, [strain], reader)
     usable = [c for c in witnesses if c in read.channels]
     return BlockRead(read.span.segments, usable, read.bad, read.errors, start, end)
 

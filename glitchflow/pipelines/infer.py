@@ -41,9 +41,6 @@ from glitchflow.tracking.model_store import resolve_model
 log = logging.getLogger(__name__)
 
 REPORTS = "reports"
-#: the most blocks one actor works through in a row (a run): consecutive blocks share
-#: their boundary frames' decoding, and a retried run redoes at most this many blocks
-BLOCKS_PER_RUN = 8
 #: what a run writes under OUT (a re-run must not mix with them)
 INFER_PRODUCTS = [
     SPECTROGRAMS,
@@ -113,7 +110,7 @@ def run_inference(
     shards = out / SPECTROGRAMS
     if blocks:
         with whole_actor_pool():
-            runs = make_runs(blocks, res.workers, BLOCKS_PER_RUN)
+            runs = make_runs(blocks, res.workers)
             items = [{"blocks": json.dumps([[f.path for f in b] for b in run])} for run in runs]
             ds = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
                 WindowPredictor,

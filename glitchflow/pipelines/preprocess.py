@@ -41,9 +41,6 @@ log = logging.getLogger(__name__)
 
 #: CPUs of each Parquet write task; kept free beside the actors so writing streams
 WRITE_CPUS = 0.25
-#: the most blocks one actor conditions in a row (a run): consecutive blocks share
-#: their boundary frames' decoding, and a retried run redoes at most this many blocks
-BLOCKS_PER_RUN = 8
 
 
 class BlockConditioner:
@@ -151,7 +148,7 @@ def run_preprocess(
     report_dir.mkdir()
     if blocks:
         with whole_actor_pool():
-            runs = make_runs(blocks, res.workers, BLOCKS_PER_RUN)
+            runs = make_runs(blocks, res.workers)
             items = [{"blocks": json.dumps([[f.path for f in b] for b in run])} for run in runs]
             ds = ray.data.from_items(items, override_num_blocks=len(items))
             ds = ds.map_batches(
