@@ -34,7 +34,7 @@ from glitchflow.config import Config, SignalConfig
 from glitchflow.io.atomic import atomic_path, write_json_atomic
 from glitchflow.io.frame_memory import FrameMemory
 from glitchflow.io.frame_writer import write_frame
-from glitchflow.io.frames import find_frames, frame_name, make_blocks, make_runs
+from glitchflow.io.frames import find_frames, frame_name, make_blocks
 from glitchflow.models.subtraction import SUBTRACTED, SubtractionModel
 from glitchflow.pipelines.clean_block import clean_segment, read_block
 from glitchflow.pipelines.runtime import (
@@ -42,6 +42,8 @@ from glitchflow.pipelines.runtime import (
     check_shared_storage,
     check_stage_resources,
     claim_out,
+    run_blocks,
+    run_items,
     whole_actor_pool,
 )
 from glitchflow.signal.conditioner import Conditioner
@@ -74,20 +76,19 @@ class BlockCleaner:
         time order so that a boundary frame is decoded once -> the run's trigger rows
         and frame reports (JSON)."""
         rows, reports = [], []
-        for run in batch["blocks"]:
-            for paths in json.loads(run):
-                got_rows, got_reports = clean_block(
-                    self.model,
-                    self.cond,
-                    paths,
-                    self.frames,
-                    self.out,
-                    self.tag,
-                    self.dtype,
-                    self.memory,
-                )
-                rows += got_rows
-                reports += got_reports
+        for paths in run_blocks(batch):
+            got_rows, got_reports = clean_block(
+                self.model,
+                self.cond,
+                paths,
+                self.frames,
+                self.out,
+                self.tag,
+                self.dtype,
+                self.memory,
+            )
+            rows += got_rows
+            reports += got_reports
         return {"rows": [json.dumps(rows)], "reports": [json.dumps(reports)]}
 
 
@@ -181,8 +182,7 @@ def clean_blocks(cfg: Config, frames: list, state: Path, out: Path) -> tuple[lis
     if not blocks:
         return rows, reports
     with whole_actor_pool():
-        runs = make_runs(blocks, res.workers)
-        items = [{"blocks": json.dumps([[f.path for f in b] for b in run])} for run in runs]
+        items = run_items(blocks, res.workers)
         ds = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
             BlockCleaner,
             fn_constructor_kwargs={

@@ -18,14 +18,13 @@ written or listed as failed; every window is written or listed as skipped.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
 from pathlib import Path
 
 from glitchflow.config import Config
-from glitchflow.io.frames import find_frames, make_blocks, make_runs
+from glitchflow.io.frames import find_frames, make_blocks
 from glitchflow.io.manifest import frame_accounting
 from glitchflow.pipelines.infer_products import SPECTROGRAMS, InferResult, write_products
 from glitchflow.pipelines.infer_windows import WindowPredictor
@@ -34,6 +33,7 @@ from glitchflow.pipelines.runtime import (
     check_shared_storage,
     check_stage_resources,
     claim_out,
+    run_items,
     whole_actor_pool,
 )
 from glitchflow.tracking.model_store import resolve_model
@@ -110,8 +110,7 @@ def run_inference(
     shards = out / SPECTROGRAMS
     if blocks:
         with whole_actor_pool():
-            runs = make_runs(blocks, res.workers)
-            items = [{"blocks": json.dumps([[f.path for f in b] for b in run])} for run in runs]
+            items = run_items(blocks, res.workers)
             ds = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
                 WindowPredictor,
                 fn_constructor_kwargs={

@@ -31,6 +31,7 @@ from glitchflow.io.spectrograms import write_shards
 from glitchflow.io.windows import FrameWindowCutter, drop_bad_windows
 from glitchflow.models.checkpoint import Checkpoint
 from glitchflow.models.inference import Predictor
+from glitchflow.pipelines.runtime import run_blocks
 from glitchflow.signal.conditioner import Conditioner
 
 #: scalar columns of the per-window spectrogram shards (read back by the products)
@@ -88,13 +89,12 @@ class WindowPredictor:
         """Runs of consecutive blocks (JSON lists of lists of frame paths) -> one row per
         block: its first frame's GPS start, windows written and shard files."""
         counts: dict[str, list] = {"gps_start": [], "windows": [], "files": []}
-        for run in batch["blocks"]:
-            for paths in json.loads(run):  # in time order: boundary frames decoded once
-                block = [self.by_path[p] for p in paths]
-                counts["gps_start"].append(block[0].start)
-                windows, files = self._block(block)
-                counts["windows"].append(windows)
-                counts["files"].append(files)
+        for paths in run_blocks(batch):  # in time order: boundary frames decoded once
+            block = [self.by_path[p] for p in paths]
+            counts["gps_start"].append(block[0].start)
+            windows, files = self._block(block)
+            counts["windows"].append(windows)
+            counts["files"].append(files)
         return {key: np.array(values) for key, values in counts.items()}
 
     def _block(self, block: list[FrameFile]) -> tuple[int, int]:

@@ -22,7 +22,7 @@ import numpy as np
 from glitchflow.config import Config, validate_config
 from glitchflow.io.atomic import write_json_atomic
 from glitchflow.io.channels import resolve_channels
-from glitchflow.io.frames import FrameFile, find_frames, make_blocks, make_runs
+from glitchflow.io.frames import FrameFile, find_frames, make_blocks
 from glitchflow.io.manifest import MANIFEST, REPORTS, SHARDS, Manifest, build_manifest
 from glitchflow.io.windows import FrameWindowCutter
 from glitchflow.pipelines.runtime import (
@@ -31,6 +31,8 @@ from glitchflow.pipelines.runtime import (
     check_stage_resources,
     claim_out,
     publish,
+    run_blocks,
+    run_items,
     staging_dir,
     whole_actor_pool,
 )
@@ -80,15 +82,13 @@ class BlockConditioner:
         """Runs of consecutive blocks (JSON lists of lists of frame paths) -> one column
         batch of window rows per block, the blocks in time order so that a frame on a
         block boundary is decoded once."""
-        for run in batch["blocks"]:
-            for paths in json.loads(run):
-                block = [self.by_path[p] for p in paths]
-                rows, reports = self.cutter.process(block)
-                for report in reports:
-                    report.worker = self.node
-                    name = Path(report.frame).name + ".json"
-                    (self.report_dir / name).write_text(json.dumps(report.to_dict()))
-                yield rows_to_batch(rows, len(self.channels), self.cond)
+        for paths in run_blocks(batch):
+            rows, reports = self.cutter.process([self.by_path[p] for p in paths])
+            for report in reports:
+                report.worker = self.node
+                name = Path(report.frame).name + ".json"
+                (self.report_dir / name).write_text(json.dumps(report.to_dict()))
+            yield rows_to_batch(rows, len(self.channels), self.cond)
 
 
 def rows_to_batch(rows: list[dict], n_channels: int, cond) -> dict:
@@ -152,8 +152,7 @@ def run_preprocess(
     report_dir.mkdir()
     if blocks:
         with whole_actor_pool():
-            runs = make_runs(blocks, res.workers, BLOCKS_PER_TASK)
-            items = [{"blocks": json.dumps([[f.path for f in b] for b in run])} for run in runs]
+            items = run_items(blocks, res.workers, BLOCKS_PER_TASK)
             ds = ray.data.from_items(items, override_num_blocks=len(items))
             ds = ds.map_batches(
                 BlockConditioner,

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
+
+from glitchflow.io.frames import BLOCKS_PER_RUN, make_runs
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +129,20 @@ def block_actor_pool(size: int):
     import ray
 
     return ray.data.ActorPoolStrategy(size=size, max_tasks_in_flight_per_actor=1)
+
+
+def run_items(blocks: list, workers: int, most: int = BLOCKS_PER_RUN) -> list[dict]:
+    """Ray Data rows for a :func:`block_actor_pool`: runs of consecutive blocks of frames
+    (:func:`~glitchflow.io.frames.make_runs`), each row a JSON list of its blocks' frame
+    paths, so that an actor reads a boundary frame once for both of its blocks."""
+    runs = make_runs(blocks, workers, most)
+    return [{"blocks": json.dumps([[f.path for f in b] for b in run])} for run in runs]
+
+
+def run_blocks(batch: dict) -> Iterator[list[str]]:
+    """The frame paths of each block of a batch of :func:`run_items` rows, in time order."""
+    for run in batch["blocks"]:
+        yield from json.loads(run)
 
 
 @contextlib.contextmanager
