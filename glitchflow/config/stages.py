@@ -30,7 +30,7 @@ class PreprocessConfig(Strict):
         4, ge=1, description="consecutive frames conditioned together (one Ray Data block)"
     )
     resources: ResourcesConfig = ResourcesConfig(workers=2, cpus_per_worker=0.5)
-    rows_per_file: int = Field(64, ge=1, description="windows per Parquet file")
+    rows_per_file: int = Field(64, ge=1, description="most windows per Parquet file of a block")
 
 
 class HvetoConfig(Strict):

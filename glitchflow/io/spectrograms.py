@@ -87,26 +87,41 @@ def _arrow_column(name: str, values: np.ndarray) -> tuple[pa.Field, pa.Array]:
 def write_shards(
     directory: str | Path, stem: str, columns: dict[str, np.ndarray], rows_per_file: int
 ) -> list[Path]:
-    """Write ``columns`` (each ``(rows, ...)``, the same ``rows``) as
-    ``directory/stem-KKKKK.parquet`` files of at most ``rows_per_file`` rows; each file
-    appears whole or not at all, and files of ``stem`` from an earlier write that this
-    one did not replace are removed.  Returns the paths (none for zero rows)."""
-    if rows_per_file < 1:
-        raise ValueError(f"rows_per_file must be >= 1, got {rows_per_file}")
+    """Write ``columns`` (each ``(rows, ...)``, the same ``rows``) with
+    :func:`write_table_shards`, fixed-shape columns as fixed-size lists with their shape
+    in the field's metadata.  Returns the paths (none for zero rows)."""
     lengths = {name: len(values) for name, values in columns.items()}
     if len(set(lengths.values())) > 1:
         raise ValueError(f"columns of different lengths: {lengths}")
-    rows = next(iter(lengths.values()), 0)
+    if not lengths or not next(iter(lengths.values())):
+        return write_table_shards(directory, stem, None, rows_per_file)
+    fields, arrays = zip(*(_arrow_column(n, np.asarray(v)) for n, v in columns.items()))
+    table = pa.Table.from_arrays(list(arrays), schema=pa.schema(list(fields)))
+    return write_table_shards(directory, stem, table, rows_per_file)
+
+
+def block_stem(gps_start: float) -> str:
+    """File stem of a block's shards: ``windows-<GPS start of its first frame>``."""
+    return "windows-" + f"{gps_start:.3f}".rstrip("0").rstrip(".")
+
+
+def write_table_shards(
+    directory: str | Path, stem: str, table: pa.Table | None, rows_per_file: int
+) -> list[Path]:
+    """Write ``table`` as ``directory/stem-KKKKK.parquet`` files of at most
+    ``rows_per_file`` rows; each file appears whole or not at all, and files of ``stem``
+    from an earlier write that this one did not replace are removed (a retried block
+    replaces its own files).  Returns the paths (none for ``None`` or zero rows)."""
+    if rows_per_file < 1:
+        raise ValueError(f"rows_per_file must be >= 1, got {rows_per_file}")
+    rows = 0 if table is None else table.num_rows
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     paths = []
     for k, first in enumerate(range(0, rows, rows_per_file)):
-        part = slice(first, first + rows_per_file)
-        fields, arrays = zip(*(_arrow_column(n, np.asarray(v)[part]) for n, v in columns.items()))
-        table = pa.Table.from_arrays(list(arrays), schema=pa.schema(list(fields)))
         path = directory / f"{stem}-{k:05d}.parquet"
         with atomic_path(path) as tmp:
-            pq.write_table(table, tmp)
+            pq.write_table(table.slice(first, rows_per_file), tmp)
         paths.append(path)
     own = re.compile(re.escape(stem) + r"-\d{5}\.parquet")
     for stale in {p for p in directory.iterdir() if own.fullmatch(p.name)} - set(paths):

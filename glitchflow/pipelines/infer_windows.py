@@ -27,7 +27,7 @@ import numpy as np
 from glitchflow.config import InferConfig
 from glitchflow.config.base import validate_model
 from glitchflow.io.frames import FrameFile
-from glitchflow.io.spectrograms import write_shards
+from glitchflow.io.spectrograms import block_stem, write_shards
 from glitchflow.io.windows import FrameWindowCutter, drop_bad_windows
 from glitchflow.models.checkpoint import Checkpoint
 from glitchflow.models.inference import Predictor
@@ -102,7 +102,7 @@ class WindowPredictor:
         windows, reports = self.cutter.process(block)
         rows = self._decide(drop_bad_windows(windows, reports))
         columns = rows_to_columns(rows, self.predictor.crop, self.infer.window, self.cond.time_step)
-        stem = "windows-" + f"{block[0].start:.3f}".rstrip("0").rstrip(".")
+        stem = block_stem(block[0].start)
         files = write_shards(self.shard_dir, stem, columns, self.infer.rows_per_file)
         for report in reports:  # after the windows: a listed frame's windows are on disk
             report.worker = self.node

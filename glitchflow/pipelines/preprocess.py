@@ -1,12 +1,15 @@
 """Distributed preprocessing: frames -> conditioned windows -> Parquet shards + manifest.
 
-Blocks of consecutive frames, two consecutive blocks per task (one Ray Data row); a
-pool of actors, each holding one :class:`~glitchflow.signal.conditioner.Conditioner`
-(on a GPU when its worker has one), works through a task's blocks in time order,
-reads each padded with its neighbours (their boundary frame decoded once for both),
-conditions it and cuts windows.  Ray Data writes the rows as Parquet under
-``OUT/shards/``; every frame's fate goes to ``OUT/reports/`` and is summed
-up in ``OUT/manifest.json``: frames in = frames written + frames failed.
+Blocks of consecutive frames, runs of up to eight consecutive blocks per task (one Ray
+Data row, at least one run per actor); a pool of actors, each holding one
+:class:`~glitchflow.signal.conditioner.Conditioner` (on a GPU when its worker has one),
+works through a run's blocks in time order, reads each padded with its neighbours
+(their boundary frame decoded once for both), conditions it, cuts windows and writes
+them itself as ``OUT/shards/windows-<block GPS>-KKKKK.parquet`` (Ray Data's tensor
+columns, so ``ray.data.read_parquet`` reads them as before).  The windows never wait in
+the object store for a writer, so an actor holds one block's windows however long its
+run.  Every frame's fate goes to ``OUT/reports/`` and is summed up in
+``OUT/manifest.json``: frames in = frames written + frames failed.
 """
 
 from __future__ import annotations
@@ -14,7 +17,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +26,7 @@ from glitchflow.io.atomic import write_json_atomic
 from glitchflow.io.channels import resolve_channels
 from glitchflow.io.frames import FrameFile, find_frames, make_blocks
 from glitchflow.io.manifest import MANIFEST, REPORTS, SHARDS, Manifest, build_manifest
+from glitchflow.io.spectrograms import block_stem, write_table_shards
 from glitchflow.io.windows import FrameWindowCutter
 from glitchflow.pipelines.runtime import (
     block_actor_pool,
@@ -40,14 +43,6 @@ from glitchflow.signal.conditioner import Conditioner
 
 log = logging.getLogger(__name__)
 
-#: CPUs of each Parquet write task; kept free beside the actors so writing streams
-WRITE_CPUS = 0.25
-#: blocks per task.  Consecutive blocks share their boundary frame's decoding, but an
-#: actor's windows then run ahead of the Parquet writers: on 32 bench frames, 2 CPUs,
-#: 1 / 2 / 8 blocks per task gave 427 / 463 / 591 channel-s/s at a peak memory 1.03 /
-#: 1.18 / 1.39x the 8-frame run's (target <= 1.2)
-BLOCKS_PER_TASK = 2
-
 
 class BlockConditioner:
     """Ray Data callable class: one Conditioner per actor, one block of frames per call."""
@@ -58,6 +53,8 @@ class BlockConditioner:
         frames: list[tuple[str, float, float]],
         channels: list[str],
         report_dir: str,
+        shard_dir: str,
+        rows_per_file: int,
         use_gpu: bool,
         threads: int,
     ) -> None:
@@ -73,22 +70,47 @@ class BlockConditioner:
         )
         self.by_path = {f.path: f for f in files}
         self.report_dir = Path(report_dir)
+        self.shard_dir = Path(shard_dir)
+        self.rows_per_file = rows_per_file
         self.channels = channels
         import ray
 
         self.node = ray.get_runtime_context().get_node_id()
 
-    def __call__(self, batch: dict) -> Iterator[dict]:
-        """Runs of consecutive blocks (JSON lists of lists of frame paths) -> one column
-        batch of window rows per block, the blocks in time order so that a frame on a
-        block boundary is decoded once."""
-        for paths in run_blocks(batch):
-            rows, reports = self.cutter.process([self.by_path[p] for p in paths])
-            for report in reports:
+    def __call__(self, batch: dict) -> dict:
+        """Runs of consecutive blocks (JSON lists of lists of frame paths) -> one row per
+        block: its first frame's GPS start, windows written and shard files."""
+        counts: dict[str, list] = {"gps_start": [], "windows": [], "files": []}
+        for paths in run_blocks(batch):  # in time order: boundary frames decoded once
+            block = [self.by_path[p] for p in paths]
+            rows, reports = self.cutter.process(block)
+            table = batch_to_table(rows_to_batch(rows, len(self.channels), self.cond))
+            files = write_table_shards(
+                self.shard_dir, block_stem(block[0].start), table, self.rows_per_file
+            )
+            for report in reports:  # after the windows: a listed frame's windows are on disk
                 report.worker = self.node
                 name = Path(report.frame).name + ".json"
                 (self.report_dir / name).write_text(json.dumps(report.to_dict()))
-            yield rows_to_batch(rows, len(self.channels), self.cond)
+            counts["gps_start"].append(block[0].start)
+            counts["windows"].append(len(rows))
+            counts["files"].append(len(files))
+        return {key: np.array(values) for key, values in counts.items()}
+
+
+def batch_to_table(batch: dict):
+    """Arrow table of a column batch as Ray Data writes one: ``(rows, ...)`` arrays of
+    more than one dimension as Ray's tensor extension columns, the rest as plain ones."""
+    import pyarrow as pa
+    from ray.data.extensions import ArrowTensorArray
+
+    columns = {}
+    for name, values in batch.items():
+        if values.ndim > 1:
+            columns[name] = ArrowTensorArray.from_numpy(np.ascontiguousarray(values))
+        else:
+            columns[name] = pa.array(values.tolist() if values.dtype == object else values)
+    return pa.table(columns)
 
 
 def rows_to_batch(rows: list[dict], n_channels: int, cond) -> dict:
@@ -141,7 +163,7 @@ def run_preprocess(
         "preprocess: %d frames in %d blocks, %d channels", len(frames), len(blocks), len(channels)
     )
     res = cfg.preprocess.resources
-    check_stage_resources(res, "preprocess", WRITE_CPUS)
+    check_stage_resources(res, "preprocess")
     # checks above fail before OUT is touched
     out = claim_out(out, [SHARDS, REPORTS, MANIFEST], "preprocess", overwrite)
     check_shared_storage(frames_dir, out)
@@ -150,9 +172,10 @@ def run_preprocess(
     staging = staging_dir(out, "preprocess")
     report_dir = staging / REPORTS
     report_dir.mkdir()
+    (staging / SHARDS).mkdir()
     if blocks:
         with whole_actor_pool():
-            items = run_items(blocks, res.workers, BLOCKS_PER_TASK)
+            items = run_items(blocks, res.workers)
             ds = ray.data.from_items(items, override_num_blocks=len(items))
             ds = ds.map_batches(
                 BlockConditioner,
@@ -161,6 +184,8 @@ def run_preprocess(
                     "frames": [(f.path, f.start, f.duration) for f in frames],
                     "channels": channels,
                     "report_dir": str(report_dir.resolve()),
+                    "shard_dir": str((staging / SHARDS).resolve()),
+                    "rows_per_file": cfg.preprocess.rows_per_file,
                     "use_gpu": res.gpus_per_worker > 0,
                     "threads": max(1, int(res.cpus_per_worker)),
                 },
@@ -169,10 +194,12 @@ def run_preprocess(
                 num_cpus=res.cpus_per_worker,
                 num_gpus=res.gpus_per_worker,
             )
-            ds.write_parquet(
-                str((staging / SHARDS).resolve()),
-                min_rows_per_file=cfg.preprocess.rows_per_file,
-                ray_remote_args={"num_cpus": WRITE_CPUS},
+            written = ds.take_all()  # a row of counts per block; the actors wrote the windows
+            log.info(
+                "preprocess: %d windows in %d shard files from %d blocks",
+                sum(int(r["windows"]) for r in written),
+                sum(int(r["files"]) for r in written),
+                len(written),
             )
     wall = time.perf_counter() - t0
     manifest = build_manifest(cfg, found, channels, report_dir, staging / SHARDS, wall)

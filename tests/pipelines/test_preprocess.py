@@ -45,7 +45,7 @@ def test_counts_schema_and_glitch_across_a_frame_boundary(tmp_path, ray_local):
         [T0, T0 + 16, T0 + 32],
         glitches=[(STRAIN, boundary + 0.01, 90.0, 8.0), ("V1:AUX_A", boundary + 0.01, 90.0, 8.0)],
     )
-    cfg = _config()
+    cfg = _config("preprocess.rows_per_file=3")
     manifest = run_preprocess(cfg, tmp_path / "frames", tmp_path / "out")
     assert manifest.frames_in == 3 == manifest.frames_written
     assert manifest.frames_failed == []
@@ -56,6 +56,14 @@ def test_counts_schema_and_glitch_across_a_frame_boundary(tmp_path, ray_local):
     assert len(rows) == manifest.windows_written
     assert np.allclose(rows.gps_start % 3, 0) and np.allclose(rows.gps_end - rows.gps_start, 6)
     assert rows.channels.iloc[0] == ";".join(manifest.channels)
+    # the actors wrote each block's windows as files named by the block, at most
+    # rows_per_file each, with Ray Data's tensor columns (what training reads)
+    files = sorted(p.name for p in (tmp_path / "out" / "shards").glob("*.parquet"))
+    assert set(files) == set(manifest.shard_files)
+    assert {f.rsplit("-", 1)[0] for f in files} == {f"windows-{t}" for t in (T0, T0 + 16, T0 + 32)}
+    assert max(manifest.shard_files.values()) == 3 < len(rows) == sum(manifest.shard_files.values())
+    batch = ray_local.data.read_parquet(str(tmp_path / "out" / "shards")).take_batch(4)
+    assert batch["spectrogram"].shape == (4, 3, 64, 256) and batch["max_snr2"].shape == (4, 3)
     # only windows within the padding of the data's start and end are skipped
     edge = Conditioner(cfg.signal).edge_seconds
     for skip in manifest.windows_skipped:
@@ -135,8 +143,9 @@ def test_gap_between_frames_is_reported(tmp_path, ray_local):
 
 
 def test_a_second_run_into_the_same_out_is_refused_or_replaces_never_mixes(tmp_path, ray_local):
-    """Ray's write_parquet adds shards beside old ones: a re-run is refused unless
-    --overwrite, which replaces the products (and leaves the user's own files)."""
+    """A run's shards would sit beside an earlier run's (its blocks' files are not this
+    run's): a re-run is refused unless --overwrite, which replaces the products (and
+    leaves the user's own files)."""
     write_test_frames(tmp_path / "frames", [T0, T0 + 16])
     out = tmp_path / "out"
     out.mkdir()
