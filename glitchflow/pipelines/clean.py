@@ -38,13 +38,11 @@ from glitchflow.io.frames import find_frames, frame_name, make_blocks
 from glitchflow.models.subtraction import SUBTRACTED, SubtractionModel
 from glitchflow.pipelines.clean_block import clean_segment, read_block
 from glitchflow.pipelines.runtime import (
-    block_actor_pool,
     check_shared_storage,
     check_stage_resources,
     claim_out,
+    map_block_runs,
     run_blocks,
-    run_items,
-    whole_actor_pool,
 )
 from glitchflow.signal.conditioner import Conditioner
 from glitchflow.tracking.model_store import resolve_subtraction
@@ -174,32 +172,22 @@ def clean_blocks(cfg: Config, frames: list, state: Path, out: Path) -> tuple[lis
     """Clean ``frames`` block by block on Ray Data (:class:`BlockCleaner` actors holding
     the subtraction model saved at ``state``), writing cleaned frames under ``out``;
     returns the per-glitch rows and the per-frame reports."""
-    import ray
-
     res = cfg.clean.resources
     blocks = make_blocks(frames, cfg.clean.frames_per_block)
     rows, reports = [], []
     if not blocks:
         return rows, reports
-    with whole_actor_pool():
-        items = run_items(blocks, res.workers)
-        ds = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
-            BlockCleaner,
-            fn_constructor_kwargs={
-                "model_state": str(state),
-                "frames": [(f.path, f.start, f.duration) for f in frames],
-                "out": str(out),
-                "tag": cfg.clean.frame_tag,
-                "dtype": cfg.clean.output_dtype,
-                "threads": max(1, math.floor(res.cpus_per_worker)),
-            },
-            batch_size=1,
-            compute=block_actor_pool(min(res.workers, len(items))),
-            num_cpus=res.cpus_per_worker,
-        )
-        for item in ds.take_all():
-            rows += json.loads(item["rows"])
-            reports += json.loads(item["reports"])
+    kwargs = {
+        "model_state": str(state),
+        "frames": [(f.path, f.start, f.duration) for f in frames],
+        "out": str(out),
+        "tag": cfg.clean.frame_tag,
+        "dtype": cfg.clean.output_dtype,
+        "threads": max(1, math.floor(res.cpus_per_worker)),
+    }
+    for item in map_block_runs(blocks, BlockCleaner, kwargs, res):
+        rows += json.loads(item["rows"])
+        reports += json.loads(item["reports"])
     return rows, reports
 
 

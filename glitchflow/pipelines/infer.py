@@ -29,12 +29,11 @@ from glitchflow.io.manifest import frame_accounting
 from glitchflow.pipelines.infer_products import SPECTROGRAMS, InferResult, write_products
 from glitchflow.pipelines.infer_windows import WindowPredictor
 from glitchflow.pipelines.runtime import (
-    block_actor_pool,
     check_shared_storage,
     check_stage_resources,
     claim_out,
-    run_items,
-    whole_actor_pool,
+    log_shards_written,
+    map_block_runs,
 )
 from glitchflow.tracking.model_store import resolve_model
 
@@ -75,7 +74,6 @@ def run_inference(
 
     A previous run's products in ``out`` are refused (its spectrogram shards would mix
     with this run's) unless ``overwrite`` replaces them."""
-    import ray
 
     t0 = time.perf_counter()
     inf = cfg.infer
@@ -109,30 +107,15 @@ def run_inference(
     )
     shards = out / SPECTROGRAMS
     if blocks:
-        with whole_actor_pool():
-            items = run_items(blocks, res.workers)
-            ds = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
-                WindowPredictor,
-                fn_constructor_kwargs={
-                    "ckpt": ckpt,
-                    "infer": inf.model_dump(mode="json"),
-                    "frames": [(f.path, f.start, f.duration) for f in found.frames],
-                    "report_dir": str(out / REPORTS),
-                    "shard_dir": str(shards),
-                    "use_gpu": res.gpus_per_worker > 0,
-                    "threads": max(1, math.floor(res.cpus_per_worker)),
-                },
-                batch_size=1,
-                compute=block_actor_pool(res.workers),
-                num_cpus=res.cpus_per_worker,
-                num_gpus=res.gpus_per_worker,
-            )
-            written = ds.take_all()  # a row of counts per block; the actors wrote the windows
-            log.info(
-                "infer: %d windows in %d shard files from %d blocks",
-                sum(int(r["windows"]) for r in written),
-                sum(int(r["files"]) for r in written),
-                len(written),
-            )
+        kwargs = {
+            "ckpt": ckpt,
+            "infer": inf.model_dump(mode="json"),
+            "frames": [(f.path, f.start, f.duration) for f in found.frames],
+            "report_dir": str(out / REPORTS),
+            "shard_dir": str(shards),
+            "use_gpu": res.gpus_per_worker > 0,
+            "threads": max(1, math.floor(res.cpus_per_worker)),
+        }
+        log_shards_written("infer", map_block_runs(blocks, WindowPredictor, kwargs, res))
     accounting = frame_accounting(found, out / REPORTS)
     return write_products(cfg, out, model, found, accounting, hveto, time.perf_counter() - t0)

@@ -29,15 +29,14 @@ from glitchflow.io.manifest import MANIFEST, REPORTS, SHARDS, Manifest, build_ma
 from glitchflow.io.spectrograms import block_stem, write_table_shards
 from glitchflow.io.windows import FrameWindowCutter
 from glitchflow.pipelines.runtime import (
-    block_actor_pool,
     check_shared_storage,
     check_stage_resources,
     claim_out,
+    log_shards_written,
+    map_block_runs,
     publish,
     run_blocks,
-    run_items,
     staging_dir,
-    whole_actor_pool,
 )
 from glitchflow.signal.conditioner import Conditioner
 
@@ -45,7 +44,7 @@ log = logging.getLogger(__name__)
 
 
 class BlockConditioner:
-    """Ray Data callable class: one Conditioner per actor, one block of frames per call."""
+    """Ray Data callable class: one Conditioner per actor, a run of blocks per call."""
 
     def __init__(
         self,
@@ -152,7 +151,6 @@ def run_preprocess(
 
     A previous run's shards, reports and manifest in ``out`` are refused (they would
     mix with this run's) unless ``overwrite`` replaces them."""
-    import ray
 
     t0 = time.perf_counter()
     found = find_frames(frames_dir)
@@ -174,33 +172,17 @@ def run_preprocess(
     report_dir.mkdir()
     (staging / SHARDS).mkdir()
     if blocks:
-        with whole_actor_pool():
-            items = run_items(blocks, res.workers)
-            ds = ray.data.from_items(items, override_num_blocks=len(items))
-            ds = ds.map_batches(
-                BlockConditioner,
-                fn_constructor_kwargs={
-                    "config": cfg.model_dump(mode="json"),
-                    "frames": [(f.path, f.start, f.duration) for f in frames],
-                    "channels": channels,
-                    "report_dir": str(report_dir.resolve()),
-                    "shard_dir": str((staging / SHARDS).resolve()),
-                    "rows_per_file": cfg.preprocess.rows_per_file,
-                    "use_gpu": res.gpus_per_worker > 0,
-                    "threads": max(1, int(res.cpus_per_worker)),
-                },
-                batch_size=1,
-                compute=block_actor_pool(res.workers),
-                num_cpus=res.cpus_per_worker,
-                num_gpus=res.gpus_per_worker,
-            )
-            written = ds.take_all()  # a row of counts per block; the actors wrote the windows
-            log.info(
-                "preprocess: %d windows in %d shard files from %d blocks",
-                sum(int(r["windows"]) for r in written),
-                sum(int(r["files"]) for r in written),
-                len(written),
-            )
+        kwargs = {
+            "config": cfg.model_dump(mode="json"),
+            "frames": [(f.path, f.start, f.duration) for f in frames],
+            "channels": channels,
+            "report_dir": str(report_dir.resolve()),
+            "shard_dir": str((staging / SHARDS).resolve()),
+            "rows_per_file": cfg.preprocess.rows_per_file,
+            "use_gpu": res.gpus_per_worker > 0,
+            "threads": max(1, int(res.cpus_per_worker)),
+        }
+        log_shards_written("preprocess", map_block_runs(blocks, BlockConditioner, kwargs, res))
     wall = time.perf_counter() - t0
     manifest = build_manifest(cfg, found, channels, report_dir, staging / SHARDS, wall)
     write_json_atomic(staging / MANIFEST, manifest.to_dict())

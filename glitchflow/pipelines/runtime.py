@@ -145,6 +145,38 @@ def run_blocks(batch: dict) -> Iterator[list[str]]:
         yield from json.loads(run)
 
 
+def map_block_runs(blocks: list, actor: type, kwargs: dict, resources) -> list[dict]:
+    """Every block of frames through a :func:`block_actor_pool` of ``resources.workers``
+    actors of class ``actor`` (built with ``kwargs``; called with :func:`run_items` rows,
+    which it reads with :func:`run_blocks`), the pool whole before the first run; the
+    rows the actors return, in no particular order.  ``resources``: a
+    :class:`~glitchflow.config.ResourcesConfig`."""
+    import ray
+
+    with whole_actor_pool():
+        items = run_items(blocks, resources.workers)
+        ds = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
+            actor,
+            fn_constructor_kwargs=kwargs,
+            batch_size=1,
+            compute=block_actor_pool(min(resources.workers, len(items))),
+            num_cpus=resources.cpus_per_worker,
+            num_gpus=resources.gpus_per_worker,
+        )
+        return ds.take_all()
+
+
+def log_shards_written(what: str, rows: list[dict]) -> None:
+    """Log the totals of :func:`map_block_runs` rows of per-block ``windows``/``files``."""
+    log.info(
+        "%s: %d windows in %d shard files from %d blocks",
+        what,
+        sum(int(r["windows"]) for r in rows),
+        sum(int(r["files"]) for r in rows),
+        len(rows),
+    )
+
+
 @contextlib.contextmanager
 def whole_actor_pool(timeout_s: int = ACTOR_POOL_START_S):
     """Datasets made and run inside send their first block only once every actor of their
