@@ -303,8 +303,8 @@ def release_orphaned_placement_groups() -> list[str]:
 def claim_out(out: str | Path, products: list[str], stage: str, overwrite: bool) -> Path:
     """Make ``out`` ready for a stage that writes ``products`` (names under ``out``).
 
-    Products of a previous run would mix with this run's (Ray writes shards next to the
-    ones already there, readers take them all), so they are refused with a clear error,
+    Products of a previous run would mix with this run's (shards are written next to
+    the ones already there, readers take them all), so they are refused with a clear error,
     or removed first when ``overwrite`` is set.  Other files in ``out`` are left alone.
     """
     import shutil
