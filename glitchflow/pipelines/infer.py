@@ -74,7 +74,6 @@ def run_inference(
 
     A previous run's products in ``out`` are refused (its spectrogram shards would mix
     with this run's) unless ``overwrite`` replaces them."""
-
     t0 = time.perf_counter()
     inf = cfg.infer
     model = resolve_model(model_uri, tracking_uri)  # fails fast, before OUT is touched

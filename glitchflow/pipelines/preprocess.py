@@ -62,16 +62,15 @@ class BlockConditioner:
         torch.set_num_threads(max(1, threads))
         cfg = validate_config(config)
         device = "cuda" if use_gpu and torch.cuda.is_available() else "cpu"
-        self.cond = Conditioner(cfg.signal).to(device)
+        cond = Conditioner(cfg.signal).to(device)
         files = [FrameFile(start, duration, path) for path, start, duration in frames]
         self.cutter = FrameWindowCutter(
-            self.cond, files, channels, cfg.preprocess.window, cfg.preprocess.stride, device
+            cond, files, channels, cfg.preprocess.window, cfg.preprocess.stride, device
         )
         self.by_path = {f.path: f for f in files}
         self.report_dir = Path(report_dir)
         self.shard_dir = Path(shard_dir)
         self.rows_per_file = rows_per_file
-        self.channels = channels
         import ray
 
         self.node = ray.get_runtime_context().get_node_id()
@@ -83,7 +82,7 @@ class BlockConditioner:
         for paths in run_blocks(batch):  # in time order: boundary frames decoded once
             block = [self.by_path[p] for p in paths]
             rows, reports = self.cutter.process(block)
-            table = batch_to_table(rows_to_batch(rows, len(self.channels), self.cond))
+            table = rows_to_table(rows)
             files = write_table_shards(
                 self.shard_dir, block_stem(block[0].start), table, self.rows_per_file
             )
@@ -97,47 +96,36 @@ class BlockConditioner:
         return {key: np.array(values) for key, values in counts.items()}
 
 
-def batch_to_table(batch: dict):
-    """Arrow table of a column batch as Ray Data writes one: ``(rows, ...)`` arrays of
-    more than one dimension as Ray's tensor extension columns, the rest as plain ones."""
+def rows_to_table(rows: list[dict]):
+    """Arrow table of window rows as Ray Data writes one: the spectrograms and their
+    per-channel largest SNR^2 as Ray's tensor columns, so ``ray.data.read_parquet`` gives
+    ``(rows, channels, frequencies, bins)`` / ``(rows, channels)`` float32 arrays;
+    ``None`` for no rows."""
+    if not rows:
+        return None
     import pyarrow as pa
     from ray.data.extensions import ArrowTensorArray
 
-    columns = {}
-    for name, values in batch.items():
-        if values.ndim > 1:
-            columns[name] = ArrowTensorArray.from_numpy(np.ascontiguousarray(values))
-        else:
-            columns[name] = pa.array(values.tolist() if values.dtype == object else values)
-    return pa.table(columns)
+    def tensor(key: str):
+        stacked = np.stack([r[key] for r in rows]).astype(np.float32, copy=False)
+        return ArrowTensorArray.from_numpy(stacked)
 
+    def column(key: str, kind, value=lambda v: v):
+        return pa.array([value(r[key]) for r in rows], kind)
 
-def rows_to_batch(rows: list[dict], n_channels: int, cond) -> dict:
-    """Column batch (numpy) from window rows; zero rows keep the schema."""
-    shape = (n_channels, cond.qtransform.n_freq)
-    if not rows:
-        return {
-            "gps_start": np.zeros(0),
-            "gps_end": np.zeros(0),
-            "channels": np.array([], dtype=object),
-            "spectrogram": np.zeros((0, *shape, 0), dtype=np.float32),
-            "max_snr2": np.zeros((0, n_channels), dtype=np.float32),
-            "gap": np.zeros(0, dtype=bool),
-            "bad": np.zeros(0, dtype=bool),
-            "bad_channels": np.array([], dtype=object),
-            "frame": np.array([], dtype=object),
+    return pa.table(
+        {
+            "gps_start": column("gps_start", pa.float64()),
+            "gps_end": column("gps_end", pa.float64()),
+            "channels": column("channels", pa.string(), ";".join),
+            "spectrogram": tensor("spectrogram"),
+            "max_snr2": tensor("max_snr2"),
+            "gap": column("gap", pa.bool_()),
+            "bad": column("bad", pa.bool_()),
+            "bad_channels": column("bad_channels", pa.string()),
+            "frame": column("frame", pa.string()),
         }
-    return {
-        "gps_start": np.array([r["gps_start"] for r in rows]),
-        "gps_end": np.array([r["gps_end"] for r in rows]),
-        "channels": np.array([";".join(r["channels"]) for r in rows], dtype=object),
-        "spectrogram": np.stack([r["spectrogram"] for r in rows]),
-        "max_snr2": np.stack([r["max_snr2"] for r in rows]).astype(np.float32),
-        "gap": np.array([r["gap"] for r in rows]),
-        "bad": np.array([r["bad"] for r in rows]),
-        "bad_channels": np.array([r["bad_channels"] for r in rows], dtype=object),
-        "frame": np.array([r["frame"] for r in rows], dtype=object),
-    }
+    )
 
 
 def run_preprocess(
@@ -151,7 +139,6 @@ def run_preprocess(
 
     A previous run's shards, reports and manifest in ``out`` are refused (they would
     mix with this run's) unless ``overwrite`` replaces them."""
-
     t0 = time.perf_counter()
     found = find_frames(frames_dir)
     frames = found.frames

@@ -10,7 +10,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from glitchflow.io.frames import BLOCKS_PER_RUN, make_runs
+from glitchflow.io.frames import make_runs
 
 log = logging.getLogger(__name__)
 
@@ -131,11 +131,11 @@ def block_actor_pool(size: int):
     return ray.data.ActorPoolStrategy(size=size, max_tasks_in_flight_per_actor=1)
 
 
-def run_items(blocks: list, workers: int, most: int = BLOCKS_PER_RUN) -> list[dict]:
+def run_items(blocks: list, workers: int) -> list[dict]:
     """Ray Data rows for a :func:`block_actor_pool`: runs of consecutive blocks of frames
     (:func:`~glitchflow.io.frames.make_runs`), each row a JSON list of its blocks' frame
     paths, so that an actor reads a boundary frame once for both of its blocks."""
-    runs = make_runs(blocks, workers, most)
+    runs = make_runs(blocks, workers)
     return [{"blocks": json.dumps([[f.path for f in b] for b in run])} for run in runs]
 
 
@@ -206,24 +206,10 @@ def check_resources(cpus: float, gpus: float = 0.0, what: str = "stage") -> None
         )
 
 
-def check_stage_resources(resources, what: str, spare_cpus: float = 0.0) -> None:
-    """:func:`check_resources` for a :class:`~glitchflow.config.ResourcesConfig` pool; warn
-    when the pool leaves less than ``spare_cpus`` free (then the stage's writers wait for
-    the actors to finish, and their output is held in memory until then)."""
-    import ray
-
+def check_stage_resources(resources, what: str) -> None:
+    """:func:`check_resources` for a :class:`~glitchflow.config.ResourcesConfig` pool."""
     cpus = resources.workers * resources.cpus_per_worker
     check_resources(cpus, resources.workers * resources.gpus_per_worker, what)
-    total = ray.cluster_resources().get("CPU", 0)
-    if cpus + spare_cpus > total + 1e-9:
-        log.warning(
-            "%s: %g of %g CPUs go to its actors, less than %g left for writing; output "
-            "waits in memory until the actors finish (lower cpus_per_worker to stream)",
-            what,
-            cpus,
-            total,
-            spare_cpus,
-        )
 
 
 def file_system_type(path: str | Path) -> str:
