@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from glitchflow.signal.fast import BinPool, median, squared_magnitude
+from glitchflow.signal.fast import BinPool, median, rfft, squared_magnitude
 
 #: maximum fractional energy mismatch between neighbouring tiles (gwpy's default)
 TILE_MISMATCH = 0.2
@@ -379,7 +379,7 @@ class QTransform(nn.Module):
         then per group a gather of the windowed band, one inverse FFT and the row medians;
         yields per group ``(batch, channel, len(members), length)`` float32 energy and the
         ``(batch, channel, len(members), 1)`` medians that divide it into SNR^2."""
-        spectrum = torch.fft.rfft(x.float(), dim=-1)  # whitened data: single precision
+        spectrum = rfft(x.float())  # whitened data: single precision
         for group in plan.groups:
             buffer = spectrum.new_zeros((*spectrum.shape[:-1], len(group.members), group.length))
             for row, (start, half, window) in zip(buffer.unbind(-2), group.bands):

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from glitchflow.signal.fast import median, smooth_length
+from glitchflow.signal.fast import irfft, median, rfft, smooth_length, squared_magnitude
 
 
 def _median_bias(n: int) -> float:
@@ -47,23 +47,41 @@ def welch_psd(
             f"need at least fftlength={fftlength} s of data to estimate a PSD, "
             f"got {x.shape[-1] / sample_rate:.3f} s"
         )
-    segments = x.unfold(-1, nperseg, nstride)  # (batch, channel, segment, nperseg)
-    segments = segments - segments.mean(dim=-1, keepdim=True)
+    segments = x.unfold(-1, nperseg, nstride)  # (batch, channel, segment, nperseg), a view
     window = torch.hann_window(nperseg, periodic=True, dtype=x.dtype, device=x.device)
-    spectra = torch.fft.rfft(segments * window, dim=-1)
-    power = spectra.real.square() + spectra.imag.square()
-    power = power * (2.0 / (sample_rate * float((window**2).sum())))
-    power[..., 0] /= 2
-    if nperseg % 2 == 0:
-        power[..., -1] /= 2
+    spectra = rfft(segments * window)
+    # each segment's mean is removed in the spectrum: the periodic Hann window's own
+    # spectrum is nperseg / 2 at DC and -nperseg / 4 at bin 1, zero elsewhere (one pass
+    # over the segments fewer than subtracting before windowing)
+    means = segments.mean(dim=-1)
+    spectra[..., 0] -= means * (nperseg / 2)
+    if spectra.shape[-1] > 1:
+        spectra[..., 1] += means * (nperseg / 4)
+    power = squared_magnitude(spectra)
     n_seg = power.shape[-2]
     if average == "mean":
-        return power.mean(dim=-2)
-    return median(power, dim=-2).squeeze(-2) / _median_bias(n_seg)
+        psd = power.mean(dim=-2)
+    else:
+        psd = median(power, dim=-2).squeeze(-2) / _median_bias(n_seg)
+    # the one-sided scaling is positive per bin, so it commutes with the average
+    psd = psd * (2.0 / (sample_rate * float((window**2).sum())))
+    psd[..., 0] /= 2
+    if nperseg % 2 == 0:
+        psd[..., -1] /= 2
+    return psd
 
 
 def _interp_last(values: Tensor, old_step: float, new_step: float, n_new: int) -> Tensor:
-    """Linear interpolation along the last axis from a grid ``k * old_step`` to ``k * new_step``."""
+    """Linear interpolation along the last axis from a grid ``k * old_step`` to ``k * new_step``.
+
+    When both grids end at the same frequency (whitening data of an even number of
+    samples) by ``F.interpolate`` (3-5x faster than gathering the neighbours), else by
+    gathering them; the same values to float rounding."""
+    n_old = values.shape[-1]
+    if abs((n_new - 1) * new_step - (n_old - 1) * old_step) <= 1e-9 * n_old * old_step:
+        flat = values.reshape(-1, 1, n_old)
+        out = torch.nn.functional.interpolate(flat, size=n_new, mode="linear", align_corners=True)
+        return out.reshape(*values.shape[:-1], n_new)
     pos = torch.arange(n_new, dtype=torch.float64, device=values.device) * (new_step / old_step)
     pos = pos.clamp(max=values.shape[-1] - 1)
     lo = pos.floor().long().clamp(max=values.shape[-1] - 2)
@@ -100,7 +118,7 @@ def whitening_filter(
     if band_limit is not None:
         above = freqs[None, :] > band_limit.to(freqs)[:, None]
         transfer = transfer.masked_fill(above[None], 0.0)
-    impulse = torch.fft.irfft(transfer, dim=-1)
+    impulse = irfft(transfer)
     half = ntaps // 2
     window = torch.hann_window(ntaps, periodic=False, dtype=impulse.dtype, device=psd.device)
     head = impulse[..., :half] * window[half:ntaps]
@@ -137,7 +155,7 @@ def filter_response(fir: Tensor, n: int) -> Tensor:
     """Spectrum ``(..., nfft // 2 + 1)`` of a whitening FIR ``(..., ntaps)`` for data of ``n``
     samples, on the FFT length :func:`apply_whitening` uses (``n + ntaps - 1`` rounded up
     to a fast length): depends on the PSD and ``n`` only, so it can be kept and reused."""
-    return torch.fft.rfft(fir, smooth_length(n + fir.shape[-1] - 1), dim=-1)
+    return rfft(fir, smooth_length(n + fir.shape[-1] - 1))
 
 
 def apply_whitening(x: Tensor, response: Tensor, ntaps: int, sample_rate: float) -> Tensor:
@@ -152,7 +170,7 @@ def apply_whitening(x: Tensor, response: Tensor, ntaps: int, sample_rate: float)
             f"filter response of {response.shape[-1]} bins is not for {n} samples "
             f"({nfft // 2 + 1} bins)"
         )
-    full = torch.fft.irfft(torch.fft.rfft(x, nfft, dim=-1) * response, nfft, dim=-1)
+    full = irfft(rfft(x, nfft) * response, nfft)
     start = (ntaps - 1) // 2  # scipy.signal.fftconvolve(mode='same')
     half = ntaps // 2
     same = full[..., start : start + n]

@@ -13,7 +13,7 @@ from glitchflow.evaluate.reference import gwpy_pooled_spectrogram, gwpy_spectrog
 from glitchflow.io.frames import find_frames
 from glitchflow.io.span import read_span
 from glitchflow.signal.conditioner import Conditioner
-from glitchflow.signal.fast import BinPool, median, pool_index, smooth_length
+from glitchflow.signal.fast import BinPool, irfft, median, pool_index, rfft, smooth_length
 from glitchflow.synth.waveforms import Component, render
 from tests.conftest import CONFIGS
 
@@ -89,6 +89,34 @@ def test_median_is_numpys(shape):
     for dim in range(-len(shape), 0):
         expected = torch.as_tensor(np.median(x.numpy(), axis=dim))
         assert torch.allclose(median(x, dim).squeeze(dim), expected)
+
+
+def test_median_leaves_its_input_alone():
+    x = torch.rand(4, 9)
+    kept = x.clone()
+    median(x, -1), median(x, 0)
+    assert torch.equal(x, kept)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("shape", [(8192,), (1, 1, 10001), (3, 2, 4096)])
+def test_real_ffts_are_torchs(shape, dtype):
+    """One channel goes to pocketfft, batches to torch: the same transforms either way."""
+    x = torch.randn(*shape, dtype=dtype)
+    tol = 1e-4 if dtype == torch.float32 else 1e-10
+    for n in (None, shape[-1] + 7):
+        ours = rfft(x, n)
+        expected = torch.fft.rfft(x, n, dim=-1)
+        assert ours.dtype == expected.dtype and ours.shape == expected.shape
+        scale = expected.abs().max()
+        assert (ours - expected).abs().max() <= tol * scale
+        m = n or shape[-1]
+        back = irfft(expected.conj().conj(), m)  # a conjugate view, resolved
+        assert back.dtype == x.dtype and back.shape[-1] == m
+        assert (back - torch.fft.irfft(expected, m, dim=-1)).abs().max() <= tol * x.abs().max()
+    grad = x.clone().requires_grad_(True)
+    rfft(grad).abs().sum().backward()  # autograd takes torch's transform
+    assert grad.grad is not None
 
 
 def test_fft_lengths_are_smooth_and_long_enough():
