@@ -151,11 +151,20 @@ def whiten_segment(
     return apply_whitening(x, filter_response(fir, x.shape[-1]), fir.shape[-1], sample_rate)
 
 
+def convolution_length(n: int, ntaps: int) -> int:
+    """FFT length of :func:`apply_whitening` for ``n`` samples and an FIR of ``ntaps``: ``n``
+    rounded up to a fast length.  A circular convolution that long wraps only into the
+    first ``ntaps - 1`` samples of the full linear one, inside the half filter cropped
+    at each edge (as long as ``ntaps <= n``), so padding to ``n + ntaps - 1`` would buy
+    nothing kept (and 16 s at 4096 Hz stays at 2^16 instead of 73728)."""
+    return smooth_length(max(n, ntaps))
+
+
 def filter_response(fir: Tensor, n: int) -> Tensor:
     """Spectrum ``(..., nfft // 2 + 1)`` of a whitening FIR ``(..., ntaps)`` for data of ``n``
-    samples, on the FFT length :func:`apply_whitening` uses (``n + ntaps - 1`` rounded up
-    to a fast length): depends on the PSD and ``n`` only, so it can be kept and reused."""
-    return rfft(fir, smooth_length(n + fir.shape[-1] - 1))
+    samples, on the FFT length :func:`apply_whitening` uses (:func:`convolution_length`):
+    depends on the PSD and ``n`` only, so it can be kept and reused."""
+    return rfft(fir, convolution_length(n, fir.shape[-1]))
 
 
 def apply_whitening(x: Tensor, response: Tensor, ntaps: int, sample_rate: float) -> Tensor:
@@ -164,17 +173,17 @@ def apply_whitening(x: Tensor, response: Tensor, ntaps: int, sample_rate: float)
     and crop half a filter from each edge, as :func:`whiten_segment`."""
     x = x - x.mean(dim=-1, keepdim=True)  # gwpy detrends ('constant') before whitening
     n = x.shape[-1]
-    nfft = smooth_length(n + ntaps - 1)
+    nfft = convolution_length(n, ntaps)
     if response.shape[-1] != nfft // 2 + 1:
         raise ValueError(
             f"filter response of {response.shape[-1]} bins is not for {n} samples "
             f"({nfft // 2 + 1} bins)"
         )
     full = irfft(rfft(x, nfft) * response, nfft)
-    start = (ntaps - 1) // 2  # scipy.signal.fftconvolve(mode='same')
-    half = ntaps // 2
-    same = full[..., start : start + n]
-    return same[..., half : n - half] * math.sqrt(2.0 / sample_rate)
+    # scipy.signal.fftconvolve(mode='same') starts at (ntaps - 1) // 2 of the full one;
+    # half a filter more is cropped at each end
+    start = (ntaps - 1) // 2 + ntaps // 2
+    return full[..., start : start + n - 2 * (ntaps // 2)] * math.sqrt(2.0 / sample_rate)
 
 
 def unwhiten(
