@@ -81,6 +81,21 @@ def squared_magnitude(z: Tensor) -> Tensor:
     return z.real.square() + z.imag.square()
 
 
+def gather_scaled(values: Tensor, source: Tensor, scale: Tensor, target: Tensor, size: int):
+    """``out[..., target] = values[..., source] * scale`` into zeros ``(..., size)``: the
+    tile rows' bands of a spectrum laid out for their inverse FFTs.  On the CPU by numpy
+    (``take`` and a fancy assignment: 1.5-2x faster than torch's gather and scatter along
+    a last axis, and than a slice per row), elsewhere by torch."""
+    if values.device.type == "cpu" and not values.requires_grad:
+        data = values.resolve_conj().numpy()
+        out = np.zeros((*data.shape[:-1], size), dtype=data.dtype)
+        out[..., target.numpy()] = np.take(data, source.numpy(), axis=-1) * scale.numpy()
+        return torch.from_numpy(out)
+    out = values.new_zeros((*values.shape[:-1], size))
+    out[..., target] = values[..., source] * scale
+    return out
+
+
 @functools.lru_cache(maxsize=256)
 def smooth_length(n: int) -> int:
     """The smallest even 2-3-5-smooth integer >= ``n``: FFT lengths that pocketfft and

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from glitchflow.signal.fast import BinPool, median, rfft, squared_magnitude
+from glitchflow.signal.fast import BinPool, gather_scaled, median, rfft, squared_magnitude
 
 #: maximum fractional energy mismatch between neighbouring tiles (gwpy's default)
 TILE_MISMATCH = 0.2
@@ -96,9 +96,11 @@ PLAN_CACHE_SIZE = 16
 @dataclass(frozen=True)
 class RowGroup:
     """Tile rows sharing one sampling: ``members`` index the plan's tiles; ``length``
-    samples per row over the input; ``bands``: per row, the first spectrum bin of its
-    band, the band's half width ``h`` (bins) and its ``2 h + 1`` float32 window values
-    (normalisation folded in), placed at frequencies ``-h..h`` of the row's inverse FFT;
+    samples per row over the input; the rows' bands in one gather: ``source`` (k,) the
+    spectrum bins of every row's band (``2 h + 1`` bins around the tile frequency,
+    row after row), ``target`` (k,) where each lands in the group's flattened ``(rows,
+    length)`` inverse-FFT input (frequencies ``-h..h``, negative ones wrapped to the
+    end), ``window`` (k,) float32 the bisquare window with the normalisations folded in;
     ``pool`` the tile samples inside each output bin (reduction ``max``; None for
     ``interpolate``);
     ``median_stride``: every how many samples are gwpy's tile samples (the median that
@@ -106,7 +108,9 @@ class RowGroup:
 
     members: np.ndarray
     length: int
-    bands: tuple[tuple[int, int, Tensor], ...]
+    source: Tensor
+    target: Tensor
+    window: Tensor
     pool: BinPool | None
     median_stride: int
 
@@ -341,8 +345,8 @@ class QTransform(nn.Module):
         # rows sharing a sampling and gwpy's tile count: one inverse FFT, one median stride
         for length, count in sorted(set(zip(lengths.tolist(), ntiles.tolist()))):
             members = np.flatnonzero((lengths == length) & (ntiles == count))
-            bands = []
-            for freq in tiles[members]:
+            source, target, windows = [], [], []
+            for row, freq in enumerate(tiles[members]):
                 half = int(freq / self.qprime * duration)
                 offsets = np.arange(-half, half + 1)
                 start = round(freq * duration) + 1 - half  # the band's first spectrum bin
@@ -354,13 +358,16 @@ class QTransform(nn.Module):
                 )
                 # gwpy's one-sided amplitude spectrum (rfft / n, doubled above DC) and the
                 # inverse FFT's 1/length undone, folded into the window
-                window = (1.0 - xfreq**2) ** 2 * norm * (2.0 / n * length)
-                bands.append((start, half, torch.from_numpy(window).to(device, torch.float32)))
+                windows.append((1.0 - xfreq**2) ** 2 * norm * (2.0 / n * length))
+                source.append(start + half + offsets)
+                target.append(row * length + offsets % length)
             groups.append(
                 RowGroup(
                     members=members,
                     length=length,
-                    bands=tuple(bands),
+                    source=torch.from_numpy(np.concatenate(source)).to(device),
+                    target=torch.from_numpy(np.concatenate(target)).to(device),
+                    window=torch.from_numpy(np.concatenate(windows)).to(device, torch.float32),
                     pool=BinPool.build(length, n_bins, device) if self.reduction == "max" else None,
                     median_stride=length // count if length % count == 0 else 1,
                 )
@@ -380,12 +387,12 @@ class QTransform(nn.Module):
         yields per group ``(batch, channel, len(members), length)`` float32 energy and the
         ``(batch, channel, len(members), 1)`` medians that divide it into SNR^2."""
         spectrum = rfft(x.float())  # whitened data: single precision
+        lead = spectrum.shape[:-1]
         for group in plan.groups:
-            buffer = spectrum.new_zeros((*spectrum.shape[:-1], len(group.members), group.length))
-            for row, (start, half, window) in zip(buffer.unbind(-2), group.bands):
-                band = spectrum[..., start : start + 2 * half + 1] * window
-                row[..., : half + 1] = band[..., half:]  # frequencies 0..h
-                row[..., group.length - half :] = band[..., :half]  # -h..-1
+            rows = len(group.members)
+            buffer = gather_scaled(
+                spectrum, group.source, group.window, group.target, rows * group.length
+            ).reshape(*lead, rows, group.length)
             energy = squared_magnitude(torch.fft.ifft(buffer, dim=-1))
             norm = median(energy[..., :: group.median_stride], dim=-1)
             yield energy, norm.clamp_min(1e-30)
