@@ -57,12 +57,21 @@ def gwpy_one(x: np.ndarray, cond: Conditioner, n_bins: int) -> np.ndarray:
 
 
 def best_of(fn, repeats: int) -> tuple[float, object]:
-    best, out = float("inf"), None
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - t0)
+    (best,), (out,) = best_of_interleaved([fn], repeats)
     return best, out
+
+
+def best_of_interleaved(fns, repeats: int) -> tuple[list[float], list]:
+    """Best wall seconds and last output of each of ``fns``, run in turn ``repeats``
+    times: the two sides of a ratio share the machine's slow and fast spells (on a
+    shared 2-core VM their speed swings by 30 % within minutes)."""
+    best, outs = [float("inf")] * len(fns), [None] * len(fns)
+    for _ in range(repeats):
+        for i, fn in enumerate(fns):
+            t0 = time.perf_counter()
+            outs[i] = fn()
+            best[i] = min(best[i], time.perf_counter() - t0)
+    return best, outs
 
 
 def measure(cond: Conditioner, n_ch: int, duration: float, repeats: int, threads: int) -> dict:
@@ -72,8 +81,13 @@ def measure(cond: Conditioner, n_ch: int, duration: float, repeats: int, threads
     n_bins = cond.n_bins(duration)
     with threadpool_limits(1):
         torch.set_num_threads(1)
-        t_ours, ours = best_of(lambda: cond(x)[0].numpy(), repeats)
-        t_gwpy, ref = best_of(lambda: np.stack([gwpy_one(c, cond, n_bins) for c in data]), repeats)
+        (t_ours, t_gwpy), (ours, ref) = best_of_interleaved(
+            [
+                lambda: cond(x)[0].numpy(),
+                lambda: np.stack([gwpy_one(c, cond, n_bins) for c in data]),
+            ],
+            repeats,
+        )
     torch.set_num_threads(threads)
     t_all, _ = best_of(lambda: cond(x), repeats)
     t_gpu = None
