@@ -45,9 +45,14 @@ def _pocketfft():
     return scipy.fft
 
 
+def _in_numpy(x: Tensor) -> bool:
+    """Whether ``x`` can take a numpy (or scipy) kernel: on the CPU, outside autograd."""
+    return x.device.type == "cpu" and not x.requires_grad
+
+
 def _on_pocketfft(x: Tensor) -> bool:
-    """A single transform (one channel) on the CPU, outside autograd."""
-    return x.device.type == "cpu" and not x.requires_grad and x.numel() == x.shape[-1]
+    """A single transform (one channel) that can take numpy's path."""
+    return _in_numpy(x) and x.numel() == x.shape[-1]
 
 
 def rfft(x: Tensor, n: int | None = None) -> Tensor:
@@ -73,7 +78,7 @@ def irfft(z: Tensor, n: int | None = None) -> Tensor:
 def squared_magnitude(z: Tensor) -> Tensor:
     """``|z|^2`` of a complex tensor as a real one (float32 for complex64); on the CPU by
     numpy (1.5x faster than torch's strided real and imaginary views), else by torch."""
-    if z.device.type == "cpu" and not z.requires_grad:
+    if _in_numpy(z):
         values = z.numpy()
         out = np.square(values.real)
         out += np.square(values.imag)
@@ -86,7 +91,7 @@ def gather_scaled(values: Tensor, source: Tensor, scale: Tensor, target: Tensor,
     tile rows' bands of a spectrum laid out for their inverse FFTs.  On the CPU by numpy
     (``take`` and a fancy assignment: 1.5-2x faster than torch's gather and scatter along
     a last axis, and than a slice per row), elsewhere by torch."""
-    if values.device.type == "cpu" and not values.requires_grad:
+    if _in_numpy(values):
         data = values.resolve_conj().numpy()
         out = np.zeros((*data.shape[:-1], size), dtype=data.dtype)
         out[..., target.numpy()] = np.take(data, source.numpy(), axis=-1) * scale.numpy()

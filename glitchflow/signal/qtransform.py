@@ -387,12 +387,12 @@ class QTransform(nn.Module):
         yields per group ``(batch, channel, len(members), length)`` float32 energy and the
         ``(batch, channel, len(members), 1)`` medians that divide it into SNR^2."""
         spectrum = rfft(x.float())  # whitened data: single precision
-        lead = spectrum.shape[:-1]
+        batch_shape = spectrum.shape[:-1]
         for group in plan.groups:
             rows = len(group.members)
             buffer = gather_scaled(
                 spectrum, group.source, group.window, group.target, rows * group.length
-            ).reshape(*lead, rows, group.length)
+            ).reshape(*batch_shape, rows, group.length)
             energy = squared_magnitude(torch.fft.ifft(buffer, dim=-1))
             norm = median(energy[..., :: group.median_stride], dim=-1)
             yield energy, norm.clamp_min(1e-30)
