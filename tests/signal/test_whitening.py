@@ -9,7 +9,12 @@ import pytest
 import scipy.signal
 import torch
 
-from glitchflow.signal.whitening import apply_whitening, filter_response, welch_psd
+from glitchflow.signal.whitening import (
+    apply_whitening,
+    convolution_length,
+    filter_response,
+    welch_psd,
+)
 
 
 @pytest.mark.parametrize("average", ["median", "mean"])
@@ -31,10 +36,23 @@ def test_welch_is_scipys(average, nperseg):
     np.testing.assert_allclose(single.numpy(), expected, rtol=2e-4)
 
 
-@pytest.mark.parametrize(("n", "ntaps"), [(1000, 101), (1000, 100), (4097, 4096), (65536, 8192)])
-def test_convolution_is_fftconvolve_same_cropped(n, ntaps):
-    """The circular convolution of length ``n`` (not ``n + ntaps - 1``) keeps exactly the
-    samples of the linear one that survive the crop of half a filter at each end."""
+@pytest.mark.parametrize(
+    ("n", "ntaps", "blocks"),
+    [
+        (1000, 101, True),
+        (1000, 100, True),
+        (4097, 4096, False),
+        (65536, 8192, False),
+        (262144, 8192, True),
+        (300001, 8191, True),
+    ],
+)
+def test_convolution_is_fftconvolve_same_cropped(n, ntaps, blocks):
+    """One circular convolution of length ``n`` (not ``n + ntaps - 1``), or overlap-save
+    blocks for long data, keeps exactly the samples of the linear one that survive the
+    crop of half a filter at each end."""
+    nfft = convolution_length(n, ntaps)
+    assert (nfft < n) == blocks
     rng = np.random.default_rng(n + ntaps)
     x, fir = rng.normal(size=(2, n)), rng.normal(size=(2, ntaps))
     ours = apply_whitening(
