@@ -101,10 +101,9 @@ class RowGroup:
     row after row), ``target`` (k,) where each lands in the group's flattened ``(rows,
     length)`` inverse-FFT input (frequencies ``-h..h``, negative ones wrapped to the
     end), ``window`` (k,) float32 the bisquare window with the normalisations folded in;
-    ``pool`` the tile samples inside each output bin (reduction ``max``; None for
-    ``interpolate``);
-    ``median_stride``: every how many samples are gwpy's tile samples (the median that
-    normalises a row is taken over those, exactly gwpy's)."""
+    ``pool`` the tile samples inside each output bin (None for ``interpolate``);
+    ``median_runs`` ``(first row, end row, stride)``: rows whose gwpy tile samples
+    (over which their normalising median is taken, as gwpy's) are every stride-th."""
 
     members: np.ndarray
     length: int
@@ -112,7 +111,7 @@ class RowGroup:
     target: Tensor
     window: Tensor
     pool: BinPool | None
-    median_stride: int
+    median_runs: tuple[tuple[int, int, int], ...]
 
 
 @dataclass(frozen=True)
@@ -342,9 +341,13 @@ class QTransform(nn.Module):
         lengths = self.row_lengths(n)
         ntiles = np.array([self._ntiles(f, duration) for f in tiles])
         groups = []
-        # rows sharing a sampling and gwpy's tile count: one inverse FFT, one median stride
-        for length, count in sorted(set(zip(lengths.tolist(), ntiles.tolist()))):
-            members = np.flatnonzero((lengths == length) & (ntiles == count))
+        # rows sharing a sampling: one inverse FFT (gwpy's tile count, rising with the
+        # frequency, sets each row's median stride)
+        for length in sorted(set(lengths.tolist())):
+            members = np.flatnonzero(lengths == length)
+            strides = [int(length // c) if length % c == 0 else 1 for c in ntiles[members]]
+            firsts = [r for r in range(len(strides)) if r == 0 or strides[r] != strides[r - 1]]
+            ends = [*firsts[1:], len(strides)]
             source, target, windows = [], [], []
             for row, freq in enumerate(tiles[members]):
                 half = int(freq / self.qprime * duration)
@@ -369,7 +372,7 @@ class QTransform(nn.Module):
                     target=torch.from_numpy(np.concatenate(target)).to(device),
                     window=torch.from_numpy(np.concatenate(windows)).to(device, torch.float32),
                     pool=BinPool.build(length, n_bins, device) if self.reduction == "max" else None,
-                    median_stride=length // count if length % count == 0 else 1,
+                    median_runs=tuple((a, b, strides[a]) for a, b in zip(firsts, ends)),
                 )
             )
         interp = spline_matrix(tiles, self.frequencies.cpu().numpy())
@@ -394,5 +397,8 @@ class QTransform(nn.Module):
                 spectrum, group.source, group.window, group.target, rows * group.length
             ).reshape(*batch_shape, rows, group.length)
             energy = squared_magnitude(torch.fft.ifft(buffer, dim=-1))
-            norm = median(energy[..., :: group.median_stride], dim=-1)
+            norm = torch.cat(
+                [median(energy[..., a:b, ::step], dim=-1) for a, b, step in group.median_runs],
+                dim=-2,
+            )
             yield energy, norm.clamp_min(1e-30)
