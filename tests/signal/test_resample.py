@@ -1,4 +1,5 @@
-"""The resampler: both application paths give torchaudio's samples, and a tone survives."""
+"""The resampler: both application paths (FFT, bands of phases) give torchaudio's samples,
+and a tone survives."""
 
 from __future__ import annotations
 
@@ -16,8 +17,11 @@ from glitchflow.signal.resample import _resampler, resample
         (16384, 4096, 300_000),  # several overlap-save segments
         (2048, 4096, 2048 * 5 + 3),  # 1 : 2, FFT path with two phases
         (8192, 4096, 7),  # shorter than the kernel
-        (10000, 4096, 10000 * 2),  # 625 : 256, torchaudio's path
-        (500, 4096, 500 * 4),  # 125 : 1024, torchaudio's path
+        (10000, 4096, 10000 * 2),  # 625 : 256, bands of phases
+        (500, 4096, 500 * 4),  # 125 : 1024, bands of phases
+        (256, 4096, 256 * 3 + 1),  # 1 : 16, bands of phases, up-sampling only
+        (44100, 4096, 44100),  # 11025 : 1024, a kernel longer than the frames' hop
+        (10000, 4096, 3),  # bands of phases on fewer samples than a kernel
     ],
 )
 def test_resample_gives_torchaudios_samples(rate_in, rate_out, length):
