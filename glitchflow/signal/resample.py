@@ -48,9 +48,9 @@ def integer_rate(rate: float, what: str = "sample rate") -> int:
 
 
 @functools.lru_cache(maxsize=64)
-def _resampler(rate_in: int, rate_out: int, device: str, dtype: torch.dtype = torch.float64):
-    """torchaudio's ``Resample`` for one rate pair (its sinc kernel built once in double,
-    kept in ``dtype``)."""
+def _resampler(rate_in: int, rate_out: int, device: str):
+    """torchaudio's ``Resample`` for one rate pair: the source of its sinc kernel (built
+    once, in double) and of its geometry; both paths apply the kernel themselves."""
     from torchaudio.transforms import Resample
 
     module = Resample(
@@ -60,7 +60,7 @@ def _resampler(rate_in: int, rate_out: int, device: str, dtype: torch.dtype = to
         rolloff=ROLLOFF,
         dtype=torch.float64,
     )
-    return module.to(device, dtype)
+    return module.to(device)
 
 
 @functools.lru_cache(maxsize=64)
