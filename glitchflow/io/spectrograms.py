@@ -111,12 +111,14 @@ def write_table_shards(
     """Write ``table`` as ``directory/stem-KKKKK.parquet`` files of at most
     ``rows_per_file`` rows; each file appears whole or not at all, and files of ``stem``
     from an earlier write that this one did not replace are removed (a retried block
-    replaces its own files).  Returns the paths (none for ``None`` or zero rows)."""
+    replaces its own files).  ``directory`` is created if missing, its parent must exist
+    (:mod:`glitchflow.pipelines.staging`).  Returns the paths (none for ``None`` or zero
+    rows)."""
     if rows_per_file < 1:
         raise ValueError(f"rows_per_file must be >= 1, got {rows_per_file}")
     rows = 0 if table is None else table.num_rows
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
+    directory.mkdir(exist_ok=True)  # not its parents: a discarded run's must stay gone
     paths = []
     for k, first in enumerate(range(0, rows, rows_per_file)):
         path = directory / f"{stem}-{k:05d}.parquet"

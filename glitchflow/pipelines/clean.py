@@ -40,10 +40,10 @@ from glitchflow.pipelines.clean_block import clean_segment, read_block
 from glitchflow.pipelines.runtime import (
     check_shared_storage,
     check_stage_resources,
-    claim_out,
     map_block_runs,
     run_blocks,
 )
+from glitchflow.pipelines.staging import check_staging, claim_out, publish, staging_dir
 from glitchflow.signal.conditioner import Conditioner
 from glitchflow.tracking.model_store import resolve_subtraction
 
@@ -75,6 +75,7 @@ class BlockCleaner:
         and frame reports (JSON)."""
         rows, reports = [], []
         for paths in run_blocks(batch):
+            check_staging(self.out / "frames")  # a killed run's actor stops here
             got_rows, got_reports = clean_block(
                 self.model,
                 self.cond,
@@ -208,12 +209,15 @@ def run_clean(
     res = cfg.clean.resources
     check_stage_resources(res, "clean")
     out = claim_out(out, CLEAN_PRODUCTS, "clean", overwrite)
-    (out / "frames").mkdir(parents=True, exist_ok=True)
     check_shared_storage(frames_dir, out)
-    state = out / ".model.pt"
+    # frames are written into a staging directory published when the actors are done:
+    # the actors of a killed run cannot add to the next run's frames
+    staging = staging_dir(out, "clean")
+    (staging / "frames").mkdir()
+    state = staging / ".model.pt"
     model.save(state)
-    rows, reports = clean_blocks(cfg, found.frames, state, out)
-    state.unlink(missing_ok=True)
+    rows, reports = clean_blocks(cfg, found.frames, state, staging)
+    publish(staging, out, ["frames"])
     table = pd.DataFrame(rows)
     with atomic_path(out / "glitches.csv") as tmp:
         table.to_csv(tmp, index=False)

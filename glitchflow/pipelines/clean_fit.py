@@ -30,7 +30,8 @@ from glitchflow.io.frames import find_frames, make_blocks
 from glitchflow.pipelines.clean_passes import subtraction_model
 from glitchflow.pipelines.clean_report import log_fit, plot_couplings
 from glitchflow.pipelines.clean_train import fit_on_ray_train
-from glitchflow.pipelines.runtime import check_stage_resources, claim_out
+from glitchflow.pipelines.runtime import check_stage_resources
+from glitchflow.pipelines.staging import claim_out
 
 FIT_PRODUCTS = [
     "model.pt",

@@ -25,7 +25,8 @@ from glitchflow.io.atomic import write_json_atomic
 from glitchflow.io.manifest import load_manifest
 from glitchflow.models.checkpoint import Checkpoint
 from glitchflow.models.inference import Predictor
-from glitchflow.pipelines.runtime import check_stage_resources, claim_out
+from glitchflow.pipelines.runtime import check_stage_resources
+from glitchflow.pipelines.staging import claim_out
 from glitchflow.tracking.images import panel_figure
 from glitchflow.tracking.model_store import resolve_model
 

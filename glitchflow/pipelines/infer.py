@@ -4,9 +4,11 @@ Blocks of consecutive frames stream through actors that each hold one
 Conditioner (built from the checkpoint's signal config: the training one) and
 one :class:`~glitchflow.models.inference.Predictor`.  Every window gets the
 generated strain spectrogram, the residual and the veto / denoise decision;
-the actors write the spectrograms to ``OUT/spectrograms/*.parquet`` as they
-are made and the driver only reads back the scalar columns, so memory stays
-bounded.
+the actors write the spectrograms (``spectrograms/*.parquet``) and the frame
+reports as they are made, into the run's staging directory, which is published
+into OUT when they are done (:mod:`glitchflow.pipelines.staging`: the actors of a
+killed run cannot add to the next run's products); the driver only reads back the
+scalar columns, so memory stays bounded.
 
 Products in OUT (see :func:`write_products` in
 :mod:`glitchflow.pipelines.infer_products`): ``windows.csv``/``.parquet``,
@@ -31,10 +33,10 @@ from glitchflow.pipelines.infer_windows import WindowPredictor
 from glitchflow.pipelines.runtime import (
     check_shared_storage,
     check_stage_resources,
-    claim_out,
     log_shards_written,
     map_block_runs,
 )
+from glitchflow.pipelines.staging import claim_out, publish, staging_dir
 from glitchflow.tracking.model_store import resolve_model
 
 log = logging.getLogger(__name__)
@@ -94,8 +96,11 @@ def run_inference(
     res = inf.resources
     check_stage_resources(res, "infer")
     out = claim_out(out, INFER_PRODUCTS, "infer", overwrite)
-    (out / REPORTS).mkdir(parents=True, exist_ok=True)
     check_shared_storage(frames_dir, out)
+    # the actors write into a staging directory published when they are done: the
+    # actors of a killed run cannot add to the next run's products
+    staging = staging_dir(out, "infer")
+    (staging / REPORTS).mkdir()
     log.info(
         "infer: %s (%s) on %d frames in %d blocks, %d channels",
         model.uri,
@@ -104,17 +109,17 @@ def run_inference(
         len(blocks),
         len(ckpt.channels),
     )
-    shards = out / SPECTROGRAMS
     if blocks:
         kwargs = {
             "ckpt": ckpt,
             "infer": inf.model_dump(mode="json"),
             "frames": [(f.path, f.start, f.duration) for f in found.frames],
-            "report_dir": str(out / REPORTS),
-            "shard_dir": str(shards),
+            "report_dir": str(staging / REPORTS),
+            "shard_dir": str(staging / SPECTROGRAMS),
             "use_gpu": res.gpus_per_worker > 0,
             "threads": max(1, math.floor(res.cpus_per_worker)),
         }
         log_shards_written("infer", map_block_runs(blocks, WindowPredictor, kwargs, res))
+    publish(staging, out, [SPECTROGRAMS, REPORTS])
     accounting = frame_accounting(found, out / REPORTS)
     return write_products(cfg, out, model, found, accounting, hveto, time.perf_counter() - t0)

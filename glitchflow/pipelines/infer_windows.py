@@ -5,11 +5,12 @@ that a frame on a block boundary, padding for one block and data of the next, is
 decoded once (:class:`~glitchflow.io.frame_memory.FrameMemory`, in the cutter).
 
 Each block's windows are written by the actor that made them, to
-``spectrograms/windows-<block GPS>-KKKKK.parquet`` (:func:`~glitchflow.io.spectrograms.
-write_shards`: atomic files named by the block, so a retried block replaces its own); the
-dataset carries only a row of counts per block.  Writing in the actor, instead of Ray
-Data's ``write_parquet`` after it, saves the spectrograms' trip through the object store
-and the writer tasks' processes (on 2 CPUs: 1024 s of data in 21 s instead of 31).
+``spectrograms/windows-<block GPS>-KKKKK.parquet`` in the run's staging directory
+(:func:`~glitchflow.io.spectrograms.write_shards`: atomic files named by the block, so a
+retried block replaces its own); the dataset carries only a row of counts per block.
+Writing in the actor, instead of Ray Data's ``write_parquet`` after it, saves the
+spectrograms' trip through the object store and the writer tasks' processes (on 2 CPUs:
+1024 s of data in 21 s instead of 31).
 
 Kept apart from the driver's module (products, MLflow, TensorBoard) so that an
 actor process imports only what it runs: the Conditioner, the window cutter
@@ -32,6 +33,7 @@ from glitchflow.io.windows import FrameWindowCutter, drop_bad_windows
 from glitchflow.models.checkpoint import Checkpoint
 from glitchflow.models.inference import Predictor
 from glitchflow.pipelines.runtime import run_blocks
+from glitchflow.pipelines.staging import check_staging
 from glitchflow.signal.conditioner import Conditioner
 
 #: scalar columns of the per-window spectrogram shards (read back by the products)
@@ -90,6 +92,7 @@ class WindowPredictor:
         block: its first frame's GPS start, windows written and shard files."""
         counts: dict[str, list] = {"gps_start": [], "windows": [], "files": []}
         for paths in run_blocks(batch):  # in time order: boundary frames decoded once
+            check_staging(self.report_dir)  # a killed run's actor stops here
             block = [self.by_path[p] for p in paths]
             counts["gps_start"].append(block[0].start)
             windows, files = self._block(block)

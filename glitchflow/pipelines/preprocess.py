@@ -31,13 +31,11 @@ from glitchflow.io.windows import FrameWindowCutter
 from glitchflow.pipelines.runtime import (
     check_shared_storage,
     check_stage_resources,
-    claim_out,
     log_shards_written,
     map_block_runs,
-    publish,
     run_blocks,
-    staging_dir,
 )
+from glitchflow.pipelines.staging import check_staging, claim_out, publish, staging_dir
 from glitchflow.signal.conditioner import Conditioner
 
 log = logging.getLogger(__name__)
@@ -80,6 +78,7 @@ class BlockConditioner:
         block: its first frame's GPS start, windows written and shard files."""
         counts: dict[str, list] = {"gps_start": [], "windows": [], "files": []}
         for paths in run_blocks(batch):  # in time order: boundary frames decoded once
+            check_staging(self.report_dir)  # a killed run's actor stops here
             block = [self.by_path[p] for p in paths]
             rows, reports = self.cutter.process(block)
             table = rows_to_table(rows)

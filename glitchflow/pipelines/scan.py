@@ -22,7 +22,8 @@ from glitchflow.evaluate.selection import scan_block, score_channels, seed_rule
 from glitchflow.io.atomic import atomic_path, write_json_atomic
 from glitchflow.io.channels import resolve_channels
 from glitchflow.io.frames import FrameFile, find_frames, make_blocks
-from glitchflow.pipelines.runtime import check_resources, check_shared_storage, claim_out
+from glitchflow.pipelines.runtime import check_resources, check_shared_storage
+from glitchflow.pipelines.staging import claim_out
 
 log = logging.getLogger(__name__)
 

@@ -35,9 +35,9 @@ from glitchflow.pipelines.calibration import calibrate_checkpoint
 from glitchflow.pipelines.runtime import (
     check_resources,
     check_shared_storage,
-    claim_out,
     fit_releasing_controller,
 )
+from glitchflow.pipelines.staging import claim_out
 from glitchflow.pipelines.train_loop import evaluate, train_loop_per_worker
 from glitchflow.pipelines.training_data import TrainingData, prepare_training_data
 from glitchflow.tracking.mlflow_tracking import (

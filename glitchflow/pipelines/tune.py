@@ -31,10 +31,10 @@ from glitchflow.models.registry import list_models
 from glitchflow.pipelines.runtime import (
     check_resources,
     check_shared_storage,
-    claim_out,
     release_orphaned_placement_groups,
     verbose,
 )
+from glitchflow.pipelines.staging import claim_out
 from glitchflow.pipelines.train import loop_config, make_trainer
 from glitchflow.pipelines.training_data import prepare_training_data
 from glitchflow.pipelines.tune_results import summarise

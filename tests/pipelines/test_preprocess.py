@@ -219,6 +219,35 @@ def test_a_run_killed_mid_write_publishes_nothing_and_the_next_run_is_complete(t
     assert load_manifest(out).windows_written == len(_rows(out))
 
 
+def test_an_actor_of_a_discarded_run_stops_without_writing(tmp_path, ray_local):
+    """The actor of a killed run lives on in the cluster: once the next run discarded
+    that run's staging directory, its next block raises, naming the directory, and
+    neither shards nor reports bring the directory back."""
+    from glitchflow.pipelines.preprocess import BlockConditioner
+    from glitchflow.pipelines.staging import RunAbandonedError, discard, staging_dir
+
+    write_test_frames(tmp_path / "frames", [T0, T0 + 16])
+    frames = find_frames(tmp_path / "frames").frames
+    staging = staging_dir(tmp_path / "out", "preprocess")
+    (staging / "reports").mkdir()
+    actor = BlockConditioner(
+        config=_config().model_dump(mode="json"),
+        frames=[(f.path, f.start, f.duration) for f in frames],
+        channels=[STRAIN, "V1:AUX_A"],
+        report_dir=str(staging / "reports"),
+        shard_dir=str(staging / "shards"),
+        rows_per_file=64,
+        use_gpu=False,
+        threads=1,
+    )
+    written = actor({"blocks": [json.dumps([[frames[0].path]])]})
+    assert written["windows"][0] > 0 and len(list((staging / "reports").iterdir())) == 1
+    assert discard(staging)
+    with pytest.raises(RunAbandonedError, match=str(staging / "reports")):
+        actor({"blocks": [json.dumps([[frames[1].path]])]})
+    assert list((tmp_path / "out").iterdir()) == []
+
+
 def test_readers_refuse_shards_that_do_not_match_the_manifest(tmp_path, ray_local):
     """A shard added by another run, a missing shard, or a tampered config: the dataset is
     refused with the reason, before training or generating on it."""
