@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -103,3 +104,31 @@ def test_clean_refuses_a_used_out_and_names_a_missing_model(cleaned, tmp_path):
         run_clean(cfg, root / "frames", fit.model, root / "out")
     with pytest.raises(FileNotFoundError, match=r"nowhere\.pt"):
         run_clean(cfg, root / "frames", str(tmp_path / "nowhere.pt"), tmp_path / "o")
+
+
+def test_an_actor_of_a_discarded_clean_run_stops_without_writing(
+    tiny_subtraction, tiny_twin, ray_local, tmp_path
+):
+    """clean's actors write frames into the run's staging directory: once a later run
+    discarded a killed run's staging, its actor's next block raises, naming the
+    directory, and no cleaned frame lands anywhere."""
+    from glitchflow.pipelines.clean import BlockCleaner
+    from glitchflow.pipelines.staging import RunAbandonedError, discard, staging_dir
+
+    fit, cfg = tiny_subtraction
+    frames = [FrameFile.from_path(p) for p in tiny_twin.frames]
+    staging = staging_dir(tmp_path / "out", "clean")
+    (staging / "frames").mkdir()
+    actor = BlockCleaner(
+        model_state=fit.model,
+        frames=[(f.path, f.start, f.duration) for f in frames],
+        out=str(staging),
+        tag=cfg.clean.frame_tag,
+        dtype=cfg.clean.output_dtype,
+    )
+    actor({"blocks": [json.dumps([[frames[0].path]])]})
+    assert len(list((staging / "frames").glob("*.gwf"))) == 1
+    assert discard(staging)
+    with pytest.raises(RunAbandonedError, match=str(staging / "frames")):
+        actor({"blocks": [json.dumps([[frames[1].path]])]})
+    assert list((tmp_path / "out").iterdir()) == []

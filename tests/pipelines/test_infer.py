@@ -166,6 +166,38 @@ def test_a_second_inference_into_the_same_out_is_refused(inferred, tiny_twin, ti
     assert sorted((out / "spectrograms").glob("*.parquet")) == shards  # untouched
 
 
+def test_an_actor_of_a_discarded_infer_run_stops_without_writing(
+    tiny_model, tiny_twin, ray_local, tmp_path
+):
+    """infer's actors write into the run's staging directory: once a later run discarded
+    a killed run's staging, its actor's next block raises, naming the directory, and
+    writes nothing (no spectrograms or reports land anywhere)."""
+    from glitchflow.pipelines.infer_windows import WindowPredictor
+    from glitchflow.pipelines.staging import RunAbandonedError, discard, staging_dir
+    from glitchflow.tracking.model_store import resolve_model
+
+    summary, _ = tiny_model
+    ckpt = resolve_model(summary.registered.uri, summary.tracking_uri).ckpt
+    frames = [FrameFile.from_path(p) for p in tiny_twin.frames]
+    staging = staging_dir(tmp_path / "out", "infer")
+    (staging / "reports").mkdir()
+    actor = WindowPredictor(
+        ckpt=ckpt,
+        infer=load_config(CONFIGS / "demo.yaml").infer.model_dump(mode="json"),
+        frames=[(f.path, f.start, f.duration) for f in frames],
+        report_dir=str(staging / "reports"),
+        shard_dir=str(staging / "spectrograms"),
+        use_gpu=False,
+        threads=1,
+    )
+    written = actor({"blocks": [json.dumps([[frames[0].path]])]})
+    assert written["windows"][0] > 0 and len(list((staging / "spectrograms").iterdir())) > 0
+    assert discard(staging)
+    with pytest.raises(RunAbandonedError, match=str(staging / "reports")):
+        actor({"blocks": [json.dumps([[frames[1].path]])]})
+    assert list((tmp_path / "out").iterdir()) == []
+
+
 def test_evaluate_scores_against_the_truth(inferred, tiny_twin, tmp_path):
     _, out, cfg = inferred
     report = run_evaluate(cfg, tiny_twin.truth_path, out, tmp_path)
