@@ -36,7 +36,7 @@ from glitchflow.pipelines.runtime import (
     log_shards_written,
     map_block_runs,
 )
-from glitchflow.pipelines.staging import claim_out, publish, staging_dir
+from glitchflow.pipelines.staging import claim_out, publish, staged
 from glitchflow.tracking.model_store import resolve_model
 
 log = logging.getLogger(__name__)
@@ -99,8 +99,6 @@ def run_inference(
     check_shared_storage(frames_dir, out)
     # the actors write into a staging directory published when they are done: the
     # actors of a killed run cannot add to the next run's products
-    staging = staging_dir(out, "infer")
-    (staging / REPORTS).mkdir()
     log.info(
         "infer: %s (%s) on %d frames in %d blocks, %d channels",
         model.uri,
@@ -109,17 +107,19 @@ def run_inference(
         len(blocks),
         len(ckpt.channels),
     )
-    if blocks:
-        kwargs = {
-            "ckpt": ckpt,
-            "infer": inf.model_dump(mode="json"),
-            "frames": [(f.path, f.start, f.duration) for f in found.frames],
-            "report_dir": str(staging / REPORTS),
-            "shard_dir": str(staging / SPECTROGRAMS),
-            "use_gpu": res.gpus_per_worker > 0,
-            "threads": max(1, math.floor(res.cpus_per_worker)),
-        }
-        log_shards_written("infer", map_block_runs(blocks, WindowPredictor, kwargs, res))
-    publish(staging, out, [SPECTROGRAMS, REPORTS])
+    with staged(out, "infer") as staging:
+        (staging / REPORTS).mkdir()
+        if blocks:
+            kwargs = {
+                "ckpt": ckpt,
+                "infer": inf.model_dump(mode="json"),
+                "frames": [(f.path, f.start, f.duration) for f in found.frames],
+                "report_dir": str(staging / REPORTS),
+                "shard_dir": str(staging / SPECTROGRAMS),
+                "use_gpu": res.gpus_per_worker > 0,
+                "threads": max(1, math.floor(res.cpus_per_worker)),
+            }
+            log_shards_written("infer", map_block_runs(blocks, WindowPredictor, kwargs, res))
+        publish(staging, out, [SPECTROGRAMS, REPORTS])
     accounting = frame_accounting(found, out / REPORTS)
     return write_products(cfg, out, model, found, accounting, hveto, time.perf_counter() - t0)

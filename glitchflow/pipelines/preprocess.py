@@ -35,7 +35,7 @@ from glitchflow.pipelines.runtime import (
     map_block_runs,
     run_blocks,
 )
-from glitchflow.pipelines.staging import check_staging, claim_out, publish, staging_dir
+from glitchflow.pipelines.staging import check_staging, claim_out, publish, staged
 from glitchflow.signal.conditioner import Conditioner
 
 log = logging.getLogger(__name__)
@@ -153,24 +153,25 @@ def run_preprocess(
     check_shared_storage(frames_dir, out)
     # written aside and published when complete: a run killed mid-write leaves nothing
     # that a reader or the next run would take for a dataset
-    staging = staging_dir(out, "preprocess")
-    report_dir = staging / REPORTS
-    report_dir.mkdir()
-    (staging / SHARDS).mkdir()
-    if blocks:
-        kwargs = {
-            "config": cfg.model_dump(mode="json"),
-            "frames": [(f.path, f.start, f.duration) for f in frames],
-            "channels": channels,
-            "report_dir": str(report_dir.resolve()),
-            "shard_dir": str((staging / SHARDS).resolve()),
-            "rows_per_file": cfg.preprocess.rows_per_file,
-            "use_gpu": res.gpus_per_worker > 0,
-            "threads": max(1, int(res.cpus_per_worker)),
-        }
-        log_shards_written("preprocess", map_block_runs(blocks, BlockConditioner, kwargs, res))
-    wall = time.perf_counter() - t0
-    manifest = build_manifest(cfg, found, channels, report_dir, staging / SHARDS, wall)
-    write_json_atomic(staging / MANIFEST, manifest.to_dict())
-    publish(staging, out, [SHARDS, REPORTS, MANIFEST])
+    with staged(out, "preprocess") as staging:
+        report_dir = staging / REPORTS
+        report_dir.mkdir()
+        (staging / SHARDS).mkdir()
+        if blocks:
+            kwargs = {
+                "config": cfg.model_dump(mode="json"),
+                "frames": [(f.path, f.start, f.duration) for f in frames],
+                "channels": channels,
+                "report_dir": str(report_dir.resolve()),
+                "shard_dir": str((staging / SHARDS).resolve()),
+                "rows_per_file": cfg.preprocess.rows_per_file,
+                "use_gpu": res.gpus_per_worker > 0,
+                "threads": max(1, int(res.cpus_per_worker)),
+            }
+            written = map_block_runs(blocks, BlockConditioner, kwargs, res)
+            log_shards_written("preprocess", written)
+        wall = time.perf_counter() - t0
+        manifest = build_manifest(cfg, found, channels, report_dir, staging / SHARDS, wall)
+        write_json_atomic(staging / MANIFEST, manifest.to_dict())
+        publish(staging, out, [SHARDS, REPORTS, MANIFEST])
     return manifest

@@ -16,6 +16,8 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -104,6 +106,20 @@ def staging_dir(out: Path, stage: str) -> Path:
     path = out / f".staging-{stage}-{host}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     path.mkdir(parents=True)
     return path
+
+
+@contextmanager
+def staged(out: Path, stage: str) -> Iterator[Path]:
+    """A :func:`staging_dir` for the ``with`` block's writes, which :func:`publish` it
+    when complete; discarded if the block raises (an error, or Ctrl-C in the driver), so
+    a failed run leaves no unpublished output behind, even in a process that lives on."""
+    path = staging_dir(out, stage)
+    try:
+        yield path
+    except BaseException:
+        log.warning("%s run failed: discarding its unpublished output %s", stage, path)
+        discard(path)
+        raise
 
 
 def check_staging(staging: str | Path) -> None:

@@ -19,6 +19,7 @@ from glitchflow.pipelines.staging import (
     claim_out,
     discard,
     publish,
+    staged,
     staging_dir,
 )
 
@@ -80,3 +81,15 @@ def test_publish_moves_the_products_and_removes_the_staging(tmp_path):
     assert [p.name for p in (out / "shards").iterdir()] == ["windows-1-00000.parquet"]
     with pytest.raises(FileExistsError, match="--overwrite"):
         claim_out(out, ["shards", "manifest.json"], "preprocess", False)
+
+
+def test_a_failed_run_discards_its_staging_and_a_complete_one_publishes(tmp_path):
+    with pytest.raises(KeyboardInterrupt), staged(tmp_path, "clean") as staging:
+        (staging / "frames").mkdir()
+        (staging / "frames" / "V-V1_GLITCHFLOW_CLEAN-0-32.gwf").write_bytes(b"half")
+        raise KeyboardInterrupt  # Ctrl-C in the driver mid-run
+    assert list(tmp_path.iterdir()) == []
+    with staged(tmp_path, "clean") as staging:
+        (staging / "frames").mkdir()
+        publish(staging, tmp_path, ["frames"])
+    assert [p.name for p in tmp_path.iterdir()] == ["frames"]
