@@ -97,8 +97,6 @@ def run_inference(
     check_stage_resources(res, "infer")
     out = claim_out(out, INFER_PRODUCTS, "infer", overwrite)
     check_shared_storage(frames_dir, out)
-    # the actors write into a staging directory published when they are done: the
-    # actors of a killed run cannot add to the next run's products
     log.info(
         "infer: %s (%s) on %d frames in %d blocks, %d channels",
         model.uri,
@@ -107,6 +105,8 @@ def run_inference(
         len(blocks),
         len(ckpt.channels),
     )
+    # the actors write into a staging directory published when they are done: the
+    # actors of a killed run cannot add to the next run's products
     with staged(out, "infer") as staging:
         (staging / REPORTS).mkdir()
         if blocks:

@@ -99,10 +99,7 @@ def staging_dir(out: Path, stage: str) -> Path:
         mine = len(parts) >= 5 and parts[-3] == host and parts[-2].isdigit()
         if mine and not _alive(int(parts[-2])):
             log.warning("%s: removing the unpublished output of a run that died", old)
-            if old.name.endswith(".discarded"):  # an earlier removal that did not finish
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                discard(old)
+            discard(old)  # also an earlier discard that did not finish
     path = out / f".staging-{stage}-{host}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     path.mkdir(parents=True)
     return path
@@ -123,8 +120,9 @@ def staged(out: Path, stage: str) -> Iterator[Path]:
 
 
 def check_staging(staging: str | Path) -> None:
-    """Raise :class:`RunAbandonedError` unless ``staging`` (a run's staging directory) still
-    exists: an actor calls this before each block it writes."""
+    """Raise :class:`RunAbandonedError` unless ``staging`` (a run's staging directory, or
+    a directory the driver made in it) still exists: an actor calls this before each
+    block it writes."""
     if not Path(staging).is_dir():
         raise RunAbandonedError(
             f"{staging}: the staging directory of this actor's run is gone (the run was "
