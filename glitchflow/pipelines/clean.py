@@ -43,7 +43,7 @@ from glitchflow.pipelines.runtime import (
     map_block_runs,
     run_blocks,
 )
-from glitchflow.pipelines.staging import check_staging, claim_out, publish, staged
+from glitchflow.pipelines.staging import check_staging, claim_out, staged
 from glitchflow.signal.conditioner import Conditioner
 from glitchflow.tracking.model_store import resolve_subtraction
 
@@ -212,12 +212,11 @@ def run_clean(
     check_shared_storage(frames_dir, out)
     # frames are written into a staging directory published when the actors are done:
     # the actors of a killed run cannot add to the next run's frames
-    with staged(out, "clean") as staging:
+    with staged(out, "clean", ["frames"]) as staging:
         (staging / "frames").mkdir()
         state = staging / ".model.pt"
         model.save(state)
         rows, reports = clean_blocks(cfg, found.frames, state, staging)
-        publish(staging, out, ["frames"])
     table = pd.DataFrame(rows)
     with atomic_path(out / "glitches.csv") as tmp:
         table.to_csv(tmp, index=False)

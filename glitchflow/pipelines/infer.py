@@ -36,7 +36,7 @@ from glitchflow.pipelines.runtime import (
     log_shards_written,
     map_block_runs,
 )
-from glitchflow.pipelines.staging import claim_out, publish, staged
+from glitchflow.pipelines.staging import claim_out, staged
 from glitchflow.tracking.model_store import resolve_model
 
 log = logging.getLogger(__name__)
@@ -107,7 +107,7 @@ def run_inference(
     )
     # the actors write into a staging directory published when they are done: the
     # actors of a killed run cannot add to the next run's products
-    with staged(out, "infer") as staging:
+    with staged(out, "infer", [SPECTROGRAMS, REPORTS]) as staging:
         (staging / REPORTS).mkdir()
         if blocks:
             kwargs = {
@@ -120,6 +120,5 @@ def run_inference(
                 "threads": max(1, math.floor(res.cpus_per_worker)),
             }
             log_shards_written("infer", map_block_runs(blocks, WindowPredictor, kwargs, res))
-        publish(staging, out, [SPECTROGRAMS, REPORTS])
     accounting = frame_accounting(found, out / REPORTS)
     return write_products(cfg, out, model, found, accounting, hveto, time.perf_counter() - t0)

@@ -35,7 +35,7 @@ from glitchflow.pipelines.runtime import (
     map_block_runs,
     run_blocks,
 )
-from glitchflow.pipelines.staging import check_staging, claim_out, publish, staged
+from glitchflow.pipelines.staging import check_staging, claim_out, staged
 from glitchflow.signal.conditioner import Conditioner
 
 log = logging.getLogger(__name__)
@@ -153,7 +153,7 @@ def run_preprocess(
     check_shared_storage(frames_dir, out)
     # written aside and published when complete: a run killed mid-write leaves nothing
     # that a reader or the next run would take for a dataset
-    with staged(out, "preprocess") as staging:
+    with staged(out, "preprocess", [SHARDS, REPORTS, MANIFEST]) as staging:
         report_dir = staging / REPORTS
         report_dir.mkdir()
         (staging / SHARDS).mkdir()
@@ -173,5 +173,4 @@ def run_preprocess(
         wall = time.perf_counter() - t0
         manifest = build_manifest(cfg, found, channels, report_dir, staging / SHARDS, wall)
         write_json_atomic(staging / MANIFEST, manifest.to_dict())
-        publish(staging, out, [SHARDS, REPORTS, MANIFEST])
     return manifest

@@ -106,13 +106,15 @@ def staging_dir(out: Path, stage: str) -> Path:
 
 
 @contextmanager
-def staged(out: Path, stage: str) -> Iterator[Path]:
-    """A :func:`staging_dir` for the ``with`` block's writes, which :func:`publish` it
-    when complete; discarded if the block raises (an error, or Ctrl-C in the driver), so
-    a failed run leaves no unpublished output behind, even in a process that lives on."""
+def staged(out: Path, stage: str, products: list[str]) -> Iterator[Path]:
+    """A :func:`staging_dir` for the ``with`` block's writes: its ``products`` are
+    published (:func:`publish`, in that order) when the block completes, and the whole
+    directory is discarded if the block raises (an error, or Ctrl-C in the driver), so a
+    failed run leaves no unpublished output behind, even in a process that lives on."""
     path = staging_dir(out, stage)
     try:
         yield path
+        publish(path, out, products)
     except BaseException:
         log.warning("%s run failed: discarding its unpublished output %s", stage, path)
         discard(path)

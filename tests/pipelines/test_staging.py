@@ -84,12 +84,11 @@ def test_publish_moves_the_products_and_removes_the_staging(tmp_path):
 
 
 def test_a_failed_run_discards_its_staging_and_a_complete_one_publishes(tmp_path):
-    with pytest.raises(KeyboardInterrupt), staged(tmp_path, "clean") as staging:
+    with pytest.raises(KeyboardInterrupt), staged(tmp_path, "clean", ["frames"]) as staging:
         (staging / "frames").mkdir()
         (staging / "frames" / "V-V1_GLITCHFLOW_CLEAN-0-32.gwf").write_bytes(b"half")
         raise KeyboardInterrupt  # Ctrl-C in the driver mid-run
     assert list(tmp_path.iterdir()) == []
-    with staged(tmp_path, "clean") as staging:
+    with staged(tmp_path, "clean", ["frames"]) as staging:
         (staging / "frames").mkdir()
-        publish(staging, tmp_path, ["frames"])
     assert [p.name for p in tmp_path.iterdir()] == ["frames"]
